@@ -1,0 +1,36 @@
+//! Dispatch: one function per command, called by `main` with the parsed arguments. Each returns the
+//! process exit code; errors are printed once, with their chain, and mapped by [`crate::exit`].
+
+use crate::cli::{Cli, Command};
+use crate::exit;
+
+/// Run the command line and return the exit code.
+pub fn main(cli: Cli) -> u8 {
+    let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
+    crate::logging::init(cli.log_format, verbosity);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return exit::ABORTED;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit::code_of(&err)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Simulate(args) => crate::sim::run_cli(&args).await,
+        _ => Err(exit::invalid("this command is not built yet")),
+    }
+}

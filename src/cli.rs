@@ -1,0 +1,246 @@
+//! The command line, as clap derive types. Doc comments here are the `--help` text; nothing else
+//! lives in this file. Raw arguments are turned into checked settings by the command that uses them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::units::{Latency, Shard, parse_duration};
+
+/// Submit manifests of HiDream image requests: validated, rate-limited, resumable, never paid twice.
+#[derive(Debug, Parser)]
+#[command(name = "hidream-batch", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log lines on stderr as text or as JSON objects (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v, -vv, -vvv); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less output: warnings and errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Expand, validate and submit manifests; write the results CSV.
+    Run(RunArgs),
+    /// Parse, expand and validate manifests; print counts; send nothing.
+    Validate(ManifestArgs),
+    /// Print every expanded request as a JSON line, with its request id and endpoint.
+    Expand(ExpandArgs),
+    /// Poll the tasks of a results CSV, download finished images, write images.csv and index.html.
+    Collect(CollectArgs),
+    /// Serve a local stand-in of the HiDream API (try the tool without a token; tests; benchmarks).
+    Simulate(SimulateArgs),
+    /// Merge results CSVs (e.g. from shards) into one.
+    Merge(MergeArgs),
+}
+
+/// Options shared by every command that reads manifests.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestArgs {
+    /// Manifest files: YAML (`.yaml`, `.yml`) or CSV (`.csv`), expanded in the order given.
+    #[arg(value_name = "MANIFEST", required = true)]
+    pub manifests: Vec<PathBuf>,
+
+    /// Refuse manifests that expand to more than N requests.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_requests: u64,
+
+    /// Salt mixed into every request id, so the same manifest can be submitted again as a new run.
+    #[arg(long, value_name = "TEXT")]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExpandArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+
+    /// Print local images as the base64 that would be sent, not as their path.
+    #[arg(long)]
+    pub full: bool,
+
+    /// Show endpoints on this origin instead of the real hosts.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+}
+
+/// How to reach the API: shared by `run` and `collect`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Send every request to this origin instead of the real hosts (plain http only to loopback).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Start the built-in simulator in-process on a loopback port and use it; no token needed.
+    #[arg(long, conflicts_with = "base_url")]
+    pub simulate: bool,
+
+    /// At most N requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// At most N images per rolling minute per endpoint (a request for 4 images counts 4); 0 = no limit.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub rate: u32,
+
+    /// Attempts per request, the first included.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+
+    /// First retry delay; doubles per attempt with full jitter; `Retry-After` is a floor.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub backoff: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Results CSV; also the resume state.
+    #[arg(short, long, value_name = "PATH", default_value = "results.csv")]
+    pub out: PathBuf,
+
+    /// Timeout of one attempt.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Also resubmit requests that the API rejected in an earlier run.
+    #[arg(long)]
+    pub retry_rejected: bool,
+
+    /// Also retry requests whose outcome is unknown (the API may have created, and billed, the task).
+    #[arg(long)]
+    pub retry_unknown: bool,
+
+    /// Refuse to start (exit 2) if the run would submit more than N images.
+    #[arg(long, value_name = "N")]
+    pub max_images: Option<u64>,
+
+    /// Submit only the requests whose id hashes to shard K of N (1-based).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+
+    /// Print the plan (new, already submitted, to retry, unknown) and exit without sending.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// After submitting, wait for the tasks and download their images into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub collect: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// The results CSV written by `run`.
+    #[arg(long, value_name = "PATH", default_value = "results.csv")]
+    pub results: PathBuf,
+
+    /// Where images, images.csv and index.html go.
+    #[arg(short, long, value_name = "DIR", default_value = "images")]
+    pub out: PathBuf,
+
+    /// Keep polling until every task is finished or `--timeout` passes.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Pause between polling rounds.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// How long `--wait` keeps polling.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Timeout of one HTTP attempt (a query or a download).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    pub listen: String,
+
+    /// Latency per request: a duration, or a range `20ms..200ms`.
+    #[arg(long, value_name = "D", default_value = "50ms")]
+    pub latency: Latency,
+
+    /// Fraction of submissions answered with HTTP 500.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Answer HTTP 429 (with Retry-After) beyond N images per rolling minute per endpoint.
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    /// Answer HTTP 429 (with Retry-After) when more than N submissions are in flight.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<u32>,
+
+    /// Time a task takes from submission to done.
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]
+    pub task_time: Duration,
+
+    /// Accept only this bearer token (default: any non-empty token).
+    #[arg(long, value_name = "T", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Seed of every random choice (faults, latency, task outcomes).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Fraction of tasks that end 3 (generation failed).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub fail_rate: f64,
+
+    /// Fraction of tasks that end 4 (refused by content review).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub refuse_rate: f64,
+
+    /// Fraction of submissions whose connection is closed without an answer, before the task exists.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub drop_before: f64,
+
+    /// Fraction of submissions whose connection is closed without an answer, after the task was created.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub drop_after: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Results CSVs to merge; for one request id the latest row wins.
+    #[arg(value_name = "CSV", required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    /// The merged results CSV.
+    #[arg(short, long, value_name = "PATH")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,12 @@
+//! Every environment variable hidream-batch reads, as a documented constant.
+
+/// The API token, sent as `Authorization: Bearer …`. Required for the real API; never printed,
+/// logged or written anywhere.
+pub const API_TOKEN: &str = "HIDREAM_API_TOKEN";
+/// Optional user id, sent as `API-User-ID` on the endpoints that list it (text-to-image).
+pub const API_USER_ID: &str = "HIDREAM_API_USER_ID";
+/// Standard tracing filter, e.g. `RUST_LOG=hidream_batch=debug`; overrides `-v`/`-q`.
+pub const RUST_LOG: &str = "RUST_LOG";
+/// Test hook: scales every retry delay (e.g. `0.001`), so retry tests do not wait whole seconds.
+/// Not for production use.
+pub const BACKOFF_SCALE: &str = "HIDREAM_BATCH_BACKOFF_SCALE";

@@ -1,0 +1,27 @@
+//! hidream-batch: turn manifests of HiDream image requests into paid submissions, at the pace the
+//! account allows, without ever paying twice for the same request.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap types; doc comments are the `--help` text.
+//! - [`units`]: argument value types (durations, latency ranges, shards).
+//! - [`env_vars`]: every environment variable, documented.
+//! - [`exit`]: the exit codes of SPEC §6 and the errors that carry them.
+//! - [`api`]: the HiDream API contract: hosts, paths, field limits, response shapes.
+//! - [`sim`]: the simulator, a local stand-in of the API (`simulate`, `run --simulate`, tests).
+//!
+//! # Data flow
+//!
+//! `cli → settings → manifest::load → expand (lazy) → validate → run: buffer_unordered(submit:
+//! rate → client::send_with_retry → Outcome) → journal.record + summary (one consumer) → ExitCode`
+//!
+//! See the README for the user's view: commands, manifest reference, results columns, exit codes.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod env_vars;
+pub mod exit;
+pub mod logging;
+pub mod sim;
+pub mod units;

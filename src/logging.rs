@@ -1,0 +1,58 @@
+//! Logging: tracing-subscriber on stderr, as text or JSON, filtered by `-q`/`-v` or `RUST_LOG`.
+//! No ANSI colours unless stderr is a terminal. User-supplied text (prompts, API messages) is logged
+//! through [`safe`], which escapes control characters so a prompt cannot rewrite the terminal.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+use crate::env_vars;
+
+/// Install the global subscriber. `verbosity`: -1 quiet, 0 default (info), 1 debug, ≥2 trace.
+pub fn init(format: LogFormat, verbosity: i8) {
+    let default = match verbosity {
+        i8::MIN..=-1 => "warn",
+        0 => "info",
+        1 => "hidream_batch=debug,info",
+        _ => "trace",
+    };
+    let filter = std::env::var(env_vars::RUST_LOG)
+        .ok()
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .without_time()
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init(),
+    };
+}
+
+/// Text from outside (a prompt, an API message) made safe for a terminal and a log line: control
+/// characters, escape sequences included, are shown escaped.
+pub fn safe(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().flat_map(char::escape_default).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_terminal_control() {
+        assert_eq!(super::safe("plain 中文"), "plain 中文");
+        assert_eq!(super::safe("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
+    }
+}

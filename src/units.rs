@@ -1,0 +1,133 @@
+//! Value types of command-line arguments that are more than a number: durations, latency ranges and
+//! shard specs. Each parses with `FromStr`, so clap reports a bad value as a usage error (exit 2).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Parse a human duration such as `1s`, `250ms`, `30m` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like `500ms`, `2s` or `5m` ({e})"))
+}
+
+/// A per-request latency: a fixed duration, or a range `A..B` drawn uniformly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latency {
+    Fixed(Duration),
+    Range(Duration, Duration),
+}
+
+impl Latency {
+    /// Draw one latency with the given random source.
+    pub fn sample(&self, rng: &mut fastrand::Rng) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d,
+            Latency::Range(lo, hi) => {
+                let span = hi.saturating_sub(lo).as_nanos() as u64;
+                lo + Duration::from_nanos(if span == 0 { 0 } else { rng.u64(0..=span) })
+            }
+        }
+    }
+}
+
+impl FromStr for Latency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once("..") {
+            None => parse_duration(s).map(Latency::Fixed),
+            Some((a, b)) => {
+                let (lo, hi) = (parse_duration(a)?, parse_duration(b)?);
+                if lo > hi {
+                    return Err(format!("latency range `{s}` goes backwards"));
+                }
+                Ok(Latency::Range(lo, hi))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Latency::Fixed(d) => write!(f, "{}", humantime::format_duration(*d)),
+            Latency::Range(a, b) => write!(
+                f,
+                "{}..{}",
+                humantime::format_duration(*a),
+                humantime::format_duration(*b)
+            ),
+        }
+    }
+}
+
+/// `--shard K/N`: the K-th (1-based) of N disjoint parts of a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub k: u32,
+    pub n: u32,
+}
+
+impl Shard {
+    /// Whether the request with this id belongs to the shard. The id is a UUIDv5 (a SHA-1 digest),
+    /// so its leading bits are uniform: the shards are balanced and partition the ids exactly.
+    pub fn contains(&self, id: &uuid::Uuid) -> bool {
+        let hi = u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"));
+        (hi % u64::from(self.n)) as u32 == self.k - 1
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a shard like `2/4` (K of N, 1 ≤ K ≤ N)");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let k: u32 = k.trim().parse().map_err(|_| bad())?;
+        let n: u32 = n.trim().parse().map_err(|_| bad())?;
+        if k == 0 || n == 0 || k > n {
+            return Err(bad());
+        }
+        Ok(Shard { k, n })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_parses_fixed_and_ranges() {
+        assert_eq!(
+            "50ms".parse::<Latency>(),
+            Ok(Latency::Fixed(Duration::from_millis(50)))
+        );
+        assert_eq!(
+            "20ms..200ms".parse::<Latency>(),
+            Ok(Latency::Range(
+                Duration::from_millis(20),
+                Duration::from_millis(200)
+            ))
+        );
+        assert!("200ms..20ms".parse::<Latency>().is_err());
+        let mut rng = fastrand::Rng::with_seed(1);
+        let l: Latency = "20ms..30ms".parse().unwrap();
+        for _ in 0..100 {
+            let d = l.sample(&mut rng);
+            assert!(d >= Duration::from_millis(20) && d <= Duration::from_millis(30));
+        }
+    }
+
+    #[test]
+    fn shard_parses_and_rejects() {
+        assert_eq!("2/4".parse::<Shard>(), Ok(Shard { k: 2, n: 4 }));
+        for bad in ["0/4", "5/4", "1/0", "x/2", "3"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+}
