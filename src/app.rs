@@ -31,6 +31,8 @@ pub fn main(cli: Cli) -> u8 {
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Simulate(args) => crate::sim::run_cli(&args).await,
+        Command::Validate(args) => crate::commands::validate(&args),
+        Command::Expand(args) => crate::commands::expand(&args),
         _ => Err(exit::invalid("this command is not built yet")),
     }
 }

@@ -20,8 +20,14 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod env_vars;
 pub mod exit;
+pub mod expand;
 pub mod logging;
+pub mod manifest;
+pub mod problem;
+pub mod run;
 pub mod sim;
 pub mod units;
+pub mod validate;

@@ -1,1 +1,4 @@
+//! Integration tests: one test binary (as ripgrep and uv do), one module per concern.
 
+mod common;
+mod manifests;

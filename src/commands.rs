@@ -1,0 +1,163 @@
+//! The commands that read manifests without sending anything: `validate` and `expand`, and the
+//! shared step every manifest command starts with ([`load_valid`]).
+
+use std::io::Write;
+
+use crate::api::Kind;
+use crate::cli::{ExpandArgs, ManifestArgs};
+use crate::exit;
+use crate::expand;
+use crate::manifest::Manifest;
+use crate::validate::{self, Report};
+
+/// Load and validate the manifests; print warnings; on any problem print them all (stderr) and
+/// fail with exit code 2.
+pub fn load_valid(args: &ManifestArgs) -> anyhow::Result<(Vec<Manifest>, Report)> {
+    let options = validate::Options {
+        max_requests: args.max_requests,
+        run_id: args.run_id.as_deref(),
+    };
+    let (manifests, report) = validate::validate(&args.manifests, &options);
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if report.is_valid() {
+        return Ok((manifests, report));
+    }
+    let mut err = std::io::stderr().lock();
+    for p in &report.problems {
+        let _ = writeln!(err, "error: {p}");
+    }
+    let n = report.problems.len() as u64 + report.more_problems;
+    if report.more_problems > 0 {
+        let _ = writeln!(err, "error: … and {} more problems", report.more_problems);
+    }
+    Err(exit::invalid(format!(
+        "{n} problem{} in the manifests; nothing was sent",
+        if n == 1 { "" } else { "s" }
+    )))
+}
+
+/// `validate`: print what the manifests expand to and what a run would send.
+pub fn validate(args: &ManifestArgs) -> anyhow::Result<u8> {
+    let (_, report) = load_valid(args)?;
+    let mut out = String::new();
+    let counts = &report.counts;
+    for m in &counts.manifests {
+        out += &format!(
+            "{} ({}): {} job{}, {} request{}\n",
+            m.name,
+            m.path.display(),
+            m.jobs,
+            plural(m.jobs),
+            m.requests,
+            plural(m.requests)
+        );
+    }
+    let jobs: u64 = counts.manifests.iter().map(|m| m.jobs).sum();
+    out += &format!(
+        "total: {jobs} job{}, {} request{}\n",
+        plural(jobs),
+        counts.requests(),
+        plural(counts.requests())
+    );
+    let per_kind = counts.per_kind();
+    for (kind, (requests, images)) in &per_kind {
+        out += &format!(
+            "  {kind}: {requests} request{}, {images} image{} → {}\n",
+            plural(*requests),
+            plural(*images),
+            kind.endpoint(None)
+        );
+    }
+    let rate = crate::run::DEFAULT_RATE;
+    out += &format!(
+        "at the default rate of {rate} images per minute per endpoint, a run takes {}\n",
+        describe_estimate(validate::estimate(&per_kind, rate))
+    );
+    print_out(&out)
+}
+
+/// "under a minute" or "about 2h 5m".
+pub fn describe_estimate(d: std::time::Duration) -> String {
+    if d.as_secs() < 60 {
+        "under a minute".to_string()
+    } else {
+        format!("about {}", humantime::format_duration(d))
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `expand`: one JSON line per request.
+pub fn expand(args: &ExpandArgs) -> anyhow::Result<u8> {
+    let (manifests, _) = load_valid(&args.manifest)?;
+    let endpoints: Vec<(Kind, String)> = Kind::ALL
+        .iter()
+        .map(|k| (*k, k.endpoint(args.base_url.as_deref())))
+        .collect();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for request in expand::expand(&manifests, args.manifest.run_id.as_deref()) {
+        let request = request.map_err(|p| exit::invalid(format!("{}", p[0])))?;
+        let kind = request.body.kind();
+        let body = request.display_body(args.full).map_err(|e| {
+            exit::invalid(format!(
+                "job `{}`: cannot read a local image: {e}",
+                request.job.id
+            ))
+        })?;
+        let vars: serde_json::Map<String, serde_json::Value> = request
+            .job
+            .vars
+            .iter()
+            .zip(&request.vars)
+            .map(|(k, v)| (k.clone(), v.to_string().into()))
+            .collect();
+        let meta: serde_json::Map<String, serde_json::Value> = request
+            .job
+            .meta
+            .iter()
+            .zip(&request.meta)
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        let line = serde_json::json!({
+            "request_id": request.id.to_string(),
+            "manifest": &*request.job.manifest,
+            "job": request.job.id,
+            "kind": kind.as_str(),
+            "endpoint": endpoints.iter().find(|(k, _)| *k == kind).map(|(_, e)| e),
+            "images": request.body.images(),
+            "repeat": request.repeat,
+            "vars": vars,
+            "meta": meta,
+            "body": body,
+        });
+        if let Err(e) = writeln!(out, "{line}") {
+            return broken_pipe(e);
+        }
+    }
+    match out.flush() {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => broken_pipe(e),
+    }
+}
+
+fn print_out(text: &str) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => broken_pipe(e),
+    }
+}
+
+/// A reader that stops early (`| head`) is not an error.
+fn broken_pipe(e: std::io::Error) -> anyhow::Result<u8> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(exit::OK)
+    } else {
+        Err(anyhow::Error::new(e).context("cannot write to stdout"))
+    }
+}

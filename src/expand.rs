@@ -1,0 +1,499 @@
+//! Expansion: manifests become a lazy iterator of typed API requests, each with its request id.
+//!
+//! Order (SPEC §2): manifests as given; jobs in file order; within a job, `for_each` rows in file
+//! order, then the matrix in key order with the last key varying fastest, then `repeat`. Nothing
+//! proportional to the number of requests is built: rows are streamed from their CSV files, the
+//! matrix is an odometer, and local images stay paths until a body is sent ([`Request::wire_body`]).
+//!
+//! A request id is a UUIDv5 over the manifest name, the job's id, the canonical body (images as
+//! written: path or URL), the repeat index and `--run-id`. Sweep variables and `meta` are not part of
+//! it: a variable that changes the body changes the id through the body, and one that does not (a
+//! spreadsheet's notes column, a SKU caption) must not cause a second, paid submission.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::api::Kind;
+use crate::api::model::{ModelBody, ModelTemplate};
+use crate::api::txt2img::Txt2ImgBody;
+use crate::manifest::{self, Field, FieldSet, Job, JobInfo, Manifest, Source, Template};
+use crate::problem::{At, Problem};
+
+/// `--max-requests` default.
+pub const DEFAULT_MAX_REQUESTS: u64 = 1_000_000;
+
+/// The UUIDv5 namespace of hidream-batch request ids. Never change it: ids would change.
+pub const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c1e_9a4d_5e2b_8c7f_0d1a_2b3c_4d5e);
+
+/// An image given to a model request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// An http(s) URL, sent as is.
+    Url(String),
+    /// A local file: `shown` as written in the manifest, `path` resolved against it.
+    File { shown: String, path: PathBuf },
+    /// Base64 given inline (a `data:` URI whose prefix was stripped).
+    Inline(String),
+}
+
+impl ImageRef {
+    /// Classify a rendered `image`/`mask` value. The flag is true when a `data:` prefix was
+    /// stripped (the API wants bare base64; validation warns).
+    pub fn parse(value: &str, dir: &Path) -> (ImageRef, bool) {
+        if value.starts_with("https://") || value.starts_with("http://") {
+            (ImageRef::Url(value.to_string()), false)
+        } else if let Some(rest) = value.strip_prefix("data:") {
+            let data = rest.split_once(',').map_or(rest, |(_, d)| d);
+            (ImageRef::Inline(data.to_string()), true)
+        } else {
+            (
+                ImageRef::File {
+                    shown: value.to_string(),
+                    path: dir.join(value),
+                },
+                false,
+            )
+        }
+    }
+
+    /// How it is shown (and hashed into the request id): the URL, the path as written, or the data.
+    pub fn shown(&self) -> &str {
+        match self {
+            ImageRef::Url(s) | ImageRef::Inline(s) => s,
+            ImageRef::File { shown, .. } => shown,
+        }
+    }
+
+    /// The value sent to the API: local files are read and base64-encoded here, when the body is
+    /// built, never before.
+    pub fn load(&self) -> std::io::Result<String> {
+        match self {
+            ImageRef::Url(s) | ImageRef::Inline(s) => Ok(s.clone()),
+            ImageRef::File { path, .. } => {
+                let bytes = std::fs::read(path)?;
+                Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
+    }
+}
+
+impl Serialize for ImageRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.shown())
+    }
+}
+
+/// A typed request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    Txt2Img(Txt2ImgBody),
+    Model(ModelBody<ImageRef>),
+}
+
+impl Body {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Txt2Img(_) => Kind::Txt2Img,
+            Body::Model(_) => Kind::Model,
+        }
+    }
+
+    /// Images the request asks for: what the per-minute limit counts.
+    pub fn images(&self) -> u32 {
+        match self {
+            Body::Txt2Img(b) => b.images(),
+            Body::Model(b) => b.images(),
+        }
+    }
+}
+
+/// Where a request came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Job,
+    /// A `for_each` row (its line).
+    Row(u64),
+    /// A CSV manifest row (its line).
+    CsvRow(u64),
+}
+
+impl Origin {
+    /// How a field is named where this request came from: CSV column or YAML key.
+    pub fn field_name(self, field: Field) -> &'static str {
+        match self {
+            Origin::CsvRow(_) => field.name(),
+            _ => field.yaml_name(),
+        }
+    }
+}
+
+/// One expanded request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: Uuid,
+    pub job: Arc<JobInfo>,
+    pub body: Body,
+    /// Values of `job.vars`.
+    pub vars: Vec<Arc<str>>,
+    /// Values of `job.meta`.
+    pub meta: Vec<String>,
+    pub repeat: u32,
+    pub origin: Origin,
+    /// A `data:` prefix was stripped from an image.
+    pub stripped_data_prefix: bool,
+}
+
+impl Request {
+    /// Where the request came from, for a problem about it.
+    pub fn at(&self) -> At {
+        at(&self.job, self.origin)
+    }
+
+    /// The JSON body as sent: local images read and base64-encoded now; the request id as
+    /// `request_id` for text-to-image.
+    pub fn wire_body(&self) -> std::io::Result<Vec<u8>> {
+        let json = match &self.body {
+            Body::Txt2Img(b) => {
+                let mut b = b.clone();
+                b.request_id = Some(self.id.to_string());
+                serde_json::to_vec(&b)
+            }
+            Body::Model(b) => serde_json::to_vec(&b.try_map_images(ImageRef::load)?),
+        };
+        Ok(json.expect("request bodies serialize"))
+    }
+
+    /// The body for display (`expand`): images as written, or with `full` as sent.
+    pub fn display_body(&self, full: bool) -> std::io::Result<serde_json::Value> {
+        if full {
+            let bytes = self.wire_body()?;
+            return Ok(serde_json::from_slice(&bytes).expect("valid json"));
+        }
+        let mut value = serde_json::to_value(&self.body).expect("request bodies serialize");
+        if let (Body::Txt2Img(_), Some(obj)) = (&self.body, value.as_object_mut()) {
+            obj.insert("request_id".into(), self.id.to_string().into());
+        }
+        Ok(value)
+    }
+}
+
+fn at(job: &JobInfo, origin: Origin) -> At {
+    match origin {
+        Origin::Job => At::Job(job.id.clone()),
+        Origin::Row(line) => At::JobRow {
+            job: job.id.clone(),
+            file: job.for_each.clone().unwrap_or_default(),
+            line,
+        },
+        Origin::CsvRow(line) => At::CsvRow {
+            line,
+            job: Some(job.id.clone()),
+        },
+    }
+}
+
+/// The request id (see the module docs). The JSON layout of the hashed material is part of the id
+/// scheme: changing it changes every id.
+pub fn request_id(job: &JobInfo, body: &Body, repeat: u32, run_id: Option<&str>) -> Uuid {
+    #[derive(Serialize)]
+    struct Material<'a> {
+        scheme: u8,
+        manifest: &'a str,
+        job: &'a str,
+        kind: Kind,
+        body: &'a Body,
+        repeat: u32,
+        run_id: Option<&'a str>,
+    }
+    let material = Material {
+        scheme: 1,
+        manifest: &job.manifest,
+        job: &job.id_key,
+        kind: body.kind(),
+        body,
+        repeat,
+        run_id,
+    };
+    let bytes = serde_json::to_vec(&material).expect("ids serialize");
+    Uuid::new_v5(&NAMESPACE, &bytes)
+}
+
+/// Render one request's fields and type them into a body. Problems name the field.
+fn build_body(
+    job: &JobInfo,
+    fields: &FieldSet,
+    values: &[Arc<str>],
+) -> Result<(Body, bool), Vec<(Field, String)>> {
+    let mut problems = Vec::new();
+    let text = |f: Field| fields.get(f).map(|t: &Template| t.render(values));
+    let string = |f: Field| text(f).map(Cow::into_owned);
+    let mut int = |f: Field| {
+        let v = text(f)?;
+        match v.trim().parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push((f, format!("`{v}` is not a whole number")));
+                None
+            }
+        }
+    };
+    let body = match job.kind {
+        Kind::Txt2Img => {
+            let img_count = int(Field::ImgCount);
+            let body = Body::Txt2Img(Txt2ImgBody {
+                prompt: string(Field::Prompt).unwrap_or_default(),
+                negative_prompt: string(Field::NegativePrompt),
+                img_count,
+                version: string(Field::Version),
+                resolution: string(Field::Resolution),
+                notify_url: string(Field::NotifyUrl),
+                request_id: None,
+            });
+            (body, false)
+        }
+        Kind::Model => {
+            let image_count = int(Field::ImageCount);
+            let custom = match text(Field::CustomHumanTemplate) {
+                None => None,
+                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => {
+                        problems.push((
+                            Field::CustomHumanTemplate,
+                            format!("`{v}` is not `true` or `false`"),
+                        ));
+                        None
+                    }
+                },
+            };
+            let mut stripped = false;
+            let mut image = |f: Field| {
+                text(f).map(|v| {
+                    let (r, s) = ImageRef::parse(&v, &job.dir);
+                    stripped |= s;
+                    r
+                })
+            };
+            let img = image(Field::Image);
+            let mask = image(Field::Mask);
+            let template = fields.template.then(|| ModelTemplate {
+                human_template_id: string(Field::HumanTemplateId).unwrap_or_default(),
+                scene_template_id: string(Field::SceneTemplateId).unwrap_or_default(),
+                custom_human_template: custom,
+            });
+            let body = Body::Model(ModelBody {
+                image: img.unwrap_or(ImageRef::Url(String::new())),
+                mask,
+                template,
+                prompt: string(Field::Prompt),
+                image_count,
+                notify_url: string(Field::NotifyUrl),
+            });
+            (body, stripped)
+        }
+    };
+    if problems.is_empty() {
+        Ok(body)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Build a request, or the problems that stop it.
+fn make(
+    job: &Arc<JobInfo>,
+    fields: &FieldSet,
+    vars: Vec<Arc<str>>,
+    meta: &[Template],
+    repeat: u32,
+    origin: Origin,
+    run_id: Option<&str>,
+) -> Result<Request, Vec<Problem>> {
+    match build_body(job, fields, &vars) {
+        Ok((body, stripped)) => Ok(Request {
+            id: request_id(job, &body, repeat, run_id),
+            meta: meta.iter().map(|t| t.render(&vars).into_owned()).collect(),
+            job: job.clone(),
+            body,
+            vars,
+            repeat,
+            origin,
+            stripped_data_prefix: stripped,
+        }),
+        Err(problems) => {
+            let at = at(job, origin);
+            Err(problems
+                .into_iter()
+                .map(|(f, m)| Problem::new(&job.file, at.clone(), Some(origin.field_name(f)), m))
+                .collect())
+        }
+    }
+}
+
+/// An expanded request, or the problems of one request (or of one unreadable row).
+pub type Item = Result<Request, Vec<Problem>>;
+
+/// Expand manifests lazily, in order.
+pub fn expand<'a>(
+    manifests: &'a [Manifest],
+    run_id: Option<&'a str>,
+) -> impl Iterator<Item = Item> + 'a {
+    manifests.iter().flat_map(move |m| expand_one(m, run_id))
+}
+
+fn expand_one<'a>(m: &'a Manifest, run_id: Option<&'a str>) -> Box<dyn Iterator<Item = Item> + 'a> {
+    match &m.source {
+        Source::Yaml(jobs) => Box::new(jobs.iter().flat_map(move |job| expand_job(job, run_id))),
+        Source::Csv(c) => Box::new(c.rows(m).flat_map(
+            move |row| -> Box<dyn Iterator<Item = Item>> {
+                match row {
+                    Err(p) => Box::new(std::iter::once(Err(p))),
+                    Ok(row) => Box::new((0..row.repeat).map(move |r| {
+                        make(
+                            &row.info,
+                            &row.fields,
+                            Vec::new(),
+                            &row.meta,
+                            r,
+                            Origin::CsvRow(row.line),
+                            run_id,
+                        )
+                    })),
+                }
+            },
+        )),
+    }
+}
+
+fn expand_job<'a>(job: &'a Job, run_id: Option<&'a str>) -> Box<dyn Iterator<Item = Item> + 'a> {
+    type Rows<'r> = Box<dyn Iterator<Item = Result<(Origin, Vec<Arc<str>>), Vec<Problem>>> + 'r>;
+    let rows: Rows<'a> = match &job.for_each {
+        None => Box::new(std::iter::once(Ok((Origin::Job, Vec::new())))),
+        Some(fe) => Box::new(manifest::csv::rows(&fe.path).map(move |r| match r {
+            Ok((line, values)) => Ok((Origin::Row(line), values)),
+            Err((line, column, message)) => Err(vec![Problem::new(
+                &job.info.file,
+                At::JobRow {
+                    job: job.info.id.clone(),
+                    file: fe.shown.clone(),
+                    line,
+                },
+                Some(&column.map_or_else(|| "for_each".to_string(), |c| format!("for_each.{c}"))),
+                message,
+            )]),
+        })),
+    };
+    Box::new(
+        rows.flat_map(move |row| -> Box<dyn Iterator<Item = Item> + 'a> {
+            match row {
+                Err(p) => Box::new(std::iter::once(Err(p))),
+                Ok((origin, row_values)) => {
+                    Box::new(Odometer::new(&job.matrix).flat_map(move |combo| {
+                        let mut vars = row_values.clone();
+                        vars.extend(
+                            combo
+                                .iter()
+                                .zip(&job.matrix)
+                                .map(|(&i, values)| values[i].clone()),
+                        );
+                        (0..job.repeat).map(move |r| {
+                            make(
+                                &job.info,
+                                &job.fields,
+                                vars.clone(),
+                                &job.meta,
+                                r,
+                                origin,
+                                run_id,
+                            )
+                        })
+                    }))
+                }
+            }
+        }),
+    )
+}
+
+/// The matrix as an odometer: index tuples with the last key varying fastest. No keys → one empty
+/// tuple; an empty list → nothing (validation reports it).
+struct Odometer {
+    sizes: Vec<usize>,
+    next: Option<Vec<usize>>,
+}
+
+impl Odometer {
+    fn new(matrix: &[Vec<Arc<str>>]) -> Odometer {
+        let sizes: Vec<usize> = matrix.iter().map(Vec::len).collect();
+        let next = (!sizes.contains(&0)).then(|| vec![0; sizes.len()]);
+        Odometer { sizes, next }
+    }
+}
+
+impl Iterator for Odometer {
+    type Item = Vec<usize>;
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let current = self.next.take()?;
+        let mut following = current.clone();
+        for i in (0..self.sizes.len()).rev() {
+            following[i] += 1;
+            if following[i] < self.sizes[i] {
+                self.next = Some(following);
+                break;
+            }
+            following[i] = 0;
+        }
+        Some(current)
+    }
+}
+
+/// How many requests the manifests expand to, counted without expanding (rows are counted by
+/// reading the CSVs). Used for the `--max-requests` guard.
+pub fn count(m: &Manifest) -> Result<u64, Problem> {
+    match &m.source {
+        Source::Csv(c) => c.count_requests(m),
+        Source::Yaml(jobs) => {
+            let mut total: u64 = 0;
+            for job in jobs {
+                let rows = match &job.for_each {
+                    None => 1,
+                    Some(fe) => manifest::csv::count_rows(&fe.path).map_err(|e| {
+                        Problem::new(&m.path, At::Job(job.info.id.clone()), Some("for_each"), e)
+                    })?,
+                };
+                let product: u64 = job.matrix.iter().map(|v| v.len() as u64).product();
+                total = total.saturating_add(
+                    rows.saturating_mul(product)
+                        .saturating_mul(job.repeat as u64),
+                );
+            }
+            Ok(total)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odometer_varies_last_key_fastest() {
+        let m = vec![
+            vec![Arc::from("a"), Arc::from("b")],
+            vec![Arc::from("1"), Arc::from("2"), Arc::from("3")],
+        ];
+        let combos: Vec<_> = Odometer::new(&m).collect();
+        assert_eq!(combos.len(), 6);
+        assert_eq!(combos[0], vec![0, 0]);
+        assert_eq!(combos[1], vec![0, 1]);
+        assert_eq!(combos[3], vec![1, 0]);
+        assert_eq!(Odometer::new(&[]).count(), 1);
+        assert_eq!(Odometer::new(&[vec![]]).count(), 0);
+    }
+}

@@ -1,0 +1,244 @@
+//! Manifests: the serde-independent model that both formats load into, and `load` by extension.
+//!
+//! A YAML manifest (`yaml.rs`) is a list of jobs, each a set of field templates swept over
+//! `for_each` rows, a `matrix` and `repeat`. A CSV manifest (`csv.rs`) is one request per row and
+//! is never held in memory: it is re-read, row by row, whenever it is expanded. Both produce the
+//! same [`FieldSet`], which `expand` renders and types into API request bodies.
+
+pub mod csv;
+pub mod template;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::api::Kind;
+use crate::problem::{At, Problem};
+pub use template::Template;
+
+/// Every request field a manifest can set. CSV columns use [`Field::name`]; YAML nests the three
+/// template fields under `template:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Prompt,
+    NegativePrompt,
+    ImgCount,
+    Version,
+    Resolution,
+    NotifyUrl,
+    Image,
+    Mask,
+    ImageCount,
+    HumanTemplateId,
+    SceneTemplateId,
+    CustomHumanTemplate,
+}
+
+impl Field {
+    pub const ALL: [Field; 12] = [
+        Field::Prompt,
+        Field::NegativePrompt,
+        Field::ImgCount,
+        Field::Version,
+        Field::Resolution,
+        Field::NotifyUrl,
+        Field::Image,
+        Field::Mask,
+        Field::ImageCount,
+        Field::HumanTemplateId,
+        Field::SceneTemplateId,
+        Field::CustomHumanTemplate,
+    ];
+
+    /// The API's name of the field (and the CSV column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Prompt => "prompt",
+            Field::NegativePrompt => "negative_prompt",
+            Field::ImgCount => "img_count",
+            Field::Version => "version",
+            Field::Resolution => "resolution",
+            Field::NotifyUrl => "notify_url",
+            Field::Image => "image",
+            Field::Mask => "mask",
+            Field::ImageCount => "image_count",
+            Field::HumanTemplateId => "human_template_id",
+            Field::SceneTemplateId => "scene_template_id",
+            Field::CustomHumanTemplate => "custom_human_template",
+        }
+    }
+
+    /// The name as written in a YAML manifest.
+    pub fn yaml_name(self) -> &'static str {
+        match self {
+            Field::HumanTemplateId => "template.human_template_id",
+            Field::SceneTemplateId => "template.scene_template_id",
+            Field::CustomHumanTemplate => "template.custom_human_template",
+            other => other.name(),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether the API's request of `kind` has this field.
+    pub fn belongs_to(self, kind: Kind) -> bool {
+        match self {
+            Field::Prompt | Field::NotifyUrl => true,
+            Field::NegativePrompt | Field::ImgCount | Field::Version | Field::Resolution => {
+                kind == Kind::Txt2Img
+            }
+            _ => kind == Kind::Model,
+        }
+    }
+
+    /// Whether the field belongs to the model `template` object.
+    pub fn in_template(self) -> bool {
+        matches!(
+            self,
+            Field::HumanTemplateId | Field::SceneTemplateId | Field::CustomHumanTemplate
+        )
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The field templates of one job (or CSV row): `None` = not set.
+#[derive(Debug, Clone, Default)]
+pub struct FieldSet {
+    values: [Option<Template>; 12],
+    /// Whether a model `template` was given (it may still lack its ids).
+    pub template: bool,
+}
+
+impl FieldSet {
+    pub fn get(&self, field: Field) -> Option<&Template> {
+        self.values[field.index()].as_ref()
+    }
+
+    pub fn set(&mut self, field: Field, value: Template) {
+        self.values[field.index()] = Some(value);
+    }
+
+    /// The fields that are set, in [`Field::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Field, &Template)> {
+        Field::ALL
+            .into_iter()
+            .filter_map(|f| self.get(f).map(|t| (f, t)))
+    }
+}
+
+/// What every request of a job shares; requests hold it by `Arc`.
+#[derive(Debug)]
+pub struct JobInfo {
+    /// The manifest's name (part of every request id).
+    pub manifest: Arc<str>,
+    /// The manifest file, as given on the command line.
+    pub file: PathBuf,
+    /// The folder relative paths in the manifest are resolved against.
+    pub dir: PathBuf,
+    /// The job id shown to users (`row-<line>` for a CSV row without `id`).
+    pub id: String,
+    /// The job's part of the request id: its id, or empty for a CSV row without `id` (so that
+    /// inserting a row above it does not change its id and resubmit it).
+    pub id_key: String,
+    pub kind: Kind,
+    /// Sweep variables: `for_each` columns first, then matrix keys.
+    pub vars: Vec<String>,
+    /// `meta.<name>` names.
+    pub meta: Vec<String>,
+    /// The `for_each` CSV as written in the manifest (for messages).
+    pub for_each: Option<String>,
+}
+
+/// A job of a YAML manifest, ready to expand.
+#[derive(Debug)]
+pub struct Job {
+    pub info: Arc<JobInfo>,
+    pub fields: FieldSet,
+    /// Values of each matrix key (the matrix keys are `info.vars[for_each columns..]`).
+    pub matrix: Vec<Vec<Arc<str>>>,
+    pub for_each: Option<ForEach>,
+    pub repeat: u32,
+    /// Templates of the `meta` values, in `info.meta` order.
+    pub meta: Vec<Template>,
+}
+
+/// A `for_each` CSV: its columns become variables, one expansion per row.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    /// Resolved path.
+    pub path: PathBuf,
+    /// As written in the manifest (for messages).
+    pub shown: String,
+    pub columns: usize,
+}
+
+/// A loaded manifest.
+#[derive(Debug)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub name: Arc<str>,
+    pub source: Source,
+}
+
+#[derive(Debug)]
+pub enum Source {
+    Yaml(Vec<Job>),
+    Csv(csv::CsvManifest),
+}
+
+impl Manifest {
+    /// Number of jobs (for a CSV manifest: of rows, counted by reading it).
+    pub fn job_count(&self) -> Result<u64, Problem> {
+        match &self.source {
+            Source::Yaml(jobs) => Ok(jobs.len() as u64),
+            Source::Csv(c) => c.count_rows(self),
+        }
+    }
+}
+
+/// Load a manifest, choosing the format by extension. Every problem found is returned.
+pub fn load(path: &Path) -> Result<Manifest, Vec<Problem>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("yaml" | "yml") => yaml::load(path),
+        Some("csv") => csv::load(path),
+        _ => Err(vec![Problem::new(
+            path,
+            At::File,
+            None,
+            "unknown manifest format: use a `.yaml`, `.yml` or `.csv` file",
+        )]),
+    }
+}
+
+/// The folder a manifest's relative paths are resolved against.
+pub(crate) fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The default manifest name: the file name without extension.
+pub(crate) fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "manifest".to_string())
+}
+
+/// Job ids: `[A-Za-z0-9_.-]+`.
+pub(crate) fn valid_job_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}

@@ -1,0 +1,417 @@
+//! Validation (SPEC §7): the API contract's checks on every expanded request, all problems at
+//! once, before anything is sent.
+//!
+//! The checks that depend only on a value live in [`crate::api`] (shared with the simulator);
+//! this module applies them to requests, reads local images' headers (once per distinct file), finds
+//! requests that expand to the same id, and folds a problem that repeats on every request of a job
+//! into one line. It also counts what a run would send: requests and images per endpoint.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::api::{self, Kind};
+use crate::expand::{self, Body, ImageRef, Request};
+use crate::manifest::{self, Field, Manifest};
+use crate::problem::{At, Problem};
+
+/// How many distinct problems are listed before the rest are only counted.
+pub const MAX_LISTED: usize = 50;
+
+/// What the manifests would send.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub manifests: Vec<ManifestCounts>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ManifestCounts {
+    pub path: PathBuf,
+    pub name: String,
+    pub jobs: u64,
+    pub requests: u64,
+    /// Requests and images per kind.
+    pub per_kind: BTreeMap<Kind, (u64, u64)>,
+}
+
+impl Counts {
+    pub fn requests(&self) -> u64 {
+        self.manifests.iter().map(|m| m.requests).sum()
+    }
+
+    /// Requests and images per kind over all manifests.
+    pub fn per_kind(&self) -> BTreeMap<Kind, (u64, u64)> {
+        let mut out = BTreeMap::new();
+        for m in &self.manifests {
+            for (k, (r, i)) in &m.per_kind {
+                let e = out.entry(*k).or_insert((0, 0));
+                e.0 += r;
+                e.1 += i;
+            }
+        }
+        out
+    }
+}
+
+/// The outcome of validation: counts, warnings, and problems (empty when valid).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub counts: Counts,
+    pub problems: Vec<Problem>,
+    /// Problems beyond [`MAX_LISTED`] distinct ones.
+    pub more_problems: u64,
+    pub warnings: Vec<Problem>,
+}
+
+impl Report {
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Options of validation.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    pub max_requests: u64,
+    pub run_id: Option<&'a str>,
+}
+
+/// Load manifests; problems of every file are collected.
+pub fn load_all(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<Problem>) {
+    let mut manifests = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match manifest::load(path) {
+            Ok(m) => manifests.push(m),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    (manifests, problems)
+}
+
+/// Collects problems: distinct ones in order, a job-wide problem folded into one line.
+#[derive(Default)]
+struct Collector {
+    seen: HashSet<Problem>,
+    listed: Vec<Problem>,
+    more: u64,
+}
+
+impl Collector {
+    fn add(&mut self, p: Problem) {
+        // A problem that is the same on every row of a job is listed once, without its row.
+        let key = p.without_row();
+        if self.seen.contains(&key) {
+            return;
+        }
+        if self.listed.len() >= MAX_LISTED {
+            self.more += 1;
+            return;
+        }
+        self.seen.insert(key);
+        self.listed.push(p);
+    }
+}
+
+/// Validate manifests: load them (problems of all files at once), guard `--max-requests`, expand
+/// every request and check it.
+pub fn validate(paths: &[PathBuf], options: &Options<'_>) -> (Vec<Manifest>, Report) {
+    let (manifests, load_problems) = load_all(paths);
+    let mut report = Report::default();
+    let mut collector = Collector::default();
+    for p in load_problems {
+        collector.add(p);
+    }
+    // The guard counts without expanding, so a runaway matrix is refused at once.
+    let mut total: u64 = 0;
+    for m in &manifests {
+        match expand::count(m) {
+            Ok(n) => total = total.saturating_add(n),
+            Err(p) => collector.add(p),
+        }
+    }
+    if total > options.max_requests {
+        collector.add(Problem::new(
+            Path::new(&paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+            At::File,
+            None,
+            format!(
+                "the manifests expand to {total} requests, more than --max-requests {}; raise the limit if that is intended",
+                options.max_requests
+            ),
+        ));
+        report.problems = collector.listed;
+        return (manifests, report);
+    }
+
+    let mut images = ImageChecker::default();
+    let mut ids: HashSet<u64> = HashSet::new();
+    let mut suspects: HashSet<u64> = HashSet::new();
+    for m in &manifests {
+        let mut counts = ManifestCounts {
+            path: m.path.clone(),
+            name: m.name.to_string(),
+            jobs: m.job_count().unwrap_or(0),
+            ..Default::default()
+        };
+        for item in expand::expand(std::slice::from_ref(m), options.run_id) {
+            match item {
+                Err(problems) => problems.into_iter().for_each(|p| collector.add(p)),
+                Ok(request) => {
+                    counts.requests += 1;
+                    let e = counts.per_kind.entry(request.body.kind()).or_insert((0, 0));
+                    e.0 += 1;
+                    e.1 += u64::from(request.body.images());
+                    for p in check(&request, &mut images) {
+                        collector.add(p);
+                    }
+                    if request.stripped_data_prefix {
+                        let w = Problem::new(
+                            &request.job.file,
+                            request.at(),
+                            Some("image"),
+                            "a `data:` prefix was stripped: the API wants bare base64",
+                        );
+                        if !report
+                            .warnings
+                            .iter()
+                            .any(|x| x.without_row() == w.without_row())
+                        {
+                            report.warnings.push(w);
+                        }
+                    }
+                    let short = request.id.as_u64_pair().0;
+                    if !ids.insert(short) {
+                        suspects.insert(short);
+                    }
+                }
+            }
+        }
+        report.counts.manifests.push(counts);
+    }
+    drop(ids);
+    if !suspects.is_empty() {
+        for p in duplicates(&manifests, options.run_id, &suspects) {
+            collector.add(p);
+        }
+    }
+    report.problems = collector.listed;
+    report.more_problems = collector.more;
+    (manifests, report)
+}
+
+/// Requests that share a request id: a second pass over the suspects only.
+fn duplicates(
+    manifests: &[Manifest],
+    run_id: Option<&str>,
+    suspects: &HashSet<u64>,
+) -> Vec<Problem> {
+    let mut first: HashMap<uuid::Uuid, String> = HashMap::new();
+    let mut out = Vec::new();
+    for request in expand::expand(manifests, run_id).flatten() {
+        if !suspects.contains(&request.id.as_u64_pair().0) {
+            continue;
+        }
+        let here = describe(&request);
+        match first.get(&request.id) {
+            None => {
+                first.insert(request.id, here);
+            }
+            Some(earlier) => out.push(Problem::new(
+                &request.job.file,
+                request.at(),
+                None,
+                format!(
+                    "{here} is identical to {earlier} (same body, so the same request id); make them differ, or use `repeat` to submit a request more than once"
+                ),
+            )),
+        }
+    }
+    out
+}
+
+/// A request, named for a person: where it came from and its sweep values.
+fn describe(r: &Request) -> String {
+    let mut out = match r.at() {
+        At::CsvRow { line, .. } => format!("line {line} of `{}`", r.job.file.display()),
+        At::JobRow { line, file, .. } => format!("job `{}` at `{file}` line {line}", r.job.id),
+        _ => format!("job `{}`", r.job.id),
+    };
+    let vars: Vec<String> = r
+        .job
+        .vars
+        .iter()
+        .zip(&r.vars)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !vars.is_empty() {
+        out += &format!(" ({})", vars.join(", "));
+    }
+    out
+}
+
+/// Reads each local image's header once.
+#[derive(Default)]
+pub struct ImageChecker {
+    cache: HashMap<PathBuf, Result<(), String>>,
+}
+
+impl ImageChecker {
+    /// Check a local image: it exists, is PNG/JPEG/WebP, and is at most 4096 px per side.
+    pub fn check(&mut self, path: &Path) -> Result<(), String> {
+        if let Some(r) = self.cache.get(path) {
+            return r.clone();
+        }
+        let r = check_image_file(path);
+        self.cache.insert(path.to_path_buf(), r.clone());
+        r
+    }
+}
+
+fn check_image_file(path: &Path) -> Result<(), String> {
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("`{}` does not exist", path.display()),
+        _ => format!("cannot read `{}`: {e}", path.display()),
+    })?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+        }
+    }
+    api::check_image_type(&head[..n]).map_err(|m| format!("`{}` {m}", path.display()))?;
+    let size = imagesize::size(path)
+        .map_err(|e| format!("`{}` has an unreadable image header: {e}", path.display()))?;
+    api::check_image_size(size.width, size.height).map_err(|m| format!("`{}` {m}", path.display()))
+}
+
+/// The API contract's checks on one request.
+pub fn check(request: &Request, images: &mut ImageChecker) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut add = |field: Field, result: Result<(), String>| {
+        if let Err(m) = result {
+            let name = request.origin.field_name(field);
+            out.push(Problem::new(&request.job.file, request.at(), Some(name), m));
+        }
+    };
+    match &request.body {
+        Body::Txt2Img(b) => {
+            add(
+                Field::Prompt,
+                if b.prompt.trim().is_empty() {
+                    Err("a text-to-image request needs a non-empty `prompt`".into())
+                } else {
+                    Ok(())
+                },
+            );
+            if let Some(n) = b.img_count {
+                add(Field::ImgCount, api::check_count(n));
+            }
+            if let Some(v) = &b.version {
+                add(Field::Version, api::check_version(v));
+            }
+            if let Some(r) = &b.resolution {
+                add(Field::Resolution, api::check_resolution(r));
+            }
+            if let Some(u) = &b.notify_url {
+                add(Field::NotifyUrl, api::check_url(u));
+            }
+        }
+        Body::Model(b) => {
+            for (field, image) in [
+                (Field::Image, Some(&b.image)),
+                (Field::Mask, b.mask.as_ref()),
+            ] {
+                match image {
+                    None => {}
+                    Some(ImageRef::Url(u)) if u.is_empty() => add(
+                        field,
+                        Err("a model request needs an `image` (a URL or a local file)".into()),
+                    ),
+                    Some(ImageRef::File { path, .. }) => add(field, images.check(path)),
+                    Some(ImageRef::Inline(data)) => add(field, check_inline(data)),
+                    Some(ImageRef::Url(_)) => {}
+                }
+            }
+            match (&b.template, &b.prompt) {
+                (Some(_), Some(_)) => add(
+                    Field::Prompt,
+                    Err("a model request takes `template` or `prompt`, not both".into()),
+                ),
+                (None, None) => add(
+                    Field::Prompt,
+                    Err("a model request needs either `template` or `prompt`".into()),
+                ),
+                _ => {}
+            }
+            if let Some(p) = &b.prompt {
+                add(Field::Prompt, api::check_model_prompt(p));
+            }
+            if let Some(t) = &b.template {
+                if t.human_template_id.trim().is_empty() {
+                    add(
+                        Field::HumanTemplateId,
+                        Err(
+                            "a `template` needs both `human_template_id` and `scene_template_id`"
+                                .into(),
+                        ),
+                    );
+                }
+                if t.scene_template_id.trim().is_empty() {
+                    add(
+                        Field::SceneTemplateId,
+                        Err(
+                            "a `template` needs both `human_template_id` and `scene_template_id`"
+                                .into(),
+                        ),
+                    );
+                }
+                if t.custom_human_template == Some(true) {
+                    add(
+                        Field::CustomHumanTemplate,
+                        Err(
+                            "must be false: the API does not support custom human templates yet"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+            if let Some(n) = b.image_count {
+                add(Field::ImageCount, api::check_count(n));
+            }
+            if let Some(u) = &b.notify_url {
+                add(Field::NotifyUrl, api::check_url(u));
+            }
+        }
+    }
+    out
+}
+
+/// Base64 given inline: it decodes to a PNG/JPEG/WebP of at most 4096 px per side.
+fn check_inline(data: &str) -> Result<(), String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|_| "the inline image is not valid base64".to_string())?;
+    api::check_image_type(&bytes).map_err(|m| format!("the inline image {m}"))?;
+    let size = imagesize::blob_size(&bytes)
+        .map_err(|e| format!("the inline image has an unreadable header: {e}"))?;
+    api::check_image_size(size.width, size.height).map_err(|m| format!("the inline image {m}"))
+}
+
+/// Time a run takes at `rate` images per rolling minute per endpoint: the endpoints are paced
+/// independently, so the slowest one decides. The first minute's worth goes at once.
+pub fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> std::time::Duration {
+    if rate == 0 {
+        return std::time::Duration::ZERO;
+    }
+    let minutes = per_kind
+        .values()
+        .map(|(_, images)| images.saturating_sub(1) / u64::from(rate))
+        .max()
+        .unwrap_or(0);
+    std::time::Duration::from_secs(minutes * 60)
+}

@@ -1,0 +1,296 @@
+//! Manifests end to end: the invalid corpus (each file broken in one way) is refused with exit 2
+//! and a message naming the file, the job or row, and the field; valid manifests expand to the
+//! same requests, ids and bodies every time (snapshots); ids obey their properties.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use hidream_batch::expand;
+use hidream_batch::manifest;
+use proptest::prelude::*;
+
+use crate::common::{bin, root};
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .expect("fixture folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    out
+}
+
+fn relative(p: &Path) -> String {
+    p.strip_prefix(root()).unwrap().display().to_string()
+}
+
+#[test]
+fn every_invalid_manifest_is_refused_with_file_place_and_field() {
+    let corpus = files("tests/fixtures/invalid");
+    assert!(corpus.len() >= 25, "the corpus has {} files", corpus.len());
+    for path in corpus {
+        let rel = relative(&path);
+        let out = bin().args(["validate", &rel]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{rel} must exit 2");
+        assert!(out.stdout.is_empty(), "{rel}: nothing on stdout");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("error: {rel}")),
+            "{rel}: {first}"
+        );
+        // Every message names where (a job, a row or a line and column; or, for a file-wide
+        // setting such as `defaults` or the CSV header, the field alone) and what (a field), but a
+        // YAML syntax error, which has only its position.
+        let where_ = first.contains("job `")
+            || first.contains(": line ")
+            || first.contains(&format!("{rel}:"))
+            || first.starts_with(&format!("error: {rel}, field `"));
+        assert!(
+            where_,
+            "{rel}: the message names no job, row or line: {first}"
+        );
+        if !rel.contains("yaml-syntax")
+            && !rel.contains("duplicate-requests")
+            && !rel.contains("ragged-row")
+        {
+            assert!(
+                first.contains("field `"),
+                "{rel}: the message names no field: {first}"
+            );
+        }
+        let name = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "_");
+        insta::assert_snapshot!(format!("invalid__{name}"), stderr);
+    }
+}
+
+#[test]
+fn examples_and_valid_fixtures_expand_to_stable_snapshots() {
+    let mut all = files("tests/fixtures/valid");
+    all.extend(files("manifests"));
+    for path in all.into_iter().filter(|p| {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        (ext == "yaml" || ext == "csv") && !p.ends_with("products.csv")
+    }) {
+        let rel = relative(&path);
+        let out = bin().args(["expand", &rel]).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{rel}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let again = bin().args(["expand", &rel]).output().unwrap();
+        assert_eq!(
+            stdout.as_bytes(),
+            &again.stdout[..],
+            "{rel}: expansion is deterministic"
+        );
+        let name = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "_");
+        insta::assert_snapshot!(format!("expand__{name}"), stdout);
+        let v = bin().args(["validate", &rel]).output().unwrap();
+        assert_eq!(v.status.code(), Some(0), "{rel} validates");
+    }
+}
+
+#[test]
+fn excel_export_reads_bom_crlf_quoted_newlines_and_chinese() {
+    let out = bin()
+        .args(["expand", "tests/fixtures/valid/excel-export.csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    // The BOM did not end up in the first column's name: `kind` was recognised on every row.
+    assert_eq!(lines[0]["kind"], "txt2img");
+    let prompts: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["body"]["prompt"].as_str())
+        .collect();
+    assert!(
+        prompts
+            .iter()
+            .any(|p| p.contains('\n') && p.contains(',') && p.contains("\"morning\"")),
+        "{prompts:?}"
+    );
+    assert!(
+        prompts
+            .iter()
+            .any(|p| p.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))),
+        "{prompts:?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l["body"].to_string().contains('\r')),
+        "no CR leaks into values"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["meta"]["title"].as_str().is_some_and(|t| !t.is_ascii()))
+    );
+}
+
+#[test]
+fn max_requests_guard_states_the_count() {
+    let out = bin()
+        .args([
+            "validate",
+            "tests/fixtures/valid/matrix.yaml",
+            "--max-requests",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("expand to 24 requests, more than --max-requests 10"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_summarises_requests_images_and_time() {
+    let out = bin()
+        .args([
+            "validate",
+            "manifests/sweep.yaml",
+            "manifests/lookbook.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("total: 4 jobs, 21 requests"), "{stdout}");
+    assert!(stdout.contains("txt2img: 11 requests, 20 images → https://www.hidreamai.com/api-pub/gw/v3/image/txt2img/async"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "model: 10 requests, 18 images → https://hidreamai.com/api-pub/ec/v3/image/model/async"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("a run takes under a minute"), "{stdout}");
+}
+
+#[test]
+fn expand_shows_paths_and_full_shows_base64() {
+    let out = bin()
+        .args(["expand", "manifests/lookbook.yaml"])
+        .output()
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let image = first["body"]["image"].as_str().unwrap();
+    assert!(image.starts_with("images/"), "{image}");
+    let full = bin()
+        .args(["expand", "manifests/lookbook.yaml", "--full"])
+        .output()
+        .unwrap();
+    let first_full: serde_json::Value = serde_json::from_str(
+        String::from_utf8(full.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let data = first_full["body"]["image"].as_str().unwrap();
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("bare base64, no data: prefix");
+    assert_eq!(
+        bytes,
+        std::fs::read(root().join("manifests").join(image)).unwrap()
+    );
+    assert_eq!(
+        first["request_id"], first_full["request_id"],
+        "--full does not change ids"
+    );
+}
+
+#[test]
+fn run_id_and_any_change_change_the_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |prompt: &str| {
+        let p = dir.path().join("m.yaml");
+        std::fs::write(&p, format!("jobs:\n  - id: a\n    kind: txt2img\n    prompt: \"{prompt}\"\n  - id: b\n    kind: txt2img\n    prompt: same\n")).unwrap();
+        p
+    };
+    let ids = |p: &Path, run_id: Option<&str>| -> Vec<uuid::Uuid> {
+        let m = manifest::load(p).unwrap();
+        expand::expand(std::slice::from_ref(&m), run_id)
+            .map(|r| r.unwrap().id)
+            .collect()
+    };
+    let before = ids(&write("one"), None);
+    let salted = ids(&write("one"), Some("2026-11-22"));
+    let edited = ids(&write("two"), None);
+    assert_ne!(before[0], salted[0]);
+    assert_ne!(before[1], salted[1]);
+    assert_ne!(before[0], edited[0], "editing job a changes its id");
+    assert_eq!(before[1], edited[1], "job b is untouched, so is its id");
+}
+
+/// A generated sweep: a for_each table of `rows` rows, a matrix of the given sizes, `repeat`.
+fn sweep(dir: &Path, rows: usize, sizes: &[usize], repeat: u32) -> PathBuf {
+    let mut csv = String::from("col,note\n");
+    for r in 0..rows {
+        csv += &format!("row{r},same note\n");
+    }
+    std::fs::write(dir.join("rows.csv"), csv).unwrap();
+    let mut yaml = String::from(
+        "name: prop\njobs:\n  - id: sweep\n    kind: txt2img\n    for_each: rows.csv\n    matrix:\n",
+    );
+    let mut prompt = String::from("p {col}");
+    for (k, n) in sizes.iter().enumerate() {
+        let values: Vec<String> = (0..*n).map(|i| format!("v{k}_{i}")).collect();
+        yaml += &format!("      k{k}: [{}]\n", values.join(", "));
+        prompt += &format!(" {{k{k}}}");
+    }
+    yaml += &format!("    prompt: \"{prompt}\"\n    repeat: {repeat}\n");
+    let path = dir.join("prop.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn ids_are_unique_stable_and_counted(rows in 1usize..5, sizes in prop::collection::vec(1usize..5, 0..4), repeat in 1u32..4) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sweep(dir.path(), rows, &sizes, repeat);
+        let m = manifest::load(&path).unwrap();
+        let first: Vec<uuid::Uuid> = expand::expand(std::slice::from_ref(&m), None).map(|r| r.unwrap().id).collect();
+        let expected = rows * sizes.iter().product::<usize>() * repeat as usize;
+        prop_assert_eq!(first.len(), expected);
+        prop_assert_eq!(expand::count(&m).unwrap(), expected as u64);
+        let unique: HashSet<_> = first.iter().collect();
+        prop_assert_eq!(unique.len(), first.len());
+        // Re-expansion from a fresh load (as another run or machine would) gives the same ids.
+        let again = manifest::load(&path).unwrap();
+        let second: Vec<uuid::Uuid> = expand::expand(std::slice::from_ref(&again), None).map(|r| r.unwrap().id).collect();
+        prop_assert_eq!(first, second);
+    }
+}
