@@ -31,8 +31,33 @@ pub fn main(cli: Cli) -> u8 {
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Simulate(args) => crate::sim::run_cli(&args).await,
+        Command::Run(args) => crate::run::run(args, signals()).await,
         Command::Validate(args) => crate::commands::validate(&args),
         Command::Expand(args) => crate::commands::expand(&args),
         _ => Err(exit::invalid("this command is not built yet")),
     }
+}
+
+/// One item per SIGINT or SIGTERM.
+fn signals() -> impl futures::Stream<Item = ()> + Unpin {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+        let tx = tx.clone();
+        match signal(kind) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot listen for signals: {e}"),
+        }
+    }
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|()| ((), rx))
+    }))
 }

@@ -20,13 +20,16 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod env_vars;
 pub mod exit;
 pub mod expand;
+pub mod journal;
 pub mod logging;
 pub mod manifest;
 pub mod problem;
+pub mod rate;
 pub mod run;
 pub mod sim;
 pub mod units;

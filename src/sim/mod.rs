@@ -1,4 +1,386 @@
-//! The simulator (placeholder; being written).
-pub async fn run_cli(_args: &crate::cli::SimulateArgs) -> anyhow::Result<u8> {
-    Err(crate::exit::invalid("simulator not built yet"))
+//! The simulator: a local stand-in of HiDream's asynchronous image API, so that the tool can be
+//! tried without a token, and so that tests and benchmarks have a faithful, observable server.
+//!
+//! It serves both submit endpoints at their real paths with the documented validation, the
+//! result and batch-result queries, generated PNG images and `GET /sim/stats`; it can misbehave
+//! on purpose (HTTP 500, 429 with `Retry-After`, latency, hung-up connections), reproducibly for a
+//! given `--seed`. It keeps no per-task state: task ids describe themselves, so a simulator
+//! started later (with `collect --simulate`) answers for tasks that an earlier one created.
+//!
+//! # Layout
+//!
+//! - `routes`: the HTTP handlers and the order of checks on a submit request.
+//! - `check`: request validation, on top of the shared checks of [`crate::api`].
+//! - `faults`: the seeded random choices, the rolling-minute window and the concurrency gate.
+//! - `tasks`: self-describing task ids and task progress over time.
+//! - `image`: the generated PNG tiles.
+//! - `conn`: connections a handler can hang up on (`--drop-before`, `--drop-after`).
+//! - [`stats`]: the counters behind `GET /sim/stats`.
+//! - [`codes`]: the `code` values of the simulator's answers.
+//!
+//! Entry points: [`start`] (in-process on a free loopback port, for tests and `run --simulate`),
+//! [`serve`] (on a given listener until a shutdown future completes) and [`run_cli`] (the
+//! `simulate` command).
+
+mod check;
+pub mod codes;
+mod conn;
+mod faults;
+mod hash;
+mod image;
+mod routes;
+pub mod stats;
+mod tasks;
+
+use std::fmt;
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cli::SimulateArgs;
+use crate::units::Latency;
+
+pub use stats::{Calls, PerKind, Stats};
+
+use conn::{Hangup, HangupListener};
+use routes::Shared;
+
+/// Default time a task takes from submission to done.
+pub const DEFAULT_TASK_TIME: Duration = Duration::from_secs(2);
+
+/// How the simulator behaves. [`SimConfig::default`] is a well-behaved server: no latency, no
+/// faults, no limits, tasks done after 2 s, any non-empty bearer token accepted.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Added to every submit request before it is answered.
+    pub latency: Latency,
+    /// Fraction of submit requests answered HTTP 500 (0–1).
+    pub error_rate: f64,
+    /// Answer HTTP 429 when accepting a request would exceed this many images in a rolling
+    /// minute on its endpoint (a request for 4 images counts 4).
+    pub rate_limit: Option<u32>,
+    /// Answer HTTP 429 when more than this many submit requests are in flight.
+    pub max_concurrent: Option<u32>,
+    /// Time from submission to a task's end (queued for the first tenth, then running).
+    pub task_time: Duration,
+    /// The only bearer token accepted; `None` accepts any non-empty token.
+    pub token: Option<String>,
+    /// Seed of every random choice: faults, latencies, task outcomes.
+    pub seed: u64,
+    /// Fraction of images that end with status 3 (generation failed).
+    pub fail_rate: f64,
+    /// Fraction of images that end with status 4 (refused by content review).
+    pub refuse_rate: f64,
+    /// Fraction of submit requests whose connection is closed, without an answer, before a task
+    /// is created.
+    pub drop_before: f64,
+    /// Fraction of submit requests whose connection is closed, without an answer, after the task
+    /// was created (it counts as accepted).
+    pub drop_after: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            latency: Latency::Fixed(Duration::ZERO),
+            error_rate: 0.0,
+            rate_limit: None,
+            max_concurrent: None,
+            task_time: DEFAULT_TASK_TIME,
+            token: None,
+            seed: 0,
+            fail_rate: 0.0,
+            refuse_rate: 0.0,
+            drop_before: 0.0,
+            drop_after: 0.0,
+        }
+    }
+}
+
+/// Written by hand so that the token can never reach a log line.
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("latency", &self.latency)
+            .field("error_rate", &self.error_rate)
+            .field("rate_limit", &self.rate_limit)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("task_time", &self.task_time)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("seed", &self.seed)
+            .field("fail_rate", &self.fail_rate)
+            .field("refuse_rate", &self.refuse_rate)
+            .field("drop_before", &self.drop_before)
+            .field("drop_after", &self.drop_after)
+            .finish()
+    }
+}
+
+impl SimConfig {
+    /// The settings of `hidream-batch simulate`, checked.
+    pub fn from_args(args: &SimulateArgs) -> Result<SimConfig, String> {
+        let config = SimConfig {
+            latency: args.latency,
+            error_rate: args.error_rate,
+            rate_limit: args.rate_limit,
+            max_concurrent: args.max_concurrent,
+            task_time: args.task_time,
+            token: args.token.clone(),
+            seed: args.seed,
+            fail_rate: args.fail_rate,
+            refuse_rate: args.refuse_rate,
+            drop_before: args.drop_before,
+            drop_after: args.drop_after,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Check the values a command line could get wrong; the message names the flag.
+    pub fn check(&self) -> Result<(), String> {
+        for (flag, p) in [
+            ("--error-rate", self.error_rate),
+            ("--fail-rate", self.fail_rate),
+            ("--refuse-rate", self.refuse_rate),
+            ("--drop-before", self.drop_before),
+            ("--drop-after", self.drop_after),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("`{flag}` must be between 0 and 1, not `{p}`"));
+            }
+        }
+        if self.fail_rate + self.refuse_rate > 1.0 {
+            return Err(format!(
+                "`--fail-rate` plus `--refuse-rate` must be at most 1 (they share the same tasks), not `{}`",
+                self.fail_rate + self.refuse_rate
+            ));
+        }
+        if self.rate_limit == Some(0) {
+            return Err("`--rate-limit` must be at least 1 (leave it out for no limit)".into());
+        }
+        if self.max_concurrent == Some(0) {
+            return Err("`--max-concurrent` must be at least 1 (leave it out for no limit)".into());
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err("`--token` must not be empty (leave it out to accept any token)".into());
+        }
+        Ok(())
+    }
+}
+
+/// A simulator running in this process (see [`start`]). Dropping it stops the server in the
+/// background; [`Simulator::shutdown`] stops it and waits.
+pub struct Simulator {
+    /// Where it listens (always a loopback address).
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// The origin to send requests to, e.g. `http://127.0.0.1:41234`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of the counters (what `GET /sim/stats` answers, without counting a call).
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stop accepting connections, let the requests in progress finish, and wait.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!("simulator stopped with an error: {err}"),
+                Err(err) => tracing::warn!("simulator task failed: {err}"),
+            }
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Start a simulator on a free port of `127.0.0.1`, in this process, and return at once.
+pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
+    config.check().map_err(invalid_input)?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(config, addr));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_shared(listener, shared.clone(), async move {
+        let _ = stopped.await;
+    }));
+    Ok(Simulator {
+        addr,
+        shared,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+/// Serve on `listener` until `shutdown` completes, then finish the requests in progress.
+pub async fn serve(
+    listener: TcpListener,
+    config: SimConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    config.check().map_err(invalid_input)?;
+    let shared = Arc::new(Shared::new(config, listener.local_addr()?));
+    serve_shared(listener, shared, shutdown).await
+}
+
+async fn serve_shared(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = routes::router(shared).into_make_service_with_connect_info::<Hangup>();
+    axum::serve(HangupListener(listener), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn invalid_input(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
+}
+
+/// `hidream-batch simulate`: listen, print the address, serve until Ctrl-C or SIGTERM.
+pub async fn run_cli(args: &SimulateArgs) -> anyhow::Result<u8> {
+    let config = SimConfig::from_args(args).map_err(crate::exit::invalid)?;
+    let addr = tokio::net::lookup_host(args.listen.as_str())
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            crate::exit::invalid(format!(
+                "`--listen`: `{}` is not an address like `127.0.0.1:8787`",
+                args.listen
+            ))
+        })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on `{addr}`"))?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "hidream-batch simulator listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(
+        latency = %config.latency,
+        error_rate = config.error_rate,
+        rate_limit = ?config.rate_limit,
+        max_concurrent = ?config.max_concurrent,
+        task_time = %humantime::format_duration(config.task_time),
+        token_required = config.token.is_some(),
+        seed = config.seed,
+        "simulator ready"
+    );
+    serve(listener, config, shutdown_signal())
+        .await
+        .context("the simulator stopped")?;
+    tracing::info!("simulator stopped");
+    Ok(crate::exit::OK)
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn args(extra: &[&str]) -> SimulateArgs {
+        let mut argv = vec!["hidream-batch", "simulate"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::parse_from(argv).command {
+            crate::cli::Command::Simulate(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn from_args_takes_the_flags() {
+        let config = SimConfig::from_args(&args(&[
+            "--latency",
+            "10ms..20ms",
+            "--rate-limit",
+            "100",
+            "--token",
+            "secret",
+            "--seed",
+            "7",
+        ]))
+        .unwrap();
+        assert_eq!(config.rate_limit, Some(100));
+        assert_eq!(config.seed, 7);
+        assert!(
+            !format!("{config:?}").contains("secret"),
+            "the token is redacted"
+        );
+    }
+
+    #[test]
+    fn from_args_refuses_bad_values_naming_the_flag() {
+        for (argv, flag) in [
+            (&["--error-rate", "1.5"][..], "--error-rate"),
+            (&["--drop-after=-0.1"], "--drop-after"),
+            (
+                &["--fail-rate", "0.6", "--refuse-rate", "0.6"],
+                "--refuse-rate",
+            ),
+            (&["--rate-limit", "0"], "--rate-limit"),
+            (&["--max-concurrent", "0"], "--max-concurrent"),
+            (&["--token", " "], "--token"),
+        ] {
+            let err = SimConfig::from_args(&args(argv)).unwrap_err();
+            assert!(err.contains(&format!("`{flag}`")), "{err}");
+        }
+        let nan = SimConfig {
+            error_rate: f64::NAN,
+            ..SimConfig::default()
+        };
+        assert!(nan.check().is_err());
+    }
 }

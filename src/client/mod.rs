@@ -1,0 +1,313 @@
+//! The HTTP client: one shared reqwest client (rustls, explicit timeouts), the credentials, and
+//! one attempt of a submission. Retrying is not done here but in `run`, through the rate limiter,
+//! so every attempt is paced and counted; `retry.rs` decides what an attempt's result means.
+
+pub mod retry;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+
+use crate::api::{Envelope, Kind, Submitted};
+use crate::env_vars;
+
+/// Connect timeout of every request (the per-attempt `--timeout` covers the whole exchange).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The token `run --simulate` uses with its in-process simulator.
+pub const SIMULATOR_TOKEN: &str = "simulated-token";
+
+/// The API token. It cannot be printed: `Debug` shows `Token(***)` and there is no `Display`; the
+/// header built from it is marked sensitive so HTTP-level logs redact it too.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: String) -> Option<Token> {
+        let value = value.trim().to_string();
+        (!value.is_empty()).then_some(Token(value))
+    }
+
+    /// From `HIDREAM_API_TOKEN`, if set and non-empty.
+    pub fn from_env() -> Option<Token> {
+        std::env::var(env_vars::API_TOKEN).ok().and_then(Token::new)
+    }
+
+    fn header(&self) -> Result<HeaderValue, String> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", self.0)).map_err(|_| {
+            format!(
+                "`{}` contains characters not allowed in a header",
+                env_vars::API_TOKEN
+            )
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// Where requests go: the real hosts, or one origin for every endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl(Option<String>);
+
+impl BaseUrl {
+    pub const REAL: BaseUrl = BaseUrl(None);
+
+    /// Check a `--base-url`: an absolute http(s) origin; plain `http://` only to loopback.
+    pub fn parse(value: &str) -> Result<BaseUrl, String> {
+        let url = reqwest::Url::parse(value).map_err(|e| format!("`{value}` is not a URL: {e}"))?;
+        let host = url
+            .host_str()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => {
+                return Err(format!(
+                    "`{value}` is plain http to a host that is not loopback: the token would travel unencrypted; use https"
+                ));
+            }
+            other => return Err(format!("`{value}`: unsupported scheme `{other}`")),
+        }
+        Ok(BaseUrl(Some(value.trim_end_matches('/').to_string())))
+    }
+
+    /// The submit URL of a kind.
+    pub fn endpoint(&self, kind: Kind) -> String {
+        kind.endpoint(self.0.as_deref())
+    }
+}
+
+/// The result of one HTTP attempt, before classification.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    /// The server answered.
+    Answered {
+        status: u16,
+        retry_after: Option<Duration>,
+        /// The parsed envelope, or why it could not be parsed.
+        envelope: Result<Envelope<Submitted>, String>,
+    },
+    /// The request never reached the server (connection refused, DNS failure): safe to retry.
+    NotSent(String),
+    /// The request was sent and no answer came (timeout, connection closed): the task may exist.
+    NoAnswer(String),
+}
+
+/// The shared client and the credentials.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: BaseUrl,
+    auth: HeaderValue,
+    user_id: Option<HeaderValue>,
+}
+
+impl Client {
+    /// Build the client. `timeout` bounds one whole attempt.
+    pub fn new(
+        base: BaseUrl,
+        token: &Token,
+        timeout: Duration,
+        pool: usize,
+    ) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
+            .pool_max_idle_per_host(pool)
+            .tcp_nodelay(true)
+            .user_agent(concat!("hidream-batch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let user_id = std::env::var(env_vars::API_USER_ID)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| HeaderValue::from_str(s.trim()))
+            .transpose()
+            .map_err(|_| format!("`{}` is not a valid header value", env_vars::API_USER_ID))?;
+        Ok(Client {
+            http,
+            base,
+            auth: token.header()?,
+            user_id,
+        })
+    }
+
+    pub fn base(&self) -> &BaseUrl {
+        &self.base
+    }
+
+    /// The underlying HTTP client (for downloads).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn headers(&self, kind: Kind) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, self.auth.clone());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let (true, Some(u)) = (kind.accepts_user_id(), &self.user_id) {
+            h.insert("API-User-ID", u.clone());
+        }
+        h
+    }
+
+    /// One submission attempt.
+    pub async fn submit(&self, kind: Kind, body: Vec<u8>) -> Attempt {
+        let request = self
+            .http
+            .post(self.base.endpoint(kind))
+            .headers(self.headers(kind))
+            .body(body);
+        answer(request.send().await).await
+    }
+
+    /// One GET of a JSON document on a kind's endpoint family (task results).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: Kind,
+        url: &str,
+    ) -> Result<(u16, Option<Duration>, Result<T, String>), Attempt> {
+        let mut headers = self.headers(kind);
+        headers.remove(CONTENT_TYPE);
+        match self.http.get(url).headers(headers).send().await {
+            Err(e) => Err(transport(&e)),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let retry_after = retry_after(r.headers());
+                match r.bytes().await {
+                    Ok(b) => Ok((
+                        status,
+                        retry_after,
+                        serde_json::from_slice(&b).map_err(|e| format!("unreadable answer: {e}")),
+                    )),
+                    Err(e) => Err(Attempt::NoAnswer(describe(&e))),
+                }
+            }
+        }
+    }
+}
+
+async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => return transport(&e),
+    };
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    match response.bytes().await {
+        Ok(bytes) => Attempt::Answered {
+            status,
+            retry_after,
+            envelope: serde_json::from_slice(&bytes).map_err(|_| {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+                format!(
+                    "the answer is not the API's JSON envelope: {}",
+                    crate::logging::safe(&text)
+                )
+            }),
+        },
+        // Headers came, the body did not: the request was received; the outcome is unknown.
+        Err(e) => Attempt::NoAnswer(describe(&e)),
+    }
+}
+
+/// A transport error: a failure to connect means nothing was sent; anything later means the
+/// request may have been received.
+fn transport(e: &reqwest::Error) -> Attempt {
+    if e.is_connect() || e.is_builder() {
+        Attempt::NotSent(describe(e))
+    } else {
+        Attempt::NoAnswer(describe(e))
+    }
+}
+
+/// An error with its causes, on one line (reqwest's Display hides the interesting part).
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut out = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "connection failed".to_string()
+    };
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!(": {s}");
+        source = s.source();
+    }
+    // URLs carry no secrets here, but keep messages short.
+    out
+}
+
+/// `Retry-After`: seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token::new("secret-value".into()).unwrap();
+        assert_eq!(format!("{t:?}"), "Token(***)");
+        assert!(Token::new("  ".into()).is_none());
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(BaseUrl::parse("http://127.0.0.1:8787").is_ok());
+        assert!(BaseUrl::parse("http://localhost:1").is_ok());
+        assert!(BaseUrl::parse("http://[::1]:1").is_ok());
+        assert!(BaseUrl::parse("https://proxy.example.com").is_ok());
+        let err = BaseUrl::parse("http://proxy.example.com").unwrap_err();
+        assert!(err.contains("unencrypted"), "{err}");
+        assert!(BaseUrl::parse("ftp://x").is_err());
+        assert_eq!(
+            BaseUrl::parse("http://127.0.0.1:9/")
+                .unwrap()
+                .endpoint(Kind::Model),
+            "http://127.0.0.1:9/api-pub/ec/v3/image/model/async"
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert(RETRY_AFTER, HeaderValue::from_static("garbage"));
+        assert_eq!(retry_after(&h), None);
+    }
+}

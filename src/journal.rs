@@ -1,0 +1,495 @@
+//! The results CSV (SPEC §4): the run's record and its resume state.
+//!
+//! - **Append as it goes.** Each outcome is appended and flushed when it arrives, so a crash loses
+//!   nothing that completed; the file is fsynced every few seconds and at the end.
+//! - **Write-ahead intent.** Before each attempt, `<results>.wal` gets a `sent` line (request id,
+//!   attempt, time) and, once the outcome row is in the results, a `done` line. A run that finds a
+//!   `sent` without its `done` knows the process died with that request in flight: the task may
+//!   exist, so it is recorded `unknown` — never silently resubmitted.
+//! - **Resume index.** On open, the latest row of every request id is indexed by its byte offset
+//!   (16-byte id + offset + status per request: all a resume needs, rows stay on disk).
+//! - **Final rewrite.** At the end the file is rewritten atomically (temp file, fsync, rename) to one
+//!   row per request in expansion order; rows of requests no longer in the manifests are kept at the
+//!   end, so no task id is ever lost.
+//! - **Lock.** `<results>.lock` is held with an exclusive OS lock for the whole run, and names the
+//!   holder's pid; a lock left by a dead process is released by the OS and does not block.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// The leading columns, in order (SPEC §4).
+pub const LEADING: [&str; 12] = [
+    "request_id",
+    "job",
+    "kind",
+    "status",
+    "task_id",
+    "sub_task_ids",
+    "attempts",
+    "http_status",
+    "code",
+    "message",
+    "submitted_at",
+    "elapsed_ms",
+];
+
+/// How often appended rows are fsynced (they are flushed to the OS after every row).
+pub const FSYNC_EVERY: Duration = Duration::from_secs(3);
+
+/// A request's status in the results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// The API returned a task id.
+    Submitted,
+    /// The API refused the request; not retried.
+    Rejected,
+    /// Transient errors outlasted `--max-attempts`.
+    Failed,
+    /// Sent, no answer: the task may exist.
+    Unknown,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Submitted,
+        Status::Rejected,
+        Status::Failed,
+        Status::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Submitted => "submitted",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// The statuses of the requests already in the results when the run started: what resume
+/// decides from. Kept apart from the journal's offsets so the dispatching side can read it while
+/// the one writer appends.
+pub type Resume = HashMap<Uuid, Status>;
+
+/// Counts bytes written, so each row's offset is known.
+struct Counting {
+    file: File,
+    written: u64,
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The exclusive lock of a results file.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Failure to take the lock.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("`{path}` is in use by another run (pid {pid})")]
+    Held { path: PathBuf, pid: String },
+    #[error("cannot lock `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Lock `<results>.lock` (created if missing) and write our pid into it.
+pub fn lock(results: &Path) -> Result<Lock, LockError> {
+    let path = sibling(results, "lock");
+    let io_err = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(LockError::Held {
+                path: results.to_path_buf(),
+                pid: pid.trim().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    file.set_len(0).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    write!(file, "{}", std::process::id()).map_err(io_err)?;
+    file.flush().map_err(io_err)?;
+    Ok(Lock { _file: file })
+}
+
+/// `results.csv` → `results.csv.<ext>`.
+pub fn sibling(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// The write-ahead log of attempts in flight. Shared by the submitting futures (one short
+/// append under a mutex per attempt); everything else in the journal has a single owner.
+#[derive(Debug)]
+pub struct Wal {
+    file: Mutex<File>,
+}
+
+impl Wal {
+    /// Record that an attempt is about to be sent; flushed before the request leaves.
+    pub fn sent(&self, id: &Uuid, attempt: u32) -> io::Result<()> {
+        let line = format!("sent {id} {attempt} {}\n", now_rfc3339());
+        self.file
+            .lock()
+            .expect("wal lock")
+            .write_all(line.as_bytes())
+    }
+
+    fn done(&self, id: &Uuid) -> io::Result<()> {
+        self.file
+            .lock()
+            .expect("wal lock")
+            .write_all(format!("done {id}\n").as_bytes())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.lock().expect("wal lock").sync_data()
+    }
+}
+
+/// A request found in flight when the previous run died.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub id: Uuid,
+    pub attempt: u32,
+    pub sent_at: String,
+}
+
+/// The results file of one run.
+pub struct Journal {
+    path: PathBuf,
+    header: Vec<String>,
+    /// Byte offset of the latest row of each request.
+    index: HashMap<Uuid, u64>,
+    writer: csv::Writer<Counting>,
+    wal: std::sync::Arc<Wal>,
+    last_sync: Instant,
+    /// Requests that were in flight when an earlier run died, found in its write-ahead log.
+    pub orphans: Vec<Orphan>,
+}
+
+impl Journal {
+    /// Open (or create) the results at `path` with this run's `header`: an existing file is
+    /// compacted to its latest row per request and converted to the header (columns matched by
+    /// name), and the resume statuses are returned with the journal.
+    pub fn open(path: &Path, header: Vec<String>) -> io::Result<(Journal, Resume)> {
+        let dir = parent(path);
+        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        let mut index = HashMap::new();
+        let mut resume = Resume::new();
+        {
+            let mut w = csv::Writer::from_writer(Counting {
+                file: tmp.as_file().try_clone()?,
+                written: 0,
+            });
+            w.write_record(&header)?;
+            w.flush()?;
+            if path.exists() {
+                compact(path, &header, &mut w, &mut index, &mut resume)?;
+            }
+            w.flush()?;
+        }
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        let written = file.metadata()?.len();
+        let writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Counting { file, written });
+
+        // The write-ahead log: requests in flight when the last run died.
+        let wal_path = sibling(path, "wal");
+        let orphans = if wal_path.exists() {
+            read_orphans(&wal_path)?
+        } else {
+            Vec::new()
+        };
+        let wal_file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&wal_path)?;
+        let mut journal = Journal {
+            path: path.to_path_buf(),
+            header,
+            index,
+            writer,
+            wal: std::sync::Arc::new(Wal {
+                file: Mutex::new(wal_file),
+            }),
+            last_sync: Instant::now(),
+            orphans: Vec::new(),
+        };
+        // An orphan whose task id made it to the results is settled; any other is in doubt.
+        journal.orphans = orphans
+            .into_iter()
+            .filter(|o| resume.get(&o.id) != Some(&Status::Submitted))
+            .collect();
+        Ok((journal, resume))
+    }
+
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    pub fn wal(&self) -> std::sync::Arc<Wal> {
+        self.wal.clone()
+    }
+
+    /// Number of requests with a row.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Append an outcome row (aligned with the header) and flush it; then mark the attempt done in
+    /// the write-ahead log.
+    pub fn record(&mut self, id: Uuid, row: &[String]) -> io::Result<()> {
+        let offset = self.writer.get_ref().written;
+        self.writer.write_record(row)?;
+        self.writer.flush()?;
+        self.index.insert(id, offset);
+        self.wal.done(&id)?;
+        if self.last_sync.elapsed() >= FSYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// fsync the results and the write-ahead log.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.writer.get_ref().file.sync_data()?;
+        self.wal.sync()?;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Rewrite the results atomically: one row per request, in `order`, then the rows of requests
+    /// not in `order` (kept, in file order). The write-ahead log is emptied.
+    pub fn finish(mut self, order: impl Iterator<Item = Uuid>) -> io::Result<()> {
+        self.writer.flush()?;
+        self.sync()?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(File::open(&self.path)?);
+        let mut tmp = tempfile::NamedTempFile::new_in(parent(&self.path))?;
+        {
+            let mut w = csv::Writer::from_writer(io::BufWriter::new(tmp.as_file_mut()));
+            w.write_record(&self.header)?;
+            let mut record = csv::ByteRecord::new();
+            let mut copy = |offset: u64, w: &mut csv::Writer<_>| -> io::Result<()> {
+                let mut pos = csv::Position::new();
+                pos.set_byte(offset);
+                reader.seek(pos)?;
+                if reader.read_byte_record(&mut record)? {
+                    w.write_byte_record(&record)?;
+                }
+                Ok(())
+            };
+            for id in order {
+                if let Some(offset) = self.index.remove(&id) {
+                    copy(offset, &mut w)?;
+                }
+            }
+            let mut rest: Vec<u64> = self.index.values().copied().collect();
+            rest.sort_unstable();
+            for offset in rest {
+                copy(offset, &mut w)?;
+            }
+            w.flush()?;
+        }
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        sync_dir(&self.path);
+        // Everything is recorded: nothing is in flight.
+        self.wal.file.lock().expect("wal lock").set_len(0)?;
+        Ok(())
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sync_dir(path: &Path) {
+    if let Ok(d) = File::open(parent(path)) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Copy the latest row of each request from the existing results into `w`, converted to
+/// `header`, and index them. Rows that cannot be read (a row torn by a crash) are skipped.
+fn compact(
+    path: &Path,
+    header: &[String],
+    w: &mut csv::Writer<Counting>,
+    index: &mut HashMap<Uuid, u64>,
+    resume: &mut Resume,
+) -> io::Result<()> {
+    let open = || -> io::Result<csv::Reader<File>> {
+        Ok(csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(File::open(path)?))
+    };
+    let mut reader = open()?;
+    let old: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+    let id_col = old.iter().position(|c| c == "request_id");
+    let status_col = old.iter().position(|c| c == "status");
+    let (Some(id_col), Some(status_col)) = (id_col, status_col) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "`{}` is not a hidream-batch results file (no request_id/status columns)",
+                path.display()
+            ),
+        ));
+    };
+    // Pass 1: the latest row number of each id.
+    let mut latest: HashMap<Uuid, u64> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    let mut n = 0u64;
+    while read_ok(&mut reader, &mut record) {
+        if record.len() == old.len()
+            && let Some(id) = record.get(id_col).and_then(|s| Uuid::parse_str(s).ok())
+        {
+            latest.insert(id, n);
+        }
+        n += 1;
+    }
+    // Pass 2: write those rows, mapped to the new header.
+    let map: Vec<Option<usize>> = header
+        .iter()
+        .map(|h| old.iter().position(|o| o == h))
+        .collect();
+    let mut reader = open()?;
+    let mut n = 0u64;
+    while read_ok(&mut reader, &mut record) {
+        let here = n;
+        n += 1;
+        if record.len() != old.len() {
+            continue;
+        }
+        let Some(id) = record.get(id_col).and_then(|s| Uuid::parse_str(s).ok()) else {
+            continue;
+        };
+        if latest.get(&id) != Some(&here) {
+            continue;
+        }
+        let Some(status) = record.get(status_col).and_then(Status::parse) else {
+            continue;
+        };
+        let row: Vec<&str> = map
+            .iter()
+            .map(|m| m.and_then(|i| record.get(i)).unwrap_or(""))
+            .collect();
+        w.flush()?;
+        let offset = w.get_ref().written;
+        w.write_record(&row)?;
+        index.insert(id, offset);
+        resume.insert(id, status);
+    }
+    Ok(())
+}
+
+/// Read the next record, skipping rows that do not parse (e.g. torn by a crash).
+fn read_ok(reader: &mut csv::Reader<File>, record: &mut csv::StringRecord) -> bool {
+    loop {
+        match reader.read_record(record) {
+            Ok(more) => return more,
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return false,
+            Err(_) => continue,
+        }
+    }
+}
+
+fn read_orphans(path: &Path) -> io::Result<Vec<Orphan>> {
+    let mut open: HashMap<Uuid, Orphan> = HashMap::new();
+    let mut order = Vec::new();
+    for line in BufReader::new(File::open(path)?).lines() {
+        let line = line?;
+        let mut parts = line.split(' ');
+        match (
+            parts.next(),
+            parts.next().and_then(|s| Uuid::parse_str(s).ok()),
+        ) {
+            (Some("sent"), Some(id)) => {
+                let attempt = parts.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+                let sent_at = parts.next().unwrap_or("").to_string();
+                if open
+                    .insert(
+                        id,
+                        Orphan {
+                            id,
+                            attempt,
+                            sent_at,
+                        },
+                    )
+                    .is_none()
+                {
+                    order.push(id);
+                }
+            }
+            (Some("done"), Some(id)) => {
+                open.remove(&id);
+            }
+            _ => {} // a torn last line
+        }
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|id| open.remove(&id))
+        .collect())
+}
+
+/// Now, as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

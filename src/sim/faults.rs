@@ -1,0 +1,264 @@
+//! Limits and faults: what makes the simulator misbehave on purpose, reproducibly.
+//!
+//! Every random choice about a submit request is a pure function of `(seed, n)`, where `n` is the
+//! request's sequence number (the n-th submit request this process received, both endpoints
+//! counted, from 0). The same seed and the same sequence of requests therefore give the same
+//! latencies, HTTP 500s, dropped connections and task outcomes. (A function of the body hash
+//! instead would make every retry of a failed request fail again.)
+//!
+//! The limits are exact rather than random: a rolling-minute image window per endpoint, and a gate
+//! on the number of submit requests in flight.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::SimConfig;
+use super::hash::mix;
+use super::tasks::Fate;
+
+/// The random choices for one submit request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Draws {
+    pub latency: Duration,
+    /// Answer HTTP 500.
+    pub error: bool,
+    /// Close the connection before creating the task.
+    pub drop_before: bool,
+    /// Create the task, then close the connection without answering.
+    pub drop_after: bool,
+    /// How each image of the task, if one is created, ends.
+    pub fates: [Fate; 4],
+    /// The response's `request_id` when the client sent none.
+    pub request_uuid: uuid::Uuid,
+}
+
+impl Draws {
+    pub(crate) fn new(config: &SimConfig, seq: u64) -> Draws {
+        let mut rng = fastrand::Rng::with_seed(mix(config.seed ^ mix(seq.wrapping_add(1))));
+        let error = rng.f64() < config.error_rate;
+        let drop_before = rng.f64() < config.drop_before;
+        let drop_after = rng.f64() < config.drop_after;
+        let fates = std::array::from_fn(|_| {
+            let u = rng.f64();
+            if u < config.fail_rate {
+                Fate::Failed
+            } else if u < config.fail_rate + config.refuse_rate {
+                Fate::Refused
+            } else {
+                Fate::Done
+            }
+        });
+        let request_uuid = uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes()).into_uuid();
+        // Drawn last, so that changing `--latency` leaves the fault sequence as it was.
+        let latency = config.latency.sample(&mut rng);
+        Draws {
+            latency,
+            error,
+            drop_before,
+            drop_after,
+            fates,
+            request_uuid,
+        }
+    }
+}
+
+/// Width of one bucket of the rolling window.
+const TICK_MS: u64 = 100;
+/// Buckets in a minute.
+const TICKS: usize = 600;
+
+/// Images accepted in the last 60 seconds on one endpoint, in 100 ms buckets. The window is never
+/// stricter than an exact rolling minute and at most 100 ms more lenient.
+#[derive(Debug)]
+pub(crate) struct Window {
+    buckets: Box<[u32; TICKS]>,
+    /// The newest tick seen.
+    tick: u64,
+    /// Sum of the buckets.
+    sum: u64,
+}
+
+impl Window {
+    pub(crate) fn new() -> Window {
+        Window {
+            buckets: Box::new([0; TICKS]),
+            tick: 0,
+            sum: 0,
+        }
+    }
+
+    /// Forget the buckets that left the window by `now_tick`.
+    fn advance(&mut self, now_tick: u64) {
+        if now_tick <= self.tick {
+            return;
+        }
+        let steps = (now_tick - self.tick).min(TICKS as u64);
+        for t in (now_tick + 1 - steps)..=now_tick {
+            let slot = &mut self.buckets[(t % TICKS as u64) as usize];
+            self.sum -= u64::from(*slot);
+            *slot = 0;
+        }
+        self.tick = now_tick;
+    }
+
+    /// Add `images` at `now_ms` (milliseconds on a monotonic clock) unless that would exceed
+    /// `limit` images in the window. `Ok` carries the window's new total; `Err` how long until
+    /// the images would fit.
+    pub(crate) fn try_add(
+        &mut self,
+        now_ms: u64,
+        images: u32,
+        limit: Option<u32>,
+    ) -> Result<u64, Duration> {
+        let now_tick = now_ms / TICK_MS;
+        self.advance(now_tick);
+        if let Some(limit) = limit {
+            let limit = u64::from(limit);
+            let need = u64::from(images);
+            if self.sum + need > limit {
+                return Err(self.wait_for(now_ms, need, limit));
+            }
+        }
+        self.buckets[(now_tick % TICKS as u64) as usize] += images;
+        self.sum += u64::from(images);
+        Ok(self.sum)
+    }
+
+    /// Time until the oldest buckets have expired enough to fit `need` more images.
+    fn wait_for(&self, now_ms: u64, need: u64, limit: u64) -> Duration {
+        if need > limit {
+            // Never fits; tell the client to wait a whole window.
+            return Duration::from_secs(60);
+        }
+        let oldest = (self.tick + 1).saturating_sub(TICKS as u64);
+        let mut freed = 0;
+        for t in oldest..=self.tick {
+            freed += u64::from(self.buckets[(t % TICKS as u64) as usize]);
+            if self.sum - freed + need <= limit {
+                let expires_ms = (t + TICKS as u64) * TICK_MS;
+                return Duration::from_millis(expires_ms.saturating_sub(now_ms));
+            }
+        }
+        Duration::from_secs(60)
+    }
+}
+
+/// The `--max-concurrent` gate: a count of admitted submit requests.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    admitted: Arc<AtomicU32>,
+}
+
+/// An admitted request's place at the gate, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Pass(Option<Arc<AtomicU32>>);
+
+impl Gate {
+    /// Admit one more request unless `max` are already admitted.
+    pub(crate) fn admit(&self, max: Option<u32>) -> Option<Pass> {
+        let Some(max) = max else {
+            return Some(Pass(None));
+        };
+        let now = self.admitted.fetch_add(1, Ordering::AcqRel) + 1;
+        if now > max {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Pass(Some(self.admitted.clone())))
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(admitted) = &self.0 {
+            admitted.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A `Retry-After` value in whole seconds (rounded up, at least 1).
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_millis().div_ceil(1000).max(1) as u64
+}
+
+/// The window of each endpoint, locked only for the few instructions of a check-and-add.
+#[derive(Debug)]
+pub(crate) struct Windows(pub [Mutex<Window>; 2]);
+
+impl Windows {
+    pub(crate) fn new() -> Windows {
+        Windows([Mutex::new(Window::new()), Mutex::new(Window::new())])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::Latency;
+
+    #[test]
+    fn window_limits_a_rolling_minute() {
+        let mut w = Window::new();
+        let base = 1_000_000;
+        assert_eq!(w.try_add(base, 4, Some(10)), Ok(4));
+        assert_eq!(w.try_add(base + 30_000, 4, Some(10)), Ok(8));
+        let wait = w.try_add(base + 30_000, 4, Some(10)).unwrap_err();
+        assert_eq!(
+            wait,
+            Duration::from_secs(30),
+            "the first 4 images leave at base + 60 s"
+        );
+        assert_eq!(retry_after_secs(wait), 30);
+        assert!(w.try_add(base + 59_999, 3, Some(10)).is_err());
+        assert_eq!(w.try_add(base + 60_000, 4, Some(10)), Ok(8));
+        assert_eq!(w.try_add(base + 200_000, 1, Some(10)), Ok(1), "all expired");
+        assert_eq!(
+            w.try_add(base + 200_000, 11, Some(10)),
+            Err(Duration::from_secs(60))
+        );
+        assert_eq!(w.try_add(base + 200_000, 500, None), Ok(501));
+    }
+
+    #[test]
+    fn gate_admits_up_to_max_and_frees_on_drop() {
+        let gate = Gate::default();
+        let a = gate.admit(Some(2)).unwrap();
+        let _b = gate.admit(Some(2)).unwrap();
+        assert!(gate.admit(Some(2)).is_none());
+        drop(a);
+        assert!(gate.admit(Some(2)).is_some());
+        assert!(gate.admit(None).is_some());
+    }
+
+    #[test]
+    fn draws_depend_on_seed_and_sequence_only() {
+        let config = SimConfig {
+            error_rate: 0.5,
+            fail_rate: 0.3,
+            refuse_rate: 0.3,
+            ..SimConfig::default()
+        };
+        let run = |c: &SimConfig| (0..64).map(|n| Draws::new(c, n)).collect::<Vec<_>>();
+        assert_eq!(run(&config), run(&config));
+        let other = SimConfig {
+            seed: 1,
+            ..config.clone()
+        };
+        assert_ne!(run(&config), run(&other));
+        let errors = run(&config).iter().filter(|d| d.error).count();
+        assert!((16..48).contains(&errors), "{errors} of 64");
+        // Latency is drawn last: a latency range leaves the faults unchanged.
+        let slow = SimConfig {
+            latency: "1ms..9ms".parse::<Latency>().unwrap(),
+            ..config.clone()
+        };
+        let faults = |c: &SimConfig| {
+            run(c)
+                .into_iter()
+                .map(|d| (d.error, d.fates))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(faults(&config), faults(&slow));
+    }
+}

@@ -1,0 +1,468 @@
+//! The simulator's HTTP surface: both submit endpoints at their real paths, their result and
+//! batch-result queries, the generated images and `/sim/stats`.
+//!
+//! A submit request goes through, in this order: arrival (counted in flight), authentication and
+//! the `--max-concurrent` gate (decided on arrival), `--latency`, then the answer — 401, 429
+//! (concurrency), 500 (`--error-rate`), a hang-up before the task exists (`--drop-before`),
+//! validation (HTTP 200 with `code != 0`), the `--rate-limit` window (429), the task's creation,
+//! and a hang-up after it (`--drop-after`) or the success answer. Nothing on this path holds a
+//! lock across an `.await`; the only locks are the rolling-minute window and a shard of the
+//! duplicate set, each held for a few instructions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::api::{
+    BATCH_RESULTS_SUFFIX, Envelope, Kind, MODEL_PATH, RESULTS_SUFFIX, SubTaskResult, Submitted,
+    TXT2IMG_PATH, TaskResult, status,
+};
+
+use super::SimConfig;
+use super::check;
+use super::codes;
+use super::conn::Hangup;
+use super::faults::{Draws, Gate, Windows, retry_after_secs};
+use super::image;
+use super::stats::{Counters, bump, slot};
+use super::tasks::{Fate, Task, unix_ms};
+
+/// Largest request body accepted: a 4096 px image in base64 fits with room to spare.
+const MAX_BODY: usize = 64 << 20;
+
+/// Everything the handlers share.
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub counters: Counters,
+    /// Sequence number of the next submit request (see [`super::faults`]).
+    seq: AtomicU64,
+    gate: Gate,
+    windows: Windows,
+    /// Origin of the monotonic clock of the rate windows.
+    started: Instant,
+    /// Where this simulator listens: the image host when a request has no usable `Host` header.
+    local_addr: SocketAddr,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SimConfig, local_addr: SocketAddr) -> Shared {
+        Shared {
+            config,
+            counters: Counters::default(),
+            seq: AtomicU64::new(0),
+            gate: Gate::default(),
+            windows: Windows::new(),
+            started: Instant::now(),
+            local_addr,
+        }
+    }
+
+    /// Whether the request carries an acceptable bearer token; `Err` says what is wrong (without
+    /// ever repeating the token).
+    fn authenticate(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        let value = headers
+            .get(AUTHORIZATION)
+            .ok_or("missing `Authorization: Bearer …` header")?;
+        let value = value
+            .to_str()
+            .map_err(|_| "the `Authorization` header is not text")?;
+        let (scheme, token) = value
+            .trim()
+            .split_once(' ')
+            .ok_or("the `Authorization` header is not `Bearer <token>`")?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err("the `Authorization` header is not `Bearer <token>`");
+        }
+        let token = token.trim();
+        let ok = match &self.config.token {
+            None => !token.is_empty(),
+            Some(expected) => constant_time_eq(expected.as_bytes(), token.as_bytes()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err("the bearer token is not valid")
+        }
+    }
+
+    /// `http://host:port` as the client reached us, for image URLs.
+    fn origin(&self, headers: &HeaderMap) -> String {
+        let host = headers.get(HOST).and_then(|h| h.to_str().ok()).filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        });
+        match host {
+            Some(h) => format!("http://{h}"),
+            None => format!("http://{}", self.local_addr),
+        }
+    }
+
+    /// The answer to a query about `id`, or `None` if it is not a task of `kind` this simulator
+    /// (or one started before it) issued.
+    fn task_result(&self, kind: Kind, id: &str, origin: &str) -> Option<TaskResult> {
+        let task = Task::parse(id).filter(|t| t.kind == kind)?;
+        let now = unix_ms();
+        let sub_task_results = (0..usize::from(task.count))
+            .map(|i| {
+                let progress = task.progress(i, now);
+                let sub_task_id = task.sub_id(i);
+                let image = (progress.status == status::DONE)
+                    .then(|| format!("{origin}/sim/images/{sub_task_id}.png"));
+                let description = match progress.status {
+                    status::FAILED => Some("generation failed (simulated)".to_string()),
+                    status::REFUSED => Some("refused by content review (simulated)".to_string()),
+                    _ => None,
+                };
+                SubTaskResult {
+                    sub_task_id,
+                    task_status: progress.status,
+                    task_completion: Some(progress.completion),
+                    image,
+                    description,
+                }
+            })
+            .collect();
+        Some(TaskResult {
+            task_id: Some(id.to_string()),
+            sub_task_results,
+        })
+    }
+}
+
+/// Constant-time comparison, so response timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The router, with its state.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let results = |path: &str| format!("{path}{RESULTS_SUFFIX}");
+    let batch = |path: &str| format!("{path}{BATCH_RESULTS_SUFFIX}");
+    Router::new()
+        .route(TXT2IMG_PATH, post(submit_txt2img))
+        .route(MODEL_PATH, post(submit_model))
+        .route(&results(TXT2IMG_PATH), get(results_txt2img))
+        .route(&results(MODEL_PATH), get(results_model))
+        .route(&batch(TXT2IMG_PATH), post(batch_txt2img))
+        .route(&batch(MODEL_PATH), post(batch_model))
+        .route("/sim/images/{file}", get(image_file))
+        .route("/sim/stats", get(stats))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+type St = State<Arc<Shared>>;
+type Conn = ConnectInfo<Hangup>;
+
+async fn submit_txt2img(State(s): St, ConnectInfo(h): Conn, hd: HeaderMap, b: Bytes) -> Response {
+    submit(Kind::Txt2Img, &s, &h, &hd, &b).await
+}
+
+async fn submit_model(State(s): St, ConnectInfo(h): Conn, hd: HeaderMap, b: Bytes) -> Response {
+    submit(Kind::Model, &s, &h, &hd, &b).await
+}
+
+async fn submit(
+    kind: Kind,
+    s: &Shared,
+    hangup: &Hangup,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let c = &s.counters;
+    bump(&c.submit[slot(kind)]);
+    let _in_flight = c.arrive();
+    let draws = Draws::new(&s.config, s.seq.fetch_add(1, Ordering::Relaxed));
+    let auth = s.authenticate(headers);
+    // The gate is passed on arrival and held until the answer, latency included.
+    let pass = auth.is_ok().then(|| s.gate.admit(s.config.max_concurrent));
+    if !draws.latency.is_zero() {
+        tokio::time::sleep(draws.latency).await;
+    }
+    let request_id = || draws.request_uuid.to_string();
+
+    if let Err(why) = auth {
+        bump(&c.http_401);
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            why,
+            request_id(),
+        );
+    }
+    let Some(Some(_pass)) = pass else {
+        bump(&c.concurrency_limited);
+        let max = s.config.max_concurrent.unwrap_or(0);
+        let message = format!("more than {max} requests in flight; retry later");
+        return too_many(codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
+    };
+    if draws.error {
+        bump(&c.http_500);
+        let message = "simulated server error (`--error-rate`)";
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::SERVER_ERROR,
+            message,
+            request_id(),
+        );
+    }
+    if draws.drop_before {
+        bump(&c.dropped_before);
+        hangup.hang_up();
+        return StatusCode::OK.into_response(); // never reaches the client
+    }
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let checked = match check::submission(kind, content_type, body) {
+        Ok(checked) => checked,
+        Err(rejection) => {
+            c.reject(rejection.reason);
+            return answer(
+                StatusCode::OK,
+                rejection.code,
+                rejection.message,
+                request_id(),
+            );
+        }
+    };
+    let now_ms = s.started.elapsed().as_millis() as u64;
+    let added = s.windows.0[slot(kind)]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .try_add(now_ms, checked.images, s.config.rate_limit);
+    let window_total = match added {
+        Ok(total) => total,
+        Err(wait) => {
+            bump(&c.rate_limited);
+            let limit = s.config.rate_limit.unwrap_or(0);
+            let message = format!("more than {limit} {kind} images in a minute; retry later");
+            return too_many(
+                codes::RATE_LIMITED,
+                message,
+                retry_after_secs(wait),
+                request_id(),
+            );
+        }
+    };
+    let mut fates = draws.fates;
+    for fate in fates.iter_mut().skip(checked.images as usize) {
+        *fate = Fate::Done;
+    }
+    let task = Task {
+        kind,
+        created_ms: unix_ms(),
+        run_ms: Task::run_ms_of(s.config.task_time),
+        count: checked.images as u8,
+        fates,
+        hash: checked.hash,
+    };
+    c.accept(kind, checked.images, checked.key, window_total);
+    if draws.drop_after {
+        bump(&c.dropped_after);
+        hangup.hang_up();
+        return StatusCode::OK.into_response(); // never reaches the client
+    }
+    let (task_id, sub_task_ids) = task.ids();
+    Json(Envelope {
+        code: codes::OK,
+        message: "Success".to_string(),
+        request_id: Some(checked.request_id.unwrap_or_else(request_id)),
+        result: Some(Submitted {
+            task_id,
+            sub_task_ids,
+        }),
+    })
+    .into_response()
+}
+
+/// The query string of a result query. `request_id`, which some clients send, is ignored.
+#[derive(Debug, Deserialize)]
+struct ResultsQuery {
+    task_id: Option<String>,
+}
+
+async fn results_txt2img(State(s): St, hd: HeaderMap, Query(q): Query<ResultsQuery>) -> Response {
+    results(Kind::Txt2Img, &s, &hd, q)
+}
+
+async fn results_model(State(s): St, hd: HeaderMap, Query(q): Query<ResultsQuery>) -> Response {
+    results(Kind::Model, &s, &hd, q)
+}
+
+fn results(kind: Kind, s: &Shared, headers: &HeaderMap, query: ResultsQuery) -> Response {
+    let c = &s.counters;
+    bump(&c.results[slot(kind)]);
+    if let Err(why) = s.authenticate(headers) {
+        bump(&c.http_401);
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            why,
+            fresh_id(),
+        );
+    }
+    let Some(id) = query.task_id.filter(|id| !id.is_empty()) else {
+        let message = "`task_id` is required (`?task_id=…`)";
+        return answer(StatusCode::OK, codes::MISSING_FIELD, message, fresh_id());
+    };
+    match s.task_result(kind, &id, &s.origin(headers)) {
+        Some(result) => success(result),
+        None => {
+            bump(&c.unknown_task_ids);
+            answer(
+                StatusCode::OK,
+                codes::UNKNOWN_TASK,
+                unknown_task(kind, &id),
+                fresh_id(),
+            )
+        }
+    }
+}
+
+async fn batch_txt2img(State(s): St, hd: HeaderMap, b: Bytes) -> Response {
+    batch(Kind::Txt2Img, &s, &hd, &b)
+}
+
+async fn batch_model(State(s): St, hd: HeaderMap, b: Bytes) -> Response {
+    batch(Kind::Model, &s, &hd, &b)
+}
+
+/// `POST …/results/batch`: one entry per task id, in the order asked; any unknown id refuses the
+/// whole query (code 1101, naming it), so a client never mistakes a typo for a pending task.
+fn batch(kind: Kind, s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    let c = &s.counters;
+    bump(&c.batch_results[slot(kind)]);
+    if let Err(why) = s.authenticate(headers) {
+        bump(&c.http_401);
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            why,
+            fresh_id(),
+        );
+    }
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let ids = match check::batch_query(content_type, body) {
+        Ok(ids) => ids,
+        Err(rejection) => {
+            return answer(
+                StatusCode::OK,
+                rejection.code,
+                rejection.message,
+                fresh_id(),
+            );
+        }
+    };
+    let origin = s.origin(headers);
+    let mut results = Vec::with_capacity(ids.len());
+    for id in &ids {
+        match s.task_result(kind, id, &origin) {
+            Some(result) => results.push(result),
+            None => {
+                bump(&c.unknown_task_ids);
+                return answer(
+                    StatusCode::OK,
+                    codes::UNKNOWN_TASK,
+                    unknown_task(kind, id),
+                    fresh_id(),
+                );
+            }
+        }
+    }
+    success(results)
+}
+
+fn unknown_task(kind: Kind, id: &str) -> String {
+    let shown: String = id.chars().take(80).collect();
+    format!("unknown `task_id` `{shown}`: not a {kind} task of this simulator")
+}
+
+/// `GET /sim/images/<sub_task_id>.png`, for finished images only.
+async fn image_file(State(s): St, Path(file): Path<String>) -> Response {
+    bump(&s.counters.images);
+    let found = file
+        .strip_suffix(".png")
+        .and_then(Task::parse_sub)
+        .filter(|(task, index)| task.is_done(*index, unix_ms()));
+    match found {
+        Some((task, index)) => (
+            [
+                (CONTENT_TYPE, "image/png"),
+                (CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            image::tile(task.hash, index),
+        )
+            .into_response(),
+        None => {
+            let shown: String = file.chars().take(80).collect();
+            let message = format!("no finished image `{shown}`");
+            answer(StatusCode::NOT_FOUND, codes::NOT_FOUND, message, fresh_id())
+        }
+    }
+}
+
+async fn stats(State(s): St) -> Response {
+    bump(&s.counters.stats);
+    Json(s.counters.snapshot()).into_response()
+}
+
+async fn not_found(State(s): St, uri: axum::http::Uri) -> Response {
+    bump(&s.counters.not_found);
+    let path: String = uri.path().chars().take(120).collect();
+    let message = format!("no endpoint `{path}` in the simulator");
+    answer(StatusCode::NOT_FOUND, codes::NOT_FOUND, message, fresh_id())
+}
+
+/// A `request_id` for answers outside the seeded submit path.
+fn fresh_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+fn success<T: serde::Serialize>(result: T) -> Response {
+    Json(Envelope {
+        code: codes::OK,
+        message: "Success".to_string(),
+        request_id: Some(fresh_id()),
+        result: Some(result),
+    })
+    .into_response()
+}
+
+/// An answer with no result: an error, or a rejection.
+fn answer(
+    status: StatusCode,
+    code: i64,
+    message: impl Into<String>,
+    request_id: String,
+) -> Response {
+    let envelope: Envelope<()> = Envelope {
+        code,
+        message: message.into(),
+        request_id: Some(request_id),
+        result: None,
+    };
+    (status, Json(envelope)).into_response()
+}
+
+fn too_many(code: i64, message: String, retry_after: u64, request_id: String) -> Response {
+    let mut response = answer(StatusCode::TOO_MANY_REQUESTS, code, message, request_id);
+    response.headers_mut().insert(
+        RETRY_AFTER,
+        retry_after.to_string().parse().expect("digits"),
+    );
+    response
+}
