@@ -15,3 +15,90 @@ pub fn bin() -> assert_cmd::Command {
         .env_remove("RUST_LOG");
     cmd
 }
+
+use std::path::Path;
+use std::process::Output;
+
+use hidream_batch::sim::{self, SimConfig, Simulator};
+
+/// The token the tests use against the simulator and wiremock.
+pub const TOKEN: &str = "test-token-5f3a9c1e-DO-NOT-LEAK";
+
+/// Start a simulator that accepts [`TOKEN`], with no latency unless the config says otherwise.
+pub async fn simulator(config: SimConfig) -> Simulator {
+    sim::start(SimConfig {
+        token: Some(TOKEN.into()),
+        ..config
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// A config with no latency and no faults.
+pub fn quiet() -> SimConfig {
+    SimConfig {
+        latency: "0ms".parse().unwrap(),
+        ..SimConfig::default()
+    }
+}
+
+/// A text-to-image manifest of `n` requests (`img_count` cycling through `counts`) in `dir`.
+pub fn txt2img_manifest(dir: &Path, name: &str, n: usize, counts: &[u32]) -> std::path::PathBuf {
+    let mut yaml = format!("name: {name}\njobs:\n");
+    for (i, c) in (0..n).zip(counts.iter().cycle()) {
+        yaml += &format!(
+            "  - id: j{i}\n    kind: txt2img\n    prompt: \"prompt number {i}\"\n    img_count: {c}\n"
+        );
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Run the binary (blocking, on a worker thread) with the test token in the environment.
+pub async fn run_bin(args: Vec<String>, envs: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = bin();
+        cmd.env("HIDREAM_API_TOKEN", TOKEN).args(&args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+/// Rows of a results CSV as maps from column to value.
+pub fn results(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).expect("results exist");
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// Arguments of `run` against `base` writing `out`, quick retries, no rate limit.
+pub fn run_args(manifest: &Path, base: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "run".into(),
+        manifest.display().to_string(),
+        "--base-url".into(),
+        base.into(),
+        "-o".into(),
+        out.display().to_string(),
+        "--rate".into(),
+        "0".into(),
+        "--backoff".into(),
+        "5ms".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}

@@ -1,0 +1,436 @@
+//! `run` against the simulator and wiremock over loopback: rows, concurrency, rate, retries,
+//! stopping on 401, unknown outcomes, resume, and the token never leaking.
+
+use std::time::{Duration, Instant};
+
+use hidream_batch::sim::SimConfig;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::*;
+
+const TXT2IMG: &str = "/api-pub/gw/v3/image/txt2img/async";
+
+fn ok_body(task: &str) -> serde_json::Value {
+    serde_json::json!({"code": 0, "message": "Success", "request_id": "r", "result": {"task_id": task, "sub_task_ids": [format!("{task}-0")]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_sweep_gets_a_row_with_its_task_id() {
+    let sim = simulator(quiet()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.csv");
+    let manifest = root().join("manifests/sweep.yaml");
+    let o = run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 11);
+    let expanded = bin()
+        .args(["expand", "manifests/sweep.yaml"])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8(expanded.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let row_ids: Vec<&str> = rows.iter().map(|r| r["request_id"].as_str()).collect();
+    assert_eq!(row_ids, ids, "one row per request, in expansion order");
+    for r in &rows {
+        assert_eq!(r["status"], "submitted");
+        assert!(!r["task_id"].is_empty());
+        assert_eq!(
+            r["sub_task_ids"].split(';').count(),
+            r["img_count"].parse::<usize>().unwrap_or(1)
+        );
+        assert_eq!(r["attempts"], "1");
+        assert!(r["submitted_at"].ends_with('Z'));
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 11);
+    assert_eq!(stats.accepted_images, 20);
+    assert_eq!(stats.duplicates, 0);
+    // A second run sends nothing.
+    let again = run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![]).await;
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("11 already submitted"));
+    assert_eq!(sim.stats().calls.submit_txt2img, 11);
+    assert_eq!(results(&out).len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_than_concurrency_in_flight() {
+    let sim = simulator(SimConfig {
+        latency: "30ms".parse().unwrap(),
+        ..quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "conc", 24, &[1]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(
+        run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "3"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 24);
+    assert!(
+        stats.max_in_flight <= 3,
+        "max in flight {}",
+        stats.max_in_flight
+    );
+    assert_eq!(
+        stats.max_in_flight, 3,
+        "the bound is used, not just respected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_images_per_minute_limit_paces_mixed_counts() {
+    // 600 images/min = 10 images/s; 30 requests of 1, 2 or 4 images = 70 images.
+    let sim = simulator(SimConfig {
+        rate_limit: Some(600),
+        ..quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "rate", 30, &[1, 2, 4]);
+    let out = dir.path().join("r.csv");
+    let mut args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "8"]);
+    let i = args.iter().position(|a| a == "--rate").unwrap();
+    args[i + 1] = "600".into();
+    let started = Instant::now();
+    let o = run_bin(args, vec![]).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.accepted_images, 70);
+    assert_eq!(
+        stats.http_429, 0,
+        "the client never provokes the server's limit"
+    );
+    assert!(stats.max_images_per_minute.txt2img <= 600);
+    // Paced, not burst: the images before the last request take at least (70 - 4) / 10 s.
+    assert!(elapsed >= Duration::from_secs_f64(6.6), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_up_to_max_attempts() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(500).set_body_string("oops"))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "five", 1, &[1]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(
+        run_args(&manifest, &server.uri(), &out, &["--max-attempts", "3"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    let rows = results(&out);
+    assert_eq!(rows[0]["status"], "failed");
+    assert_eq!(rows[0]["attempts"], "3");
+    assert_eq!(rows[0]["http_status"], "500");
+    // A failed request is retried by the next run.
+    server.reset().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("t-9")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(results(&out)[0]["task_id"], "t-9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_as_a_floor() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("t-1")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "ra", 1, &[1]);
+    let out = dir.path().join("r.csv");
+    let started = Instant::now();
+    let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited at least Retry-After with a 5 ms backoff"
+    );
+    let rows = results(&out);
+    assert_eq!(rows[0]["attempts"], "2");
+    assert_eq!(rows[0]["task_id"], "t-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_and_business_errors_are_not_retried() {
+    for response in [
+        ResponseTemplate::new(400).set_body_string("bad request"),
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"code": 1001, "message": "resolution: unsupported"})),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(TXT2IMG))
+            .respond_with(response)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = txt2img_manifest(dir.path(), "rej", 1, &[1]);
+        let out = dir.path().join("r.csv");
+        let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
+        assert_eq!(o.status.code(), Some(1));
+        let rows = results(&out);
+        assert_eq!(rows[0]["status"], "rejected");
+        assert_eq!(rows[0]["attempts"], "1");
+        // Not resent by a later run, unless asked.
+        let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("1 rejected"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_stops_the_run_after_at_most_concurrency_requests() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(serde_json::json!({"code": 401, "message": "invalid token"}))
+                .set_delay(Duration::from_millis(20)),
+        )
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "auth", 40, &[1]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(
+        run_args(&manifest, &server.uri(), &out, &["--concurrency", "3"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(3));
+    let received = server.received_requests().await.unwrap().len();
+    assert!(
+        (1..=3).contains(&received),
+        "{received} requests reached the server"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused the credentials"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_unknown_and_not_resent_without_the_flag() {
+    let sim = simulator(SimConfig {
+        drop_after: 1.0,
+        ..quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "drop", 3, &[1]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let rows = results(&out);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "unknown" && r["attempts"] == "1"),
+        "{rows:?}"
+    );
+    assert_eq!(sim.stats().calls.submit_txt2img, 3);
+    // Not resent by default.
+    let o = run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(sim.stats().calls.submit_txt2img, 3);
+    // Resent with --retry-unknown: the simulator had created the tasks, so these are duplicates.
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &sim.base_url(),
+            &out,
+            &["--retry-unknown", "--max-attempts", "1"],
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(sim.stats().calls.submit_txt2img, 6);
+    assert_eq!(sim.stats().duplicates, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_one_job_sends_only_its_changed_requests() {
+    let sim = simulator(quiet()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "edit", 6, &[1]);
+    let out = dir.path().join("r.csv");
+    assert_eq!(
+        run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("prompt number 4", "prompt number 4, edited");
+    std::fs::write(&manifest, text).unwrap();
+    let o = run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        sim.stats().calls.submit_txt2img,
+        7,
+        "only the edited request was sent"
+    );
+    let rows = results(&out);
+    assert_eq!(
+        rows.len(),
+        7,
+        "six current requests, plus the superseded one's row kept at the end"
+    );
+    assert_eq!(rows[4]["prompt"], "prompt number 4, edited");
+    assert_eq!(rows[6]["prompt"], "prompt number 4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_appears_at_the_highest_verbosity() {
+    let sim = simulator(quiet()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = root().join("manifests/lookbook.yaml");
+    for (i, envs) in [vec![], vec![("RUST_LOG", "trace".to_string())]]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("r{i}.csv"));
+        let args = run_args(&manifest, &sim.base_url(), &out, &["-vvv"]);
+        let o = run_bin(args, envs).await;
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.len() > 100,
+            "verbose logging produced output: {stderr}"
+        );
+        for text in [
+            stderr.to_string(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            std::fs::read_to_string(&out).unwrap(),
+        ] {
+            assert!(!text.contains(TOKEN), "the token leaked");
+            assert!(!text.contains("DO-NOT-LEAK"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_errors_exit_2_and_send_nothing() {
+    let sim = simulator(quiet()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "setup", 4, &[4]);
+    let out = dir.path().join("r.csv");
+    // --max-images
+    let o = run_bin(
+        run_args(&manifest, &sim.base_url(), &out, &["--max-images", "15"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("16 images, more than --max-images 15"));
+    // --dry-run
+    let o = run_bin(
+        run_args(&manifest, &sim.base_url(), &out, &["--dry-run"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 new"));
+    // missing token
+    let o = tokio::task::spawn_blocking({
+        let args = run_args(&manifest, &sim.base_url(), &out, &[]);
+        move || bin().args(args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HIDREAM_API_TOKEN"));
+    // plain http to a non-loopback host
+    let o = run_bin(
+        run_args(&manifest, "http://api.example.com", &out, &[]),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(sim.stats().calls.submit_txt2img, 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_id_submits_the_same_manifest_again() {
+    let sim = simulator(quiet()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "nightly", 3, &[1]);
+    let out = dir.path().join("r.csv");
+    for day in ["2026-11-21", "2026-11-22"] {
+        let o = run_bin(
+            run_args(&manifest, &sim.base_url(), &out, &["--run-id", day]),
+            vec![],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(0));
+    }
+    assert_eq!(sim.stats().accepted, 6);
+    assert_eq!(
+        sim.stats().duplicates,
+        0,
+        "distinct request ids, hence no duplicates"
+    );
+}
