@@ -22,7 +22,7 @@ pub fn main(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::logging::error(&format!("{err:#}"));
             exit::code_of(&err)
         }
     }
@@ -34,6 +34,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Run(args) => crate::run::run(args, signals()).await,
         Command::Validate(args) => crate::commands::validate(&args),
         Command::Expand(args) => crate::commands::expand(&args),
+        Command::Merge(args) => crate::merge::command(&args),
         _ => Err(exit::invalid("this command is not built yet")),
     }
 }

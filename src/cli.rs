@@ -243,4 +243,12 @@ pub struct MergeArgs {
     /// The merged results CSV.
     #[arg(short, long, value_name = "PATH")]
     pub out: PathBuf,
+
+    /// Order the rows as these manifests expand (as an unsharded run would); other rows follow.
+    #[arg(long, value_name = "MANIFEST")]
+    pub manifest: Vec<PathBuf>,
+
+    /// The `--run-id` the runs used (with `--manifest`).
+    #[arg(long, value_name = "TEXT")]
+    pub run_id: Option<String>,
 }

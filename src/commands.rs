@@ -24,13 +24,12 @@ pub fn load_valid(args: &ManifestArgs) -> anyhow::Result<(Vec<Manifest>, Report)
     if report.is_valid() {
         return Ok((manifests, report));
     }
-    let mut err = std::io::stderr().lock();
     for p in &report.problems {
-        let _ = writeln!(err, "error: {p}");
+        crate::logging::error(&p.to_string());
     }
     let n = report.problems.len() as u64 + report.more_problems;
     if report.more_problems > 0 {
-        let _ = writeln!(err, "error: … and {} more problems", report.more_problems);
+        crate::logging::error(&format!("… and {} more problems", report.more_problems));
     }
     Err(exit::invalid(format!(
         "{n} problem{} in the manifests; nothing was sent",

@@ -8,6 +8,16 @@
 //! - [`env_vars`]: every environment variable, documented.
 //! - [`exit`]: the exit codes of SPEC §6 and the errors that carry them.
 //! - [`api`]: the HiDream API contract: hosts, paths, field limits, response shapes.
+//! - [`app`]: dispatch of the commands; [`commands`]: `validate` and `expand`.
+//! - [`manifest`]: YAML and CSV manifests, loaded into one model; [`problem`]: what is wrong, where.
+//! - [`expand`]: manifests → a lazy iterator of typed requests with their ids.
+//! - [`validate`]: the API contract's checks on every request, all problems at once.
+//! - [`client`]: the shared HTTP client, credentials, one attempt; `client::retry` classifies.
+//! - [`rate`]: the images-per-minute limiter per endpoint.
+//! - [`run`]: the pipeline: `buffer_unordered(submit)` → one consumer.
+//! - [`journal`]: the results CSV: append + flush, write-ahead log, resume index, rewrite, lock.
+//! - [`merge`]: combine results CSVs (shards).
+//! - [`logging`]: tracing setup (text or JSON), safe display of outside text.
 //! - [`sim`]: the simulator, a local stand-in of the API (`simulate`, `run --simulate`, tests).
 //!
 //! # Data flow
@@ -28,6 +38,7 @@ pub mod expand;
 pub mod journal;
 pub mod logging;
 pub mod manifest;
+pub mod merge;
 pub mod problem;
 pub mod rate;
 pub mod run;

@@ -9,6 +9,23 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::LogFormat;
 use crate::env_vars;
 
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Report a fatal error once: `error: …` on stderr, or a JSON log line with `--log-format json`
+/// (so every stderr line of a JSON run parses).
+pub fn error(message: &str) {
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// Whether logs are JSON.
+pub fn is_json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Install the global subscriber. `verbosity`: -1 quiet, 0 default (info), 1 debug, ≥2 trace.
 pub fn init(format: LogFormat, verbosity: i8) {
     let default = match verbosity {
@@ -30,12 +47,15 @@ pub fn init(format: LogFormat, verbosity: i8) {
             .with_ansi(std::io::stderr().is_terminal())
             .without_time()
             .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_ansi(false)
-            .try_init(),
+        LogFormat::Json => {
+            JSON.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_ansi(false)
+                .try_init()
+        }
     };
 }
 

@@ -656,7 +656,7 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         ));
     }
     if signalled > 0 {
-        eprintln!("interrupted: results written to {}", args.out.display());
+        tracing::warn!("interrupted: results written to {}", args.out.display());
         return Ok(exit::INTERRUPTED);
     }
     let complete = plan.already_submitted + submitted_now == plan.total;

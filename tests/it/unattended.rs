@@ -1,0 +1,349 @@
+//! Unattended operation: SIGKILL at several points and resume, SIGINT, the lock, shards and
+//! merge, JSON logs. The binary runs as a child process against an in-process simulator.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hidream_batch::sim::SimConfig;
+
+use crate::common::*;
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("hidream-batch"))
+        .current_dir(root())
+        .env("HIDREAM_API_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts")
+}
+
+/// Rows in a results file (0 if it does not exist yet).
+fn row_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// Poll `condition` until it holds (bounded: a test must not hang).
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+async fn wait(child: Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_several_points_then_resume_leaves_one_row_per_request_and_no_duplicates() {
+    let sim = simulator(SimConfig {
+        latency: "150ms".parse().unwrap(),
+        ..quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "kill", 30, &[1]);
+    let out = dir.path().join("r.csv");
+    let args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "4"]);
+    let reported = |stderr: &[u8]| {
+        String::from_utf8_lossy(stderr)
+            .matches("was in flight when an earlier run stopped")
+            .count()
+    };
+    let mut reported_in_flight = 0;
+    // Three runs, each killed at a later point (each resumes the one before), then a last run.
+    for kill_after_rows in [0usize, 8, 16] {
+        let child = spawn(&args);
+        let base = sim.stats().calls.submit_txt2img;
+        // Kill while requests are in flight: after the server has seen a request of this run.
+        until("requests in flight", || {
+            sim.stats().calls.submit_txt2img > base && row_count(&out) >= kill_after_rows
+        })
+        .await;
+        signal(&child, "-KILL");
+        let o = wait(child).await;
+        assert_eq!(o.status.code(), None, "killed by a signal");
+        reported_in_flight += reported(&o.stderr);
+    }
+    let last = run_bin(args.clone(), vec![]).await;
+    reported_in_flight += reported(&last.stderr);
+    assert!(
+        last.status.code() == Some(0) || last.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 30, "one row per request");
+    let ids: std::collections::HashSet<_> = rows.iter().map(|r| r["request_id"].clone()).collect();
+    assert_eq!(ids.len(), 30);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "submitted" || r["status"] == "unknown")
+    );
+    let unknown = rows.iter().filter(|r| r["status"] == "unknown").count();
+    assert!(
+        unknown > 0,
+        "requests in flight at a kill are recorded unknown"
+    );
+    assert_eq!(unknown, reported_in_flight, "each one was reported by id");
+    assert!(
+        unknown <= 3 * 4,
+        "at most the in-flight requests of three kills"
+    );
+    assert_eq!(
+        sim.stats().duplicates,
+        0,
+        "nothing was silently resubmitted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_finishes_in_flight_writes_results_and_exits_130() {
+    let sim = simulator(SimConfig {
+        latency: "100ms".parse().unwrap(),
+        ..quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "int", 20, &[1]);
+    let out = dir.path().join("r.csv");
+    let args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "2"]);
+    let child = spawn(&args);
+    until("a few rows", || row_count(&out) >= 3).await;
+    signal(&child, "-INT");
+    let o = wait(child).await;
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = results(&out);
+    assert!(rows.len() < 20, "it stopped early");
+    assert!(
+        rows.iter().all(|r| r["status"] == "submitted"),
+        "in-flight requests finished: {rows:?}"
+    );
+    let o = run_bin(args, vec![]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(results(&out).len(), 20);
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 20);
+    assert_eq!(stats.duplicates, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_results_exits_3_and_sends_nothing() {
+    let sim = simulator(SimConfig {
+        latency: "200ms".parse().unwrap(),
+        ..quiet()
+    })
+    .await;
+    let other = wiremock::MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "lock", 20, &[1]);
+    let out = dir.path().join("r.csv");
+    let first = spawn(&run_args(
+        &manifest,
+        &sim.base_url(),
+        &out,
+        &["--concurrency", "1"],
+    ));
+    until("the first run to start", || {
+        sim.stats().calls.submit_txt2img > 0
+    })
+    .await;
+    let second = run_bin(run_args(&manifest, &other.uri(), &out, &[]), vec![]).await;
+    assert_eq!(second.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&format!("pid {}", first.id())), "{stderr}");
+    assert!(
+        other.received_requests().await.unwrap().is_empty(),
+        "the second run sent nothing"
+    );
+    signal(&first, "-KILL");
+    wait(first).await;
+    // The dead run's lock does not block the next one.
+    let third = run_bin(
+        run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "8"]),
+        vec![],
+    )
+    .await;
+    assert!(
+        third.status.code() == Some(0) || third.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_submit_every_request_once_and_merge_like_an_unsharded_run() {
+    let sim = simulator(quiet()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = root().join("manifests/sweep.yaml");
+    let mut shard_files = Vec::new();
+    for k in 1..=3 {
+        let out = dir.path().join(format!("shard{k}.csv"));
+        let o = run_bin(
+            run_args(
+                &manifest,
+                &sim.base_url(),
+                &out,
+                &["--shard", &format!("{k}/3")],
+            ),
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        shard_files.push(out.display().to_string());
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 11, "every request once");
+    assert_eq!(stats.duplicates, 0);
+    let merged = dir.path().join("all.csv");
+    let mut args = vec!["merge".to_string()];
+    args.extend(shard_files.iter().cloned());
+    args.extend([
+        "-o".into(),
+        merged.display().to_string(),
+        "--manifest".into(),
+        manifest.display().to_string(),
+    ]);
+    let o = run_bin(args, vec![]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let whole = dir.path().join("whole.csv");
+    let sim2 = simulator(quiet()).await;
+    assert_eq!(
+        run_bin(run_args(&manifest, &sim2.base_url(), &whole, &[]), vec![])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    let strip = |p: &Path| -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_path(p).unwrap();
+        let h: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+        let keep: Vec<usize> = (0..h.len())
+            .filter(|i| {
+                !["task_id", "sub_task_ids", "submitted_at", "elapsed_ms"].contains(&h[*i].as_str())
+            })
+            .collect();
+        let mut rows = vec![keep.iter().map(|i| h[*i].clone()).collect()];
+        rows.extend(r.records().map(|rec| {
+            let rec = rec.unwrap();
+            keep.iter().map(|i| rec[*i].to_string()).collect()
+        }));
+        rows
+    };
+    assert_eq!(strip(&merged), strip(&whole));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_reports_conflicting_task_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "request_id,job,kind,status,task_id,sub_task_ids,attempts,http_status,code,message,submitted_at,elapsed_ms\n";
+    let id = "6b1f3c1e-9a4d-5e2b-8c7f-0d1a2b3c4d5e";
+    std::fs::write(
+        dir.path().join("a.csv"),
+        format!("{header}{id},j,txt2img,submitted,task-a,,1,200,0,,2026-11-21T01:00:00Z,5\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.csv"),
+        format!("{header}{id},j,txt2img,submitted,task-b,,1,200,0,,2026-11-22T01:00:00Z,5\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("m.csv");
+    let o = run_bin(
+        vec![
+            "merge".into(),
+            dir.path().join("a.csv").display().to_string(),
+            dir.path().join("b.csv").display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("task-a")
+            && stderr.contains("task-b")
+            && stderr.contains("submitted twice"),
+        "{stderr}"
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["task_id"], "task-b", "the latest row wins");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_parse_line_by_line_and_never_hold_the_token() {
+    let sim = simulator(SimConfig {
+        error_rate: 0.3,
+        seed: 3,
+        ..quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "json", 12, &[1, 2]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &sim.base_url(),
+            &out,
+            &["--log-format", "json", "-vv", "--max-attempts", "2"],
+        ),
+        vec![],
+    )
+    .await;
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let mut lines = 0;
+    let mut with_request = 0;
+    for line in stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
+        if v["request_id"].is_string() {
+            with_request += 1;
+            assert!(v["attempt"].is_number() && v["job"].is_string(), "{line}");
+        }
+        lines += 1;
+    }
+    assert!(lines > 10 && with_request > 0, "{stderr}");
+    assert!(!stderr.contains(TOKEN));
+    assert!(!stderr.contains('\u{1b}'), "no ANSI colours off a terminal");
+}
