@@ -4,3 +4,4 @@ mod common;
 mod manifests;
 mod run;
 mod unattended;
+mod usage;
