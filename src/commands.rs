@@ -72,7 +72,7 @@ pub fn validate(args: &ManifestArgs) -> anyhow::Result<u8> {
     let rate = crate::run::DEFAULT_RATE;
     out += &format!(
         "at the default rate of {rate} images per minute per endpoint, a run takes {}\n",
-        describe_estimate(validate::estimate(&per_kind, rate))
+        describe_estimate(crate::run::estimate_paced(&per_kind, rate))
     );
     print_out(&out)
 }

@@ -323,9 +323,12 @@ impl Journal {
             w.write_record(&self.header)?;
             let mut record = csv::ByteRecord::new();
             let mut copy = |offset: u64, w: &mut csv::Writer<_>| -> io::Result<()> {
-                let mut pos = csv::Position::new();
-                pos.set_byte(offset);
-                reader.seek(pos)?;
+                // Rows are mostly already in order: seek (and drop the read buffer) only on a jump.
+                if reader.position().byte() != offset {
+                    let mut pos = csv::Position::new();
+                    pos.set_byte(offset);
+                    reader.seek(pos)?;
+                }
                 if reader.read_byte_record(&mut record)? {
                     w.write_byte_record(&record)?;
                 }

@@ -148,9 +148,11 @@ pub fn merge(
         w.write_record(&union)?;
         let mut record = csv::StringRecord::new();
         for (file, offset) in rows {
-            let mut pos = csv::Position::new();
-            pos.set_byte(offset);
-            readers[file].seek(pos)?;
+            if readers[file].position().byte() != offset {
+                let mut pos = csv::Position::new();
+                pos.set_byte(offset);
+                readers[file].seek(pos)?;
+            }
             readers[file].read_record(&mut record)?;
             let row: Vec<&str> = maps[file]
                 .iter()

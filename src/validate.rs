@@ -401,17 +401,3 @@ fn check_inline(data: &str) -> Result<(), String> {
         .map_err(|e| format!("the inline image has an unreadable header: {e}"))?;
     api::check_image_size(size.width, size.height).map_err(|m| format!("the inline image {m}"))
 }
-
-/// Time a run takes at `rate` images per rolling minute per endpoint: the endpoints are paced
-/// independently, so the slowest one decides. The first minute's worth goes at once.
-pub fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> std::time::Duration {
-    if rate == 0 {
-        return std::time::Duration::ZERO;
-    }
-    let minutes = per_kind
-        .values()
-        .map(|(_, images)| images.saturating_sub(1) / u64::from(rate))
-        .max()
-        .unwrap_or(0);
-    std::time::Duration::from_secs(minutes * 60)
-}
