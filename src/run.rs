@@ -114,14 +114,25 @@ impl Ctx {
         self.abort.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst)
     }
 
+    /// Completes once the run is stopping (registered before the flag is read, so a stop that
+    /// happens in between is not missed).
+    async fn stopped(&self) {
+        loop {
+            let notified = self.stop_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.stopping() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Sleep, unless the run is stopping; returns false when cut short.
     async fn pause(&self, d: Duration) -> bool {
-        if self.stopping() {
-            return false;
-        }
         tokio::select! {
             _ = tokio::time::sleep(d) => !self.stopping(),
-            _ = self.stop_notify.notified() => false,
+            _ = self.stopped() => false,
         }
     }
 }
@@ -160,7 +171,7 @@ async fn submit(ctx: Arc<Ctx>, request: Request) -> Outcome {
         if let Some(limiter) = ctx.limiters.get(&kind) {
             tokio::select! {
                 _ = limiter.acquire(images) => {}
-                _ = ctx.stop_notify.notified() => {}
+                _ = ctx.stopped() => {}
             }
         }
         if ctx.stopping() {
