@@ -34,8 +34,8 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Run(args) => crate::run::run(args, signals()).await,
         Command::Validate(args) => crate::commands::validate(&args),
         Command::Expand(args) => crate::commands::expand(&args),
+        Command::Collect(args) => crate::collect::run(args, signals()).await,
         Command::Merge(args) => crate::merge::command(&args),
-        _ => Err(exit::invalid("this command is not built yet")),
     }
 }
 

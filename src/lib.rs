@@ -18,6 +18,7 @@
 //! - [`journal`]: the results CSV: append + flush, write-ahead log, resume index, rewrite, lock.
 //! - [`merge`]: combine results CSVs (shards).
 //! - [`logging`]: tracing setup (text or JSON), safe display of outside text.
+//! - [`collect`]: polling, downloads, `images.csv` and the HTML contact sheet (`collect`, `run --collect`).
 //! - [`sim`]: the simulator, a local stand-in of the API (`simulate`, `run --simulate`, tests).
 //!
 //! # Data flow
@@ -31,6 +32,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod collect;
 pub mod commands;
 pub mod env_vars;
 pub mod exit;

@@ -671,7 +671,16 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         return Ok(exit::INTERRUPTED);
     }
     let complete = plan.already_submitted + submitted_now == plan.total;
-    Ok(if complete { exit::OK } else { exit::INCOMPLETE })
+    let code = if complete { exit::OK } else { exit::INCOMPLETE };
+    // `--collect DIR`: wait for the tasks and download their images, with the same client. The
+    // worse of the two outcomes is the exit code (0 only if every request was submitted and every
+    // image is on disk; 130 if a signal stopped the collection; an error, such as 401, wins).
+    if let Some(dir) = &args.collect {
+        let settings = crate::collect::Settings::after_run(&args.connection, &args.out, dir);
+        let collected = crate::collect::collect(&conn.client, &settings, &mut signals).await?;
+        return Ok(code.max(collected));
+    }
+    Ok(code)
 }
 
 fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {

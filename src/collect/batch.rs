@@ -1,0 +1,590 @@
+//! What `collect` knows about a batch: the submitted tasks of the results CSV, each with its
+//! sub-tasks (one per image), merged with what an earlier `collect` recorded in `images.csv`.
+//!
+//! It exists so that the polling loop, `images.csv` and the contact sheet all read one model, and
+//! so that a rerun can tell — without asking the API — which images are settled: done with their
+//! file on disk, or failed, or refused (terminal: never retried silently). Only the owner of the
+//! polling loop mutates it (no locks).
+//!
+//! Image files are named `DIR/<job>/<request_id>-<n>.<ext>`: `n` is the sub-task's index in the
+//! `sub_task_ids` the API returned at submission (0-based), so a name never changes between runs.
+//! Sub-tasks the API reports beyond that list get the next indices, in the order it reports them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::api::{Kind, status};
+use crate::exit;
+
+/// The file extensions `collect` writes (from the image's content type), in the order a rerun
+/// looks for an existing file.
+pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
+
+/// `images.csv` columns before `var.*` and `meta.*`.
+pub const LEADING: [&str; 8] = [
+    "request_id",
+    "job",
+    "task_id",
+    "sub_task_id",
+    "status",
+    "url",
+    "path",
+    "message",
+];
+
+/// The status of a sub-task: the API's `task_status`, or not known yet (never answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubStatus {
+    Unknown,
+    Code(i64),
+}
+
+impl SubStatus {
+    /// The name written to `images.csv` and shown on the page: queued, running, done, failed,
+    /// refused; any other value as its number; `unknown` when the task was never answered.
+    pub fn name(self) -> String {
+        match self {
+            SubStatus::Unknown => "unknown".into(),
+            SubStatus::Code(status::QUEUED) => "queued".into(),
+            SubStatus::Code(status::RUNNING) => "running".into(),
+            SubStatus::Code(status::DONE) => "done".into(),
+            SubStatus::Code(status::FAILED) => "failed".into(),
+            SubStatus::Code(status::REFUSED) => "refused".into(),
+            SubStatus::Code(other) => other.to_string(),
+        }
+    }
+
+    /// The inverse of [`SubStatus::name`]; anything unreadable is `Unknown`.
+    pub fn parse(s: &str) -> SubStatus {
+        match s.trim() {
+            "queued" => SubStatus::Code(status::QUEUED),
+            "running" => SubStatus::Code(status::RUNNING),
+            "done" => SubStatus::Code(status::DONE),
+            "failed" => SubStatus::Code(status::FAILED),
+            "refused" => SubStatus::Code(status::REFUSED),
+            other => other
+                .parse::<i64>()
+                .map(SubStatus::Code)
+                .unwrap_or(SubStatus::Unknown),
+        }
+    }
+
+    pub fn is_done(self) -> bool {
+        self == SubStatus::Code(status::DONE)
+    }
+
+    /// Failed or refused: terminal, recorded, never polled again.
+    pub fn is_lost(self) -> bool {
+        matches!(
+            self,
+            SubStatus::Code(status::FAILED) | SubStatus::Code(status::REFUSED)
+        )
+    }
+}
+
+/// One image of a task.
+#[derive(Debug, Clone)]
+pub struct Sub {
+    pub id: String,
+    /// `n` in the file name.
+    pub index: usize,
+    pub status: SubStatus,
+    pub url: String,
+    /// The image file, relative to DIR with `/` separators, once it is on disk.
+    pub path: Option<String>,
+    /// Why it failed or was refused (the API's `description`), or why it has no file.
+    pub message: String,
+    /// Downloaded by this invocation.
+    pub downloaded_now: bool,
+    /// Its download failed after every attempt: not tried again until the next `collect`.
+    pub download_given_up: bool,
+}
+
+impl Sub {
+    fn new(id: String, index: usize) -> Sub {
+        Sub {
+            id,
+            index,
+            status: SubStatus::Unknown,
+            url: String::new(),
+            path: None,
+            message: String::new(),
+            downloaded_now: false,
+            download_given_up: false,
+        }
+    }
+
+    /// Nothing more to do in this invocation: its file is on disk, it is failed or refused, or
+    /// its download was given up.
+    pub fn settled(&self) -> bool {
+        self.status.is_lost()
+            || (self.status.is_done() && (self.path.is_some() || self.download_given_up))
+    }
+}
+
+/// One submitted request of the results.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub request_id: String,
+    pub job: String,
+    pub kind: Kind,
+    pub task_id: String,
+    /// The prompt, if the results have one (shown as a tooltip on the page).
+    pub prompt: String,
+    /// Aligned with [`Batch::vars`] and [`Batch::meta`].
+    pub vars: Vec<String>,
+    pub meta: Vec<String>,
+    pub subs: Vec<Sub>,
+    /// Why the last query failed, if it did.
+    pub message: String,
+    /// The API refused the query (`code != 0`, HTTP 4xx): not asked again until the next `collect`.
+    pub query_given_up: bool,
+}
+
+impl Task {
+    /// Whether it must be queried: some image is not settled (or none is known yet).
+    pub fn needs_query(&self) -> bool {
+        !self.query_given_up && (self.subs.is_empty() || self.subs.iter().any(|s| !s.settled()))
+    }
+
+    /// The next free index for a sub-task the API reports beyond the known ones.
+    pub fn next_index(&self) -> usize {
+        self.subs.iter().map(|s| s.index + 1).max().unwrap_or(0)
+    }
+}
+
+/// The submitted tasks of a results CSV, in its row order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// `var.<name>` column names of the results, in their order.
+    pub vars: Vec<String>,
+    /// `meta.<name>` column names.
+    pub meta: Vec<String>,
+    pub tasks: Vec<Task>,
+    /// Requests of the results without a task (rejected, failed, unknown): nothing to collect.
+    pub without_task: u64,
+}
+
+/// A directory name for a job: job ids are `[A-Za-z0-9_.-]+` when the manifest was valid, but the
+/// results CSV is only a file, so anything else is replaced rather than trusted as a path.
+pub fn safe_name(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
+        format!("_{}", cleaned)
+    } else {
+        cleaned
+    }
+}
+
+/// `<job>/<request_id>-<n>` relative to DIR, without the extension.
+pub fn stem(job: &str, request_id: &str, index: usize) -> String {
+    format!("{}/{}-{index}", safe_name(job), safe_name(request_id))
+}
+
+/// The image already on disk for this stem, as a path relative to DIR, if any.
+pub fn existing(dir: &Path, stem: &str) -> Option<String> {
+    EXTENSIONS.iter().find_map(|ext| {
+        let rel = format!("{stem}.{ext}");
+        std::fs::metadata(dir.join(&rel))
+            .ok()
+            .filter(|m| m.is_file() && m.len() > 0)
+            .map(|_| rel)
+    })
+}
+
+/// What an earlier `collect` recorded about one sub-task.
+struct Prev {
+    sub_task_id: String,
+    status: SubStatus,
+    url: String,
+    message: String,
+}
+
+/// Read the results CSV (row by row, keeping only what collecting needs), then merge what
+/// `DIR/images.csv` recorded, if it exists and is readable.
+pub fn load(results: &Path, dir: &Path) -> anyhow::Result<Batch> {
+    let file = File::open(results).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            exit::invalid(format!(
+                "the results `{}` do not exist: give the results CSV written by `run` with --results PATH",
+                results.display()
+            ))
+        } else {
+            exit::invalid(format!(
+                "cannot read the results `{}`: {e}",
+                results.display()
+            ))
+        }
+    })?;
+    let mut batch = read_results(file, results)?;
+    let prev = read_previous(&dir.join(super::IMAGES_CSV));
+    merge(&mut batch, prev, dir);
+    Ok(batch)
+}
+
+fn read_results(file: File, path: &Path) -> anyhow::Result<Batch> {
+    let shown = path.display();
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| exit::invalid(format!("cannot read the results `{shown}`: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let need = |name: &str| {
+        col(name).ok_or_else(|| {
+            exit::invalid(format!(
+                "`{shown}` is not a results CSV of `run`: it has no `{name}` column"
+            ))
+        })
+    };
+    let (c_id, c_job, c_kind, c_status, c_task, c_subs) = (
+        need("request_id")?,
+        need("job")?,
+        need("kind")?,
+        need("status")?,
+        need("task_id")?,
+        need("sub_task_ids")?,
+    );
+    let c_prompt = col("prompt");
+    let vars: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.starts_with("var."))
+        .map(|(i, h)| (i, h.clone()))
+        .collect();
+    let meta: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.starts_with("meta."))
+        .map(|(i, h)| (i, h.clone()))
+        .collect();
+
+    // The latest row of a request wins (a results file being appended by a run may hold several).
+    let mut rows: Vec<Option<Task>> = Vec::new();
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                return Err(exit::invalid(format!(
+                    "cannot read the results `{shown}`: {e}"
+                )));
+            }
+        }
+        let get = |i: usize| record.get(i).unwrap_or("").to_string();
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let request_id = get(c_id);
+        if request_id.is_empty() {
+            continue;
+        }
+        let task = if get(c_status) == "submitted" && !get(c_task).is_empty() {
+            match Kind::parse(&get(c_kind)) {
+                Some(kind) => Some(Task {
+                    request_id: request_id.clone(),
+                    job: get(c_job),
+                    kind,
+                    task_id: get(c_task),
+                    prompt: c_prompt.map(get).unwrap_or_default(),
+                    vars: vars.iter().map(|(i, _)| get(*i)).collect(),
+                    meta: meta.iter().map(|(i, _)| get(*i)).collect(),
+                    subs: get(c_subs)
+                        .split(';')
+                        .filter(|s| !s.trim().is_empty())
+                        .enumerate()
+                        .map(|(n, s)| Sub::new(s.trim().to_string(), n))
+                        .collect(),
+                    message: String::new(),
+                    query_given_up: false,
+                }),
+                None => {
+                    tracing::warn!(
+                        "`{shown}` line {line}: unknown kind `{}`; request {} skipped",
+                        crate::logging::safe(&get(c_kind)),
+                        crate::logging::safe(&request_id)
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match by_id.get(&request_id) {
+            Some(&i) => rows[i] = task,
+            None => {
+                by_id.insert(request_id, rows.len());
+                rows.push(task);
+            }
+        }
+    }
+    let total = rows.len() as u64;
+    let tasks: Vec<Task> = rows.into_iter().flatten().collect();
+    Ok(Batch {
+        vars: vars.into_iter().map(|(_, h)| h).collect(),
+        meta: meta.into_iter().map(|(_, h)| h).collect(),
+        without_task: total - tasks.len() as u64,
+        tasks,
+    })
+}
+
+/// The rows of an earlier `images.csv`, per task id, in file order. A missing file is no history;
+/// an unreadable one is ignored with a warning (the images on disk are still found by name).
+fn read_previous(path: &Path) -> HashMap<String, Vec<Prev>> {
+    let mut out: HashMap<String, Vec<Prev>> = HashMap::new();
+    let mut reader = match csv::ReaderBuilder::new().flexible(true).from_path(path) {
+        Ok(r) => r,
+        Err(e) => {
+            if !matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::NotFound) {
+                tracing::warn!("ignoring `{}`: {e}", path.display());
+            }
+            return out;
+        }
+    };
+    let header: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(str::to_string).collect(),
+        Err(e) => {
+            tracing::warn!("ignoring `{}`: {e}", path.display());
+            return out;
+        }
+    };
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (Some(c_task), Some(c_sub), Some(c_status)) =
+        (col("task_id"), col("sub_task_id"), col("status"))
+    else {
+        tracing::warn!(
+            "ignoring `{}`: it is not an images.csv of `collect`",
+            path.display()
+        );
+        return out;
+    };
+    let (c_url, c_message) = (col("url"), col("message"));
+    for record in reader.records() {
+        let Ok(record) = record else {
+            tracing::warn!("ignoring an unreadable row of `{}`", path.display());
+            continue;
+        };
+        let get = |i: Option<usize>| {
+            i.and_then(|i| record.get(i))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        let sub_task_id = get(Some(c_sub));
+        if sub_task_id.is_empty() {
+            continue;
+        }
+        out.entry(get(Some(c_task))).or_default().push(Prev {
+            sub_task_id,
+            status: SubStatus::parse(&get(Some(c_status))),
+            url: get(c_url),
+            message: get(c_message),
+        });
+    }
+    out
+}
+
+/// Apply the earlier record: statuses, URLs and messages; the file of every done image that is
+/// still on disk.
+fn merge(batch: &mut Batch, mut prev: HashMap<String, Vec<Prev>>, dir: &Path) {
+    for task in &mut batch.tasks {
+        let Some(rows) = prev.remove(&task.task_id) else {
+            continue;
+        };
+        for p in rows {
+            let i = match task.subs.iter().position(|s| s.id == p.sub_task_id) {
+                Some(i) => i,
+                None => {
+                    let n = task.next_index();
+                    task.subs.push(Sub::new(p.sub_task_id.clone(), n));
+                    task.subs.len() - 1
+                }
+            };
+            let sub = &mut task.subs[i];
+            sub.status = p.status;
+            sub.url = p.url;
+            sub.message = p.message;
+        }
+        for sub in &mut task.subs {
+            if sub.status.is_done() {
+                sub.path = existing(dir, &stem(&task.job, &task.request_id, sub.index));
+            }
+        }
+    }
+}
+
+/// Write `DIR/images.csv` atomically: one row per sub-task (a task with none known yet gets one
+/// row with an empty `sub_task_id`), in the results' order.
+pub fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf> {
+    let path = dir.join(super::IMAGES_CSV);
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    {
+        let mut w = csv::Writer::from_writer(io::BufWriter::new(tmp.as_file()));
+        let header = LEADING
+            .iter()
+            .map(|s| s.to_string())
+            .chain(batch.vars.iter().cloned())
+            .chain(batch.meta.iter().cloned());
+        w.write_record(header)?;
+        for t in &batch.tasks {
+            let tail = t.vars.iter().chain(&t.meta).map(String::as_str);
+            if t.subs.is_empty() {
+                let lead = [
+                    t.request_id.as_str(),
+                    &t.job,
+                    &t.task_id,
+                    "",
+                    "unknown",
+                    "",
+                    "",
+                    &t.message,
+                ];
+                w.write_record(lead.into_iter().chain(tail))?;
+                continue;
+            }
+            for s in &t.subs {
+                let status = s.status.name();
+                let message = if s.message.is_empty() {
+                    &t.message
+                } else {
+                    &s.message
+                };
+                let lead = [
+                    t.request_id.as_str(),
+                    &t.job,
+                    &t.task_id,
+                    &s.id,
+                    &status,
+                    &s.url,
+                    s.path.as_deref().unwrap_or(""),
+                    message,
+                ];
+                w.write_record(lead.into_iter().chain(tail.clone()))?;
+            }
+        }
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(&path).map_err(|e| e.error)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for code in [-1, 0, 1, 2, 3, 4, 1004] {
+            let s = SubStatus::Code(code);
+            assert_eq!(SubStatus::parse(&s.name()), s);
+        }
+        assert_eq!(
+            SubStatus::parse(&SubStatus::Unknown.name()),
+            SubStatus::Unknown
+        );
+        assert_eq!(SubStatus::parse(""), SubStatus::Unknown);
+        assert_eq!(SubStatus::Code(4).name(), "refused");
+        assert_eq!(SubStatus::Code(1004).name(), "1004");
+    }
+
+    #[test]
+    fn names_cannot_escape_the_directory() {
+        assert_eq!(safe_name("hero"), "hero");
+        assert_eq!(safe_name("a.b-c_d"), "a.b-c_d");
+        assert_eq!(safe_name("../etc"), ".._etc");
+        assert_eq!(safe_name(".."), "_..");
+        assert_eq!(safe_name(""), "_");
+        assert_eq!(safe_name("a/b\\c d"), "a_b_c_d");
+        assert_eq!(stem("hero", "abc", 2), "hero/abc-2");
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_latest_row_of_a_request_wins_and_only_submitted_rows_have_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = write(
+            dir.path(),
+            "r.csv",
+            "request_id,job,kind,status,task_id,sub_task_ids,prompt,var.style,meta.sku\n\
+             a,hero,txt2img,failed,,,p1,x,S1\n\
+             b,hero,txt2img,rejected,,,p2,y,S2\n\
+             a,hero,txt2img,submitted,t1,t1-0;t1-1,p1,x,S1\n\
+             c,look,model,submitted,t2,,,,S3\n",
+        );
+        let b = load(&results, &dir.path().join("out")).unwrap();
+        assert_eq!(b.vars, ["var.style"]);
+        assert_eq!(b.meta, ["meta.sku"]);
+        assert_eq!(b.without_task, 1);
+        assert_eq!(b.tasks.len(), 2);
+        assert_eq!(b.tasks[0].request_id, "a");
+        assert_eq!(
+            b.tasks[0].subs.iter().map(|s| s.index).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(b.tasks[1].kind, Kind::Model);
+        assert!(b.tasks[1].subs.is_empty() && b.tasks[1].needs_query());
+    }
+
+    #[test]
+    fn a_missing_results_file_is_invalid_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&dir.path().join("nope.csv"), dir.path()).unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), crate::exit::INVALID);
+        assert!(err.to_string().contains("do not exist"), "{err}");
+        let bad = write(dir.path(), "x.csv", "a,b\n1,2\n");
+        let err = load(&bad, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("no `request_id` column"), "{err}");
+    }
+
+    #[test]
+    fn an_earlier_images_csv_settles_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("hero")).unwrap();
+        std::fs::write(out.join("hero/a-0.png"), b"png").unwrap();
+        let results = write(
+            dir.path(),
+            "r.csv",
+            "request_id,job,kind,status,task_id,sub_task_ids\n\
+             a,hero,txt2img,submitted,t1,t1-0;t1-1;t1-2\n",
+        );
+        write(
+            &out,
+            super::super::IMAGES_CSV,
+            "request_id,job,task_id,sub_task_id,status,url,path,message\n\
+             a,hero,t1,t1-0,done,http://x/0.png,hero/a-0.png,\n\
+             a,hero,t1,t1-1,done,http://x/1.png,hero/a-1.png,\n\
+             a,hero,t1,t1-2,refused,,,nope\n\
+             a,hero,t1,t1-9,running,,,\n",
+        );
+        let b = load(&results, &out).unwrap();
+        let subs = &b.tasks[0].subs;
+        assert_eq!(subs.len(), 4);
+        assert_eq!(subs[0].path.as_deref(), Some("hero/a-0.png"));
+        assert!(subs[0].settled());
+        assert!(subs[1].path.is_none(), "its file is gone");
+        assert!(!subs[1].settled());
+        assert!(subs[2].settled() && subs[2].message == "nope");
+        assert_eq!((subs[3].id.as_str(), subs[3].index), ("t1-9", 3));
+        assert!(b.tasks[0].needs_query());
+    }
+}

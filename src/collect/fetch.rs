@@ -1,0 +1,509 @@
+//! The network side of `collect`: one task's query and the downloads of its finished images, as
+//! one future that always returns a [`Polled`] (a failure is data, so the stream never stops).
+//!
+//! Queries go through the same client, retry policy and per-endpoint rate limiter as
+//! submissions (one limiter unit per HTTP call). A query is a GET, so unlike a submission it is
+//! safe to repeat after a timeout: transport errors, HTTP 408/429/5xx and unreadable answers are
+//! retried up to `--max-attempts` with the `--backoff` schedule, `Retry-After` as a floor.
+//!
+//! Downloads use the same HTTP client **without** the `Authorization` header (image URLs may be on
+//! another host, a CDN: the token goes only to the API), are not counted by the API's rate
+//! limiter, and are written to a temporary file in the job's directory, then renamed, so an image
+//! file on disk is always complete.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::api::{Envelope, Kind, RESULTS_SUFFIX, TaskResult};
+use crate::client::retry::Backoff;
+use crate::client::{Attempt, BaseUrl, Client};
+use crate::rate::Limiter;
+
+use super::batch::{self, SubStatus};
+
+/// The URL that queries one task: `GET <submit URL>/results?task_id=…`.
+///
+/// No HiDream documentation lists this endpoint (API reference §3 and §6): it is the form
+/// HiDream's own clients and third-party integrations use, and for model images it is inferred
+/// from the family pattern. It is built here and nowhere else, so there is one line to change if
+/// the real endpoint turns out to differ.
+pub fn result_url(base: &BaseUrl, kind: Kind, task_id: &str) -> Result<String, String> {
+    let mut url = reqwest::Url::parse(&format!("{}{RESULTS_SUFFIX}", base.endpoint(kind)))
+        .map_err(|e| format!("cannot build the result URL: {e}"))?;
+    url.query_pairs_mut().append_pair("task_id", task_id);
+    Ok(url.into())
+}
+
+/// What every poll shares.
+pub struct Ctx {
+    pub client: Client,
+    /// One per endpoint kind; none with `--rate 0`.
+    pub limiters: std::collections::HashMap<Kind, Limiter>,
+    pub backoff: Backoff,
+    pub max_attempts: u32,
+    /// DIR.
+    pub out: PathBuf,
+    /// No new query or download attempt: a signal, the `--wait` deadline, or a 401.
+    pub stop: AtomicBool,
+    pub stop_notify: tokio::sync::Notify,
+}
+
+impl Ctx {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.stop_notify.notify_waiters();
+    }
+
+    /// Sleep, unless stopping; false when cut short.
+    async fn pause(&self, d: Duration) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.stopping(),
+            _ = self.stop_notify.notified() => false,
+        }
+    }
+}
+
+/// A task to query, with what the future needs to know about its images.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// Its position in the batch.
+    pub task: usize,
+    pub kind: Kind,
+    pub task_id: String,
+    pub job: String,
+    pub request_id: String,
+    /// Known sub-tasks: id, index, and whether it needs no download (on disk, or given up).
+    pub known: Vec<(String, usize, bool)>,
+    pub next_index: usize,
+}
+
+/// What became of a file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum File {
+    /// Nothing to do (not done, or settled before).
+    None,
+    /// It was already on disk (relative path): not downloaded again.
+    Present(String),
+    /// Downloaded now (relative path).
+    Downloaded(String),
+    /// Every attempt failed.
+    Failed(String),
+}
+
+/// One sub-task as the API reported it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub id: String,
+    pub index: usize,
+    pub status: SubStatus,
+    pub url: Option<String>,
+    pub description: String,
+    pub file: File,
+}
+
+/// The result of one poll.
+#[derive(Debug)]
+pub enum Polled {
+    Answered {
+        task: usize,
+        reports: Vec<Report>,
+    },
+    /// The API refused the query (`code != 0`, HTTP 4xx other than 401/403/408/429).
+    Refused {
+        task: usize,
+        message: String,
+    },
+    /// Transient failures outlasted `--max-attempts`; polled again in the next round.
+    Failed {
+        task: usize,
+        message: String,
+    },
+    /// HTTP 401/403: stop everything.
+    Unauthorized {
+        message: String,
+    },
+    /// Not attempted: stopping.
+    Skipped,
+}
+
+/// How one query attempt ended.
+enum Verdict {
+    Answer(TaskResult),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Refused(String),
+    Unauthorized(String),
+}
+
+type Answer = Result<(u16, Option<Duration>, Result<Envelope<TaskResult>, String>), Attempt>;
+
+fn classify(answer: Answer) -> Verdict {
+    let (status, retry_after, body) = match answer {
+        Ok(a) => a,
+        Err(Attempt::NotSent(r) | Attempt::NoAnswer(r)) => {
+            return Verdict::Retry {
+                reason: r,
+                retry_after: None,
+            };
+        }
+        Err(Attempt::Answered { status, .. }) => {
+            return Verdict::Retry {
+                reason: format!("HTTP {status}"),
+                retry_after: None,
+            };
+        }
+    };
+    let message = || match &body {
+        Ok(e) => format!("HTTP {status}: code {}: {}", e.code, e.message),
+        Err(m) => format!("HTTP {status}: {m}"),
+    };
+    match status {
+        401 | 403 => Verdict::Unauthorized(message()),
+        408 | 429 | 500..=599 => Verdict::Retry {
+            reason: message(),
+            retry_after,
+        },
+        200..=299 => match body {
+            Ok(e) if e.code != 0 => Verdict::Refused(format!(
+                "the API refused the query: code {}: {}",
+                e.code, e.message
+            )),
+            Ok(e) => match e.result {
+                Some(r) => Verdict::Answer(r),
+                None => Verdict::Retry {
+                    reason: "the API answered success without a result".into(),
+                    retry_after: None,
+                },
+            },
+            Err(m) => Verdict::Retry {
+                reason: m,
+                retry_after: None,
+            },
+        },
+        _ => Verdict::Refused(format!("the API refused the query: {}", message())),
+    }
+}
+
+/// Query one task, then download its finished images that are not on disk yet.
+pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
+    if ctx.stopping() {
+        return Polled::Skipped;
+    }
+    let url = match result_url(ctx.client.base(), p.kind, &p.task_id) {
+        Ok(u) => u,
+        Err(message) => {
+            return Polled::Refused {
+                task: p.task,
+                message,
+            };
+        }
+    };
+    let mut rng = fastrand::Rng::new();
+    let mut attempts = 0;
+    let result = loop {
+        if let Some(limiter) = ctx.limiters.get(&p.kind) {
+            tokio::select! {
+                _ = limiter.acquire(1) => {}
+                _ = ctx.stop_notify.notified() => {}
+            }
+        }
+        if ctx.stopping() {
+            return Polled::Skipped;
+        }
+        attempts += 1;
+        let answer = ctx
+            .client
+            .get_json::<Envelope<TaskResult>>(p.kind, &url)
+            .await;
+        match classify(answer) {
+            Verdict::Answer(r) => break r,
+            Verdict::Refused(message) => {
+                return Polled::Refused {
+                    task: p.task,
+                    message: crate::logging::safe(&message),
+                };
+            }
+            Verdict::Unauthorized(message) => {
+                return Polled::Unauthorized {
+                    message: crate::logging::safe(&message),
+                };
+            }
+            Verdict::Retry {
+                reason,
+                retry_after,
+            } => {
+                tracing::debug!(task_id = %p.task_id, attempt = attempts, "query: {}", crate::logging::safe(&reason));
+                let failed = || Polled::Failed {
+                    task: p.task,
+                    message: format!(
+                        "query failed after {attempts} attempt{}: {}",
+                        if attempts == 1 { "" } else { "s" },
+                        crate::logging::safe(&reason)
+                    ),
+                };
+                if attempts >= ctx.max_attempts {
+                    return failed();
+                }
+                let delay = ctx.backoff.delay(attempts, retry_after, &mut rng);
+                if !ctx.pause(delay).await {
+                    return failed();
+                }
+            }
+        }
+    };
+
+    let mut next_index = p.next_index;
+    let mut reports = Vec::with_capacity(result.sub_task_results.len());
+    for r in result.sub_task_results {
+        let (index, settled) = match p.known.iter().find(|(id, _, _)| *id == r.sub_task_id) {
+            Some((_, i, s)) => (*i, *s),
+            None => {
+                next_index += 1;
+                (next_index - 1, false)
+            }
+        };
+        let status = SubStatus::Code(r.task_status);
+        let url = r.image.filter(|u| !u.trim().is_empty());
+        let file = match (&url, status.is_done() && !settled) {
+            (Some(url), true) => {
+                let stem = batch::stem(&p.job, &p.request_id, index);
+                match batch::existing(&ctx.out, &stem) {
+                    Some(rel) => File::Present(rel),
+                    None => match download(&ctx, url, &stem).await {
+                        Ok(rel) => File::Downloaded(rel),
+                        Err(e) => File::Failed(crate::logging::safe(&e)),
+                    },
+                }
+            }
+            (None, true) => {
+                File::Failed("the API reports it done but gives no image URL".to_string())
+            }
+            _ => File::None,
+        };
+        reports.push(Report {
+            id: r.sub_task_id,
+            index,
+            status,
+            url,
+            description: crate::logging::safe(r.description.as_deref().unwrap_or("")),
+            file,
+        });
+    }
+    Polled::Answered {
+        task: p.task,
+        reports,
+    }
+}
+
+/// The file extension of an image: from its content type, else from its first bytes.
+pub fn extension(content_type: Option<&str>, head: &[u8]) -> Option<&'static str> {
+    let mime = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase());
+    match mime.as_deref() {
+        Some("image/png") => return Some("png"),
+        Some("image/jpeg" | "image/jpg" | "image/pjpeg") => return Some("jpg"),
+        Some("image/webp") => return Some("webp"),
+        _ => {}
+    }
+    match imagesize::image_type(head) {
+        Ok(imagesize::ImageType::Png) => Some("png"),
+        Ok(imagesize::ImageType::Jpeg) => Some("jpg"),
+        Ok(imagesize::ImageType::Webp) => Some("webp"),
+        _ => None,
+    }
+}
+
+/// Download `url` to `DIR/<stem>.<ext>` (temporary file, then rename); retried like a query.
+/// Returns the path relative to DIR.
+async fn download(ctx: &Ctx, url: &str, stem: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad image URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "the image URL is not http(s): `{}`",
+            parsed.scheme()
+        ));
+    }
+    let mut rng = fastrand::Rng::new();
+    let mut attempts = 0;
+    loop {
+        if ctx.stopping() {
+            return Err("not downloaded: collect was stopping".into());
+        }
+        attempts += 1;
+        let (reason, retry_after) = match ctx.client.http().get(parsed.clone()).send().await {
+            Err(e) => (format!("download failed: {}", describe(&e)), None),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = crate::client::retry_after(response.headers());
+                let content_type = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match status {
+                    200..=299 => match response.bytes().await {
+                        Ok(bytes) => {
+                            let Some(ext) = extension(content_type.as_deref(), &bytes) else {
+                                return Err(format!(
+                                    "the download is not a PNG, JPEG or WebP image (content type `{}`)",
+                                    content_type.unwrap_or_default()
+                                ));
+                            };
+                            let rel = format!("{stem}.{ext}");
+                            let target = ctx.out.join(&rel);
+                            return tokio::task::spawn_blocking(move || save(&target, &bytes))
+                                .await
+                                .map_err(|e| format!("cannot save the image: {e}"))?
+                                .map(|()| rel)
+                                .map_err(|e| format!("cannot save the image: {e}"));
+                        }
+                        Err(e) => (format!("download failed: {}", describe(&e)), None),
+                    },
+                    408 | 429 | 500..=599 => {
+                        (format!("download failed: HTTP {status}"), retry_after)
+                    }
+                    _ => return Err(format!("download failed: HTTP {status}")),
+                }
+            }
+        };
+        if attempts >= ctx.max_attempts {
+            return Err(format!("{reason} (after {attempts} attempts)"));
+        }
+        let delay = ctx.backoff.delay(attempts, retry_after, &mut rng);
+        if !ctx.pause(delay).await {
+            return Err(reason);
+        }
+    }
+}
+
+/// Write the bytes to a temporary file next to `target`, sync, and rename it into place.
+fn save(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A reqwest error with its causes, on one line.
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut out = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "connection failed".to_string()
+    };
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!(": {s}");
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_result_url_is_the_submit_url_plus_results() {
+        let base = BaseUrl::parse("http://127.0.0.1:9").unwrap();
+        assert_eq!(
+            result_url(&base, Kind::Txt2Img, "t-1 2&x").unwrap(),
+            "http://127.0.0.1:9/api-pub/gw/v3/image/txt2img/async/results?task_id=t-1+2%26x"
+        );
+        assert_eq!(
+            result_url(&BaseUrl::REAL, Kind::Model, "abc").unwrap(),
+            "https://hidreamai.com/api-pub/ec/v3/image/model/async/results?task_id=abc"
+        );
+        assert_eq!(
+            result_url(&BaseUrl::REAL, Kind::Txt2Img, "abc").unwrap(),
+            "https://www.hidreamai.com/api-pub/gw/v3/image/txt2img/async/results?task_id=abc"
+        );
+    }
+
+    #[test]
+    fn extensions_from_content_type_then_bytes() {
+        assert_eq!(extension(Some("image/png"), b""), Some("png"));
+        assert_eq!(extension(Some("IMAGE/JPEG; charset=x"), b""), Some("jpg"));
+        assert_eq!(extension(Some("image/webp"), b""), Some("webp"));
+        assert_eq!(
+            extension(
+                Some("application/octet-stream"),
+                b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"
+            ),
+            Some("png")
+        );
+        assert_eq!(
+            extension(None, b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\x01"),
+            Some("jpg")
+        );
+        assert_eq!(extension(Some("text/html"), b"<html>"), None);
+    }
+
+    fn env(code: i64, result: Option<TaskResult>) -> Result<Envelope<TaskResult>, String> {
+        Ok(Envelope {
+            code,
+            message: "m".into(),
+            request_id: None,
+            result,
+        })
+    }
+
+    #[test]
+    fn query_answers_are_classified() {
+        let ok = TaskResult {
+            task_id: None,
+            sub_task_results: vec![],
+        };
+        assert!(matches!(
+            classify(Ok((200, None, env(0, Some(ok))))),
+            Verdict::Answer(_)
+        ));
+        assert!(matches!(
+            classify(Ok((200, None, env(1101, None)))),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(
+            classify(Ok((404, None, Err("x".into())))),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(
+            classify(Ok((401, None, Err("x".into())))),
+            Verdict::Unauthorized(_)
+        ));
+        match classify(Ok((429, Some(Duration::from_secs(2)), Err("x".into())))) {
+            Verdict::Retry { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(2)))
+            }
+            _ => panic!("429 is retried"),
+        }
+        assert!(matches!(
+            classify(Err(Attempt::NoAnswer("timeout".into()))),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(Ok((200, None, env(0, None)))),
+            Verdict::Retry { .. }
+        ));
+    }
+}

@@ -1,0 +1,621 @@
+//! `DIR/index.html`: the contact sheet, a page a person can look a sweep over with.
+//!
+//! It exists because a folder of UUID-named files answers "is it there?", not "which style works
+//! best for the sneaker?". The page is self-contained — inline CSS, no script at all, images by
+//! relative path — so DIR can be zipped, copied or served as is. Everything that came from outside
+//! (job ids, variable values, prompts, API messages, paths) is HTML-escaped.
+//!
+//! Layout, per job (jobs in the order of the results):
+//! - the job's **axes** are its `var.*` variables, except that variables whose values always go
+//!   together — the columns of one `for_each` row, such as `sku`, `title` and `image` — form one
+//!   axis (labelled `sku · title · image`), since a grid of two such variables would only fill its
+//!   diagonal;
+//! - no axis: a **strip** of tiles; one axis: a **labelled row**, one labelled group per value;
+//!   two axes: a **grid**, rows = the first axis in column order (the outer loop of the matrix),
+//!   columns = the second, with labelled headers;
+//! - more than two axes: the two with the most values make the grid (ties: the first in column
+//!   order) and the others split the job into groups, one grid per combination, each headed by
+//!   its values.
+//!
+//! A cell holds every image of the requests with those values (all images of a request, all
+//! repeats), in the results' order. A tile links to its full image; without an image it shows its
+//! status (queued, running, failed, refused …) and the reason; `meta.*` values are its caption.
+//! Markup carries `data-*` attributes (`data-job`, `data-row`, `data-col`, `data-status`, …) so
+//! tests and scripts can read the page without guessing.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use super::Summary;
+use super::batch::{Batch, Sub, SubStatus, Task};
+
+/// Escape text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One axis of a job: one variable, or several that always go together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    /// Indices into [`Batch::vars`].
+    pub vars: Vec<usize>,
+    /// Distinct value tuples, in order of first appearance.
+    pub values: Vec<Vec<String>>,
+}
+
+impl Axis {
+    fn key(&self, t: &Task) -> Vec<String> {
+        self.vars.iter().map(|&v| t.vars[v].clone()).collect()
+    }
+
+    fn name(&self, batch: &Batch) -> String {
+        self.vars
+            .iter()
+            .map(|&v| var_name(&batch.vars[v]))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+}
+
+fn meta_name(column: &str) -> &str {
+    column.strip_prefix("meta.").unwrap_or(column)
+}
+
+fn var_name(column: &str) -> &str {
+    column.strip_prefix("var.").unwrap_or(column)
+}
+
+fn label(values: &[String]) -> String {
+    values.join(" · ")
+}
+
+/// How a job is laid out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layout {
+    Strip,
+    Row(Axis),
+    Grid {
+        rows: Axis,
+        cols: Axis,
+        /// The axes beyond the grid's two; each combination of their values is one group.
+        rest: Vec<Axis>,
+    },
+}
+
+/// Whether each value of `a` goes with exactly one value of `b` and the other way round.
+fn together(tasks: &[&Task], a: usize, b: usize) -> bool {
+    let mut ab: HashMap<&str, &str> = HashMap::new();
+    let mut ba: HashMap<&str, &str> = HashMap::new();
+    tasks.iter().all(|t| {
+        let (x, y) = (t.vars[a].as_str(), t.vars[b].as_str());
+        *ab.entry(x).or_insert(y) == y && *ba.entry(y).or_insert(x) == x
+    })
+}
+
+/// The layout of one job's tasks (see the module docs).
+pub fn layout(tasks: &[&Task], nvars: usize) -> Layout {
+    let used: Vec<usize> = (0..nvars)
+        .filter(|&v| tasks.iter().any(|t| !t.vars[v].is_empty()))
+        .collect();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for v in used {
+        match groups.iter_mut().find(|g| together(tasks, g[0], v)) {
+            Some(g) => g.push(v),
+            None => groups.push(vec![v]),
+        }
+    }
+    let mut axes: Vec<Axis> = groups
+        .into_iter()
+        .map(|vars| {
+            let mut axis = Axis {
+                vars,
+                values: Vec::new(),
+            };
+            for t in tasks {
+                let k = axis.key(t);
+                if !axis.values.contains(&k) {
+                    axis.values.push(k);
+                }
+            }
+            axis
+        })
+        .collect();
+    match axes.len() {
+        0 => Layout::Strip,
+        1 => Layout::Row(axes.remove(0)),
+        _ => {
+            // The two with the most values (stable: ties keep column order), then back in order.
+            let mut order: Vec<usize> = (0..axes.len()).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(axes[i].values.len()));
+            let (mut a, mut b) = (order[0], order[1]);
+            if a > b {
+                std::mem::swap(&mut a, &mut b);
+            }
+            let rest: Vec<Axis> = axes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != a && *i != b)
+                .map(|(_, x)| x.clone())
+                .collect();
+            Layout::Grid {
+                rows: axes[a].clone(),
+                cols: axes[b].clone(),
+                rest,
+            }
+        }
+    }
+}
+
+const CSS: &str = r#"
+:root { --tile: 168px; color-scheme: light; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px 32px 48px; background: #f5f5f4; color: #1c1917;
+  font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC",
+    "PingFang SC", "Microsoft YaHei", sans-serif; }
+header h1 { font-size: 22px; margin: 0 0 6px; }
+header .summary { color: #57534e; margin: 0 0 8px; }
+header .summary b { color: #1c1917; }
+nav.jobs a { display: inline-block; margin: 0 14px 4px 0; color: #1d4ed8; text-decoration: none; }
+nav.jobs a:hover { text-decoration: underline; }
+section.job { background: #fff; border: 1px solid #e7e5e4; border-radius: 10px; padding: 16px 20px 20px;
+  margin: 20px 0; }
+section.job > h2 { font-size: 18px; margin: 0 0 12px; }
+section.job > h2 .info { font-weight: 400; color: #78716c; font-size: 13px; margin-left: 10px; }
+h3.group { font-size: 14px; font-weight: 600; margin: 18px 0 8px; color: #44403c; }
+.k { color: #78716c; font-weight: 400; }
+.scroll { overflow-x: auto; }
+table.grid { border-collapse: collapse; }
+table.grid th, table.grid td { border: 1px solid #e7e5e4; padding: 8px; vertical-align: top; text-align: left; }
+table.grid thead th { background: #fafaf9; font-size: 13px; }
+table.grid tbody th { background: #fafaf9; font-size: 13px; max-width: 180px; }
+table.grid th.corner { color: #78716c; font-weight: 400; font-size: 12px; }
+td.empty { background: repeating-linear-gradient(45deg, #fafaf9, #fafaf9 6px, #f5f5f4 6px, #f5f5f4 12px); }
+.cell, .tiles, .strip { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
+.row-layout { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
+.column { border: 1px solid #e7e5e4; border-radius: 8px; padding: 8px; background: #fafaf9; }
+.column > .label { font-size: 13px; font-weight: 600; margin: 0 0 6px; }
+figure.tile { margin: 0; width: var(--tile); }
+figure.tile a { display: block; }
+figure.tile img { display: block; width: 100%; height: auto; border-radius: 6px; background: #e7e5e4; }
+.placeholder { width: var(--tile); aspect-ratio: 1 / 1; border-radius: 6px; padding: 10px;
+  display: flex; flex-direction: column; align-items: center; justify-content: center; text-align: center;
+  font-size: 12px; background: #f5f5f4; color: #57534e; border: 1px dashed #a8a29e; }
+.status-failed .placeholder, .status-refused .placeholder { background: #fef2f2; color: #991b1b; border: 1px solid #fecaca; }
+.status-done .placeholder { background: #fffbeb; color: #92400e; border: 1px solid #fde68a; }
+.badge { font-weight: 700; text-transform: uppercase; letter-spacing: .05em; }
+.why { margin-top: 6px; overflow-wrap: anywhere; }
+figcaption { font-size: 12px; color: #44403c; margin-top: 4px; overflow-wrap: anywhere; }
+figcaption > span { display: block; }
+.k { margin-right: 4px; }
+p.job-meta { margin: -6px 0 12px; font-size: 13px; }
+p.job-meta > span { margin-right: 16px; }
+footer { color: #78716c; font-size: 12px; margin-top: 24px; }
+"#;
+
+/// The whole page.
+pub fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
+    let mut jobs: Vec<(&str, Vec<&Task>)> = Vec::new();
+    for t in &batch.tasks {
+        match jobs.iter_mut().find(|(j, _)| *j == t.job) {
+            Some((_, list)) => list.push(t),
+            None => jobs.push((&t.job, vec![t])),
+        }
+    }
+    let mut h = String::new();
+    h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+    h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
+    h += "<meta name=\"generator\" content=\"hidream-batch collect\">\n";
+    let _ = writeln!(h, "<title>Contact sheet: {}</title>", escape(source));
+    let _ = writeln!(h, "<style>{CSS}</style>\n</head>\n<body>\n<header>");
+    let _ = writeln!(
+        h,
+        "<h1>Contact sheet <span class=\"k\">{}</span></h1>",
+        escape(source)
+    );
+    let _ = writeln!(
+        h,
+        "<p class=\"summary\" data-images=\"{}\"><b>{}</b> images: <b>{}</b> done, <b>{}</b> failed, <b>{}</b> refused, <b>{}</b> pending{}</p>",
+        summary.images,
+        summary.images,
+        summary.done,
+        summary.failed,
+        summary.refused,
+        summary.pending,
+        if summary.not_downloaded > 0 {
+            format!(
+                ", <b>{}</b> done but not downloaded",
+                summary.not_downloaded
+            )
+        } else {
+            String::new()
+        }
+    );
+    h += "<nav class=\"jobs\">";
+    for (job, _) in &jobs {
+        let _ = write!(
+            h,
+            "<a href=\"#{}\">{}</a>",
+            escape(&anchor(job)),
+            escape(job)
+        );
+    }
+    h += "</nav>\n</header>\n<main>\n";
+    for (job, tasks) in &jobs {
+        job_section(&mut h, batch, job, tasks);
+    }
+    if jobs.is_empty() {
+        h += "<p>No submitted tasks in the results.</p>\n";
+    }
+    let _ = writeln!(
+        h,
+        "</main>\n<footer>Written by hidream-batch collect from <code>{}</code>. Images are relative to this page; the same data is in <code>images.csv</code>.</footer>\n</body>\n</html>",
+        escape(source)
+    );
+    h
+}
+
+fn anchor(job: &str) -> String {
+    format!("job-{}", super::batch::safe_name(job))
+}
+
+fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
+    let images: usize = tasks.iter().map(|t| t.subs.len().max(1)).sum();
+    let kind = tasks.first().map(|t| t.kind.as_str()).unwrap_or("");
+    let _ = writeln!(
+        h,
+        "<section class=\"job\" id=\"{}\" data-job=\"{}\">\n<h2>{}<span class=\"info\">{kind} · {} request{} · {images} image{}</span></h2>",
+        escape(&anchor(job)),
+        escape(job),
+        escape(job),
+        tasks.len(),
+        if tasks.len() == 1 { "" } else { "s" },
+        if images == 1 { "" } else { "s" },
+    );
+    // `meta.*` values the same for the whole job are said once, under its title; the others
+    // are the captions of its tiles.
+    let (constant, captions): (Vec<usize>, Vec<usize>) = (0..batch.meta.len())
+        .filter(|&m| tasks.iter().any(|t| !t.meta[m].is_empty()))
+        .partition(|&m| tasks.iter().all(|t| t.meta[m] == tasks[0].meta[m]));
+    if !constant.is_empty() {
+        h.push_str("<p class=\"job-meta\">");
+        for m in constant {
+            let _ = write!(
+                h,
+                "<span data-meta=\"{0}\"><span class=\"k\">{0}</span> {1}</span>",
+                escape(meta_name(&batch.meta[m])),
+                escape(&tasks[0].meta[m])
+            );
+        }
+        h.push_str("</p>\n");
+    }
+    let captions = captions.as_slice();
+    match layout(tasks, batch.vars.len()) {
+        Layout::Strip => {
+            h.push_str("<div class=\"strip\" data-layout=\"strip\">");
+            for t in tasks {
+                tiles(h, batch, captions, t);
+            }
+            h.push_str("</div>\n");
+        }
+        Layout::Row(axis) => {
+            let _ = write!(
+                h,
+                "<div class=\"row-layout\" data-layout=\"row\" data-cols=\"{}\">",
+                escape(&axis.name(batch))
+            );
+            for value in &axis.values {
+                let l = label(value);
+                let _ = write!(
+                    h,
+                    "<div class=\"column\" data-col=\"{}\"><div class=\"label\"><span class=\"k\">{}</span> {}</div><div class=\"tiles\">",
+                    escape(&l),
+                    escape(&axis.name(batch)),
+                    escape(&l)
+                );
+                for t in tasks.iter().filter(|t| axis.key(t) == *value) {
+                    tiles(h, batch, captions, t);
+                }
+                h.push_str("</div></div>");
+            }
+            h.push_str("</div>\n");
+        }
+        Layout::Grid { rows, cols, rest } => {
+            // One group per combination of the remaining axes (one group when there are none).
+            let mut groups: Vec<(Vec<Vec<String>>, Vec<&Task>)> = Vec::new();
+            for t in tasks {
+                let key: Vec<Vec<String>> = rest.iter().map(|a| a.key(t)).collect();
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, list)) => list.push(t),
+                    None => groups.push((key, vec![t])),
+                }
+            }
+            for (key, members) in &groups {
+                let group_label = rest
+                    .iter()
+                    .zip(key)
+                    .map(|(a, v)| (a.name(batch), label(v)))
+                    .collect::<Vec<_>>();
+                if !group_label.is_empty() {
+                    h.push_str("<h3 class=\"group\">");
+                    for (i, (name, value)) in group_label.iter().enumerate() {
+                        if i > 0 {
+                            h.push_str(" · ");
+                        }
+                        let _ = write!(
+                            h,
+                            "<span class=\"k\">{}</span> {}",
+                            escape(name),
+                            escape(value)
+                        );
+                    }
+                    h.push_str("</h3>\n");
+                }
+                grid(h, batch, captions, &rows, &cols, members, &group_label);
+            }
+        }
+    }
+    h.push_str("</section>\n");
+}
+
+fn grid(
+    h: &mut String,
+    batch: &Batch,
+    captions: &[usize],
+    rows: &Axis,
+    cols: &Axis,
+    tasks: &[&Task],
+    group: &[(String, String)],
+) {
+    let present = |axis: &Axis| -> Vec<Vec<String>> {
+        axis.values
+            .iter()
+            .filter(|v| tasks.iter().any(|t| axis.key(t) == **v))
+            .cloned()
+            .collect()
+    };
+    let (row_values, col_values) = (present(rows), present(cols));
+    let group_attr = group
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let _ = write!(
+        h,
+        "<div class=\"scroll\"><table class=\"grid\" data-layout=\"grid\" data-rows=\"{}\" data-cols=\"{}\" data-group=\"{}\">\n<thead><tr><th class=\"corner\">{} ↓ · {} →</th>",
+        escape(&rows.name(batch)),
+        escape(&cols.name(batch)),
+        escape(&group_attr),
+        escape(&rows.name(batch)),
+        escape(&cols.name(batch)),
+    );
+    for c in &col_values {
+        let _ = write!(
+            h,
+            "<th scope=\"col\" data-col=\"{0}\">{0}</th>",
+            escape(&label(c))
+        );
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for r in &row_values {
+        let _ = write!(
+            h,
+            "<tr><th scope=\"row\" data-row=\"{0}\">{0}</th>",
+            escape(&label(r))
+        );
+        for c in &col_values {
+            let members: Vec<&&Task> = tasks
+                .iter()
+                .filter(|t| rows.key(t) == *r && cols.key(t) == *c)
+                .collect();
+            let attrs = format!(
+                "data-row=\"{}\" data-col=\"{}\"",
+                escape(&label(r)),
+                escape(&label(c))
+            );
+            if members.is_empty() {
+                let _ = write!(h, "<td class=\"empty\" {attrs}></td>");
+                continue;
+            }
+            let _ = write!(h, "<td {attrs}><div class=\"cell\">");
+            for t in members {
+                tiles(h, batch, captions, t);
+            }
+            h.push_str("</div></td>");
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody></table></div>\n");
+}
+
+/// The tiles of one task: one per image (one placeholder if no image is known yet).
+fn tiles(h: &mut String, batch: &Batch, captions: &[usize], t: &Task) {
+    if t.subs.is_empty() {
+        tile(h, batch, captions, t, None);
+    }
+    for s in &t.subs {
+        tile(h, batch, captions, t, Some(s));
+    }
+}
+
+fn tile(h: &mut String, batch: &Batch, captions: &[usize], t: &Task, sub: Option<&Sub>) {
+    let status = sub.map(|s| s.status).unwrap_or(SubStatus::Unknown);
+    let name = status.name();
+    let class = match name.as_str() {
+        "queued" | "running" | "done" | "failed" | "refused" | "unknown" => name.clone(),
+        _ => "other".to_string(),
+    };
+    let n = sub.map(|s| s.index.to_string()).unwrap_or_default();
+    let title = if t.prompt.is_empty() {
+        format!("{} #{n}", t.request_id)
+    } else {
+        format!("{}\n\n{} #{n}", t.prompt, t.request_id)
+    };
+    let _ = write!(
+        h,
+        "<figure class=\"tile status-{class}\" data-request-id=\"{}\" data-sub-task-id=\"{}\" data-status=\"{}\" title=\"{}\">",
+        escape(&t.request_id),
+        escape(sub.map(|s| s.id.as_str()).unwrap_or("")),
+        escape(&name),
+        escape(&title),
+    );
+    match sub.and_then(|s| s.path.as_deref()) {
+        Some(path) => {
+            let _ = write!(
+                h,
+                "<a href=\"{0}\"><img src=\"{0}\" alt=\"{1}\" loading=\"lazy\"></a>",
+                escape(path),
+                escape(&format!("{} {} #{n}", t.job, t.request_id)),
+            );
+        }
+        None => {
+            let shown = if status.is_done() {
+                "not downloaded".to_string()
+            } else {
+                name.clone()
+            };
+            let why = sub
+                .map(|s| s.message.as_str())
+                .filter(|m| !m.is_empty())
+                .unwrap_or(&t.message);
+            let _ = write!(
+                h,
+                "<div class=\"placeholder\"><span class=\"badge\">{}</span>",
+                escape(&shown)
+            );
+            if !why.is_empty() {
+                let _ = write!(h, "<span class=\"why\">{}</span>", escape(why));
+            }
+            h.push_str("</div>");
+        }
+    }
+    let lines: Vec<(&str, &str)> = captions
+        .iter()
+        .map(|&m| (meta_name(&batch.meta[m]), t.meta[m].as_str()))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if !lines.is_empty() {
+        h.push_str("<figcaption>");
+        for (k, v) in lines {
+            let _ = write!(
+                h,
+                "<span data-meta=\"{0}\"><span class=\"k\">{0}</span> {1}</span>",
+                escape(k),
+                escape(v)
+            );
+        }
+        h.push_str("</figcaption>");
+    }
+    h.push_str("</figure>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Kind;
+
+    fn task(vars: &[&str]) -> Task {
+        Task {
+            request_id: format!("r-{}", vars.join("-")),
+            job: "j".into(),
+            kind: Kind::Txt2Img,
+            task_id: "t".into(),
+            prompt: String::new(),
+            vars: vars.iter().map(|s| s.to_string()).collect(),
+            meta: vec![],
+            subs: vec![],
+            message: String::new(),
+            query_given_up: false,
+        }
+    }
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn no_variable_is_a_strip_one_is_a_row_two_a_grid() {
+        let ts = [task(&["", ""]), task(&["", ""])];
+        let refs: Vec<&Task> = ts.iter().collect();
+        assert_eq!(layout(&refs, 2), Layout::Strip);
+
+        let ts = [task(&["a", ""]), task(&["b", ""])];
+        let refs: Vec<&Task> = ts.iter().collect();
+        assert!(matches!(layout(&refs, 2), Layout::Row(a) if a.values.len() == 2));
+
+        let ts: Vec<Task> = ["x", "y", "z"]
+            .iter()
+            .flat_map(|s| ["1", "2"].map(|n| task(&[s, n])))
+            .collect();
+        let refs: Vec<&Task> = ts.iter().collect();
+        match layout(&refs, 2) {
+            Layout::Grid { rows, cols, rest } => {
+                assert_eq!(rows.vars, [0]);
+                assert_eq!(rows.values.len(), 3);
+                assert_eq!(cols.vars, [1]);
+                assert!(rest.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn variables_that_go_together_are_one_axis() {
+        // sku and title come from the same for_each row; human is a matrix.
+        let ts: Vec<Task> = [("S1", "shirt"), ("S2", "coat")]
+            .iter()
+            .flat_map(|(s, t)| ["h1", "h2"].map(|h| task(&[s, t, h])))
+            .collect();
+        let refs: Vec<&Task> = ts.iter().collect();
+        match layout(&refs, 3) {
+            Layout::Grid { rows, cols, rest } => {
+                assert_eq!(rows.vars, [0, 1]);
+                assert_eq!(
+                    rows.values,
+                    [
+                        vec!["S1".to_string(), "shirt".into()],
+                        vec!["S2".into(), "coat".into()]
+                    ]
+                );
+                assert_eq!(cols.vars, [2]);
+                assert!(rest.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn more_than_two_axes_grid_the_two_largest_and_group_the_rest() {
+        let mut ts = Vec::new();
+        for a in ["a1", "a2"] {
+            for b in ["b1", "b2", "b3"] {
+                for c in ["c1", "c2", "c3", "c4"] {
+                    ts.push(task(&[a, b, c]));
+                }
+            }
+        }
+        let refs: Vec<&Task> = ts.iter().collect();
+        match layout(&refs, 3) {
+            Layout::Grid { rows, cols, rest } => {
+                assert_eq!((rows.vars[0], cols.vars[0]), (1, 2));
+                assert_eq!(rest.len(), 1);
+                assert_eq!(rest[0].vars, [0]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
