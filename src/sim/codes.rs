@@ -8,9 +8,9 @@
 //! |---|---|---|
 //! | 0 | 200 | success |
 //! | 1000 | 200 | the body is not a JSON object, or `Content-Type` is not `application/json` |
-//! | 1001 | 200 | a field has the wrong type or a value outside its documented set or range |
+//! | 1001 | 200 | a field has the wrong type or a value outside its documented set or range (also a `task_id_list` over 1000 ids) |
 //! | 1002 | 200 | an unknown field (the message names it) |
-//! | 1003 | 200 | a required field is missing or empty |
+//! | 1003 | 200 | a required field is missing or empty (also `task_id` / `task_id_list` of a result query) |
 //! | 1004 | 200 | model `prompt` longer than 500 characters |
 //! | 1005 | 200 | bad `image`/`mask`: neither an http(s) URL nor base64, a `data:` prefix, not PNG/JPEG/WebP, corrupt, or over 4096 px on a side |
 //! | 1006 | 200 | model: both or neither of `template` and `prompt` |

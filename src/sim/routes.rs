@@ -29,6 +29,8 @@ use crate::api::{
 };
 
 use super::SimConfig;
+use crate::logging::safe;
+
 use super::check;
 use super::codes;
 use super::conn::Hangup;
@@ -185,7 +187,8 @@ async fn submit(
     let c = &s.counters;
     bump(&c.submit[slot(kind)]);
     let _in_flight = c.arrive();
-    let draws = Draws::new(&s.config, s.seq.fetch_add(1, Ordering::Relaxed));
+    let seq = s.seq.fetch_add(1, Ordering::Relaxed);
+    let draws = Draws::new(&s.config, seq);
     let auth = s.authenticate(headers);
     // The gate is passed on arrival and held until the answer, latency included.
     let pass = auth.is_ok().then(|| s.gate.admit(s.config.max_concurrent));
@@ -196,6 +199,7 @@ async fn submit(
 
     if let Err(why) = auth {
         bump(&c.http_401);
+        tracing::debug!(seq, %kind, "401: {why}");
         return answer(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
@@ -207,11 +211,13 @@ async fn submit(
         bump(&c.concurrency_limited);
         let max = s.config.max_concurrent.unwrap_or(0);
         let message = format!("more than {max} requests in flight; retry later");
+        tracing::debug!(seq, %kind, "429: {message}");
         return too_many(codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
     };
     if draws.error {
         bump(&c.http_500);
         let message = "simulated server error (`--error-rate`)";
+        tracing::debug!(seq, %kind, "500: {message}");
         return answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             codes::SERVER_ERROR,
@@ -221,6 +227,7 @@ async fn submit(
     }
     if draws.drop_before {
         bump(&c.dropped_before);
+        tracing::debug!(seq, %kind, "hanging up before creating the task (`--drop-before`)");
         hangup.hang_up();
         return StatusCode::OK.into_response(); // never reaches the client
     }
@@ -229,6 +236,7 @@ async fn submit(
         Ok(checked) => checked,
         Err(rejection) => {
             c.reject(rejection.reason);
+            tracing::debug!(seq, %kind, code = rejection.code, "rejected: {}", safe(&rejection.message));
             return answer(
                 StatusCode::OK,
                 rejection.code,
@@ -247,7 +255,11 @@ async fn submit(
         Err(wait) => {
             bump(&c.rate_limited);
             let limit = s.config.rate_limit.unwrap_or(0);
-            let message = format!("more than {limit} {kind} images in a minute; retry later");
+            let message = format!(
+                "{} more {kind} images would exceed {limit} per rolling minute; retry later",
+                checked.images
+            );
+            tracing::debug!(seq, %kind, "429: {message}");
             return too_many(
                 codes::RATE_LIMITED,
                 message,
@@ -271,6 +283,7 @@ async fn submit(
     c.accept(kind, checked.images, checked.key, window_total);
     if draws.drop_after {
         bump(&c.dropped_after);
+        tracing::debug!(seq, %kind, "hanging up after creating the task (`--drop-after`)");
         hangup.hang_up();
         return StatusCode::OK.into_response(); // never reaches the client
     }

@@ -4,5 +4,6 @@ mod collect;
 mod common;
 mod manifests;
 mod run;
+mod sim;
 mod unattended;
 mod usage;
