@@ -47,7 +47,12 @@ pub struct Connection {
 pub async fn connect(args: &ConnectionArgs, timeout: Duration) -> anyhow::Result<Connection> {
     let pool = args.concurrency as usize;
     if args.simulate {
-        let sim = crate::sim::start(crate::sim::SimConfig::default())
+        // The `simulate` command's default latency, so a rehearsal feels like the real API.
+        let config = crate::sim::SimConfig {
+            latency: crate::units::Latency::Fixed(Duration::from_millis(50)),
+            ..crate::sim::SimConfig::default()
+        };
+        let sim = crate::sim::start(config)
             .await
             .map_err(|e| exit::aborted(format!("cannot start the simulator: {e}")))?;
         tracing::info!("simulator listening on {}", sim.base_url());
