@@ -10,7 +10,8 @@
 #   "transient" errors (timeouts, HTTP 408, 429, 500, 502, 503, 504), waiting 1 s doubling, or the
 #   `Retry-After` the server sent;
 # - each request appends one line to RESULTS.tsv: request_id, HTTP status, curl exit code, and the
-#   answer's body (which holds the task id).
+#   answer's body (which holds the task id). The answer goes to a file first: curl truncates a
+#   file before a retry, whereas on stdout the bodies of failed attempts would precede the last one.
 # There is no rate limit: xargs cannot pace images per minute. The token is passed to curl in a
 # header file, not on the command line (where `ps` would show it).
 set -euo pipefail
@@ -18,7 +19,7 @@ in=$1 out=$2 conc=${3:-4} attempts=${4:-5}
 : "${HIDREAM_API_TOKEN:?HIDREAM_API_TOKEN is not set}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/xargs-peer.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mkdir "$work/b"
+mkdir "$work/b" "$work/r"
 
 # Headers, read by curl with -H @file (curl >= 7.55).
 umask 077
@@ -32,8 +33,8 @@ jq -r '.request_id + " " + .endpoint' "$in" | awk '{ printf "%07d %s %s\n", NR -
 export W=$work OUT=$out RETRIES=$((attempts - 1))
 # shellcheck disable=SC2016  # expanded by the inner shell
 xargs -P "$conc" -L 1 sh -c '
-  r=$(curl -sS --retry "$RETRIES" --max-time 60 -H @"$W/h" --data-binary @"$W/b/$0" \
-        -w "\t%{http_code}" "$2" 2>/dev/null) ; rc=$?
-  body=${r%	*} ; code=${r##*	}
+  code=$(curl -sS --retry "$RETRIES" --max-time 60 -H @"$W/h" --data-binary @"$W/b/$0" \
+           -o "$W/r/$0" -w "%{http_code}" "$2" 2>/dev/null) ; rc=$?
+  body= ; { read -r body < "$W/r/$0"; } 2>/dev/null
   printf "%s\t%s\t%s\t%s\n" "$1" "$code" "$rc" "$body" >> "$OUT"
 ' < "$work/list"

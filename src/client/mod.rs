@@ -233,7 +233,7 @@ fn transport(e: &reqwest::Error) -> Attempt {
 }
 
 /// An error with its causes, on one line (reqwest's Display hides the interesting part).
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut out = if e.is_timeout() {
         "timed out".to_string()

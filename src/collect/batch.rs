@@ -103,7 +103,7 @@ pub struct Sub {
 }
 
 impl Sub {
-    fn new(id: String, index: usize) -> Sub {
+    pub(super) fn new(id: String, index: usize) -> Sub {
         Sub {
             id,
             index,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::api::{Envelope, Kind, RESULTS_SUFFIX, TaskResult};
 use crate::client::retry::Backoff;
-use crate::client::{Attempt, BaseUrl, Client};
+use crate::client::{Attempt, BaseUrl, Client, describe};
 use crate::rate::Limiter;
 
 use super::batch::{self, SubStatus};
@@ -400,24 +400,6 @@ fn save(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(target).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// A reqwest error with its causes, on one line.
-fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut out = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        "cannot connect".to_string()
-    } else {
-        "connection failed".to_string()
-    };
-    let mut source = e.source();
-    while let Some(s) = source {
-        out += &format!(": {s}");
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -398,16 +398,7 @@ fn apply(batch: &mut Batch, polled: Polled) -> Option<String> {
                 let i = match t.subs.iter().position(|s| s.id == r.id) {
                     Some(i) => i,
                     None => {
-                        t.subs.push(Sub {
-                            id: r.id.clone(),
-                            index: r.index,
-                            status: SubStatus::Unknown,
-                            url: String::new(),
-                            path: None,
-                            message: String::new(),
-                            downloaded_now: false,
-                            download_given_up: false,
-                        });
+                        t.subs.push(Sub::new(r.id.clone(), r.index));
                         t.subs.len() - 1
                     }
                 };
