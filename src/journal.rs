@@ -161,30 +161,34 @@ pub fn sibling(path: &Path, ext: &str) -> PathBuf {
 
 /// The write-ahead log of attempts in flight. Shared by the submitting futures (one short
 /// append under a mutex per attempt); everything else in the journal has a single owner.
+///
+/// A `sent` line reaches the OS before its request leaves. `done` lines are buffered and written
+/// with the periodic sync: one lost in a crash only makes the next run treat a request that has an
+/// outcome row as in doubt (a `submitted` row settles it; any other becomes `unknown`), which is
+/// the safe side.
 #[derive(Debug)]
 pub struct Wal {
-    file: Mutex<File>,
+    file: Mutex<io::BufWriter<File>>,
 }
 
 impl Wal {
     /// Record that an attempt is about to be sent; flushed before the request leaves.
     pub fn sent(&self, id: &Uuid, attempt: u32) -> io::Result<()> {
         let line = format!("sent {id} {attempt} {}\n", now_rfc3339());
-        self.file
-            .lock()
-            .expect("wal lock")
-            .write_all(line.as_bytes())
+        let mut f = self.file.lock().expect("wal lock");
+        f.write_all(line.as_bytes())?;
+        f.flush()
     }
 
     fn done(&self, id: &Uuid) -> io::Result<()> {
-        self.file
-            .lock()
-            .expect("wal lock")
-            .write_all(format!("done {id}\n").as_bytes())
+        let mut f = self.file.lock().expect("wal lock");
+        write!(f, "done {id}\n")
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.file.lock().expect("wal lock").sync_data()
+        let mut f = self.file.lock().expect("wal lock");
+        f.flush()?;
+        f.get_ref().sync_data()
     }
 }
 
@@ -256,7 +260,7 @@ impl Journal {
             index,
             writer,
             wal: std::sync::Arc::new(Wal {
-                file: Mutex::new(wal_file),
+                file: Mutex::new(io::BufWriter::new(wal_file)),
             }),
             last_sync: Instant::now(),
             orphans: Vec::new(),
@@ -350,7 +354,9 @@ impl Journal {
         tmp.persist(&self.path).map_err(|e| e.error)?;
         sync_dir(&self.path);
         // Everything is recorded: nothing is in flight.
-        self.wal.file.lock().expect("wal lock").set_len(0)?;
+        let mut wal = self.wal.file.lock().expect("wal lock");
+        wal.flush()?;
+        wal.get_ref().set_len(0)?;
         Ok(())
     }
 }
