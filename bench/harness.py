@@ -72,9 +72,9 @@ def scenarios(quick: bool):
              subset={"xargs": 500 if q else 2000}, tools=["hb", "py", "xargs", "wrk"]),
         dict(name="faults", title="Faults: 10% HTTP 500, HTTP 429 from --max-concurrent, "
              "1% connections dropped after the task was created",
-             sim=["--latency", "20ms..60ms", "--error-rate", "0.10", "--max-concurrent", "30",
+             sim=["--latency", "20ms..60ms", "--error-rate", "0.10", "--max-concurrent", "28",
                   "--drop-after", "0.01", "--seed", "7"],
-             conc=32, rate=0, manifest=("txt2img", 500 if q else 2000, "one"),
+             conc=32, rate=0, manifest=("txt2img", 300 if q else 1000, "one"),
              tools=["hb", "py", "xargs"]),
         dict(name="scale", title="Scale: no latency, concurrency 64",
              sim=["--latency", "0ms"], conc=64, rate=0,

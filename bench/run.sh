@@ -30,7 +30,7 @@ if ! command -v wrk > /dev/null; then
   { apt-get update -qq && apt-get install -y -qq wrk; } > /dev/null 2>&1 ||
     echo "warning: wrk could not be installed; the overhead-bound scenario runs without it" >&2
 fi
-for tool in curl jq xargs /usr/bin/time; do
+for tool in curl awk xargs /usr/bin/time; do
   command -v "$tool" > /dev/null || { echo "error: $tool is required" >&2; exit 2; }
 done
 

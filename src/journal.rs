@@ -182,7 +182,7 @@ impl Wal {
 
     fn done(&self, id: &Uuid) -> io::Result<()> {
         let mut f = self.file.lock().expect("wal lock");
-        write!(f, "done {id}\n")
+        writeln!(f, "done {id}")
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -4,7 +4,7 @@
 #
 #   HIDREAM_API_TOKEN=... submit_xargs.sh REQUESTS.jsonl RESULTS.tsv [CONCURRENCY] [MAX_ATTEMPTS]
 #
-# - jq splits the JSON lines into one body file per request (a body with a 6 MB image does not fit
+# - awk splits the JSON lines into one body file per request (a body with a 6 MB image does not fit
 #   on a command line) and a list of `request_id endpoint` pairs;
 # - `xargs -P CONCURRENCY` runs one `curl --retry (MAX_ATTEMPTS-1)` per request: curl retries its
 #   "transient" errors (timeouts, HTTP 408, 429, 500, 502, 503, 504), waiting 1 s doubling, or the
@@ -25,9 +25,18 @@ mkdir "$work/b" "$work/r"
 umask 077
 printf 'Authorization: Bearer %s\nContent-Type: application/json\n' "$HIDREAM_API_TOKEN" > "$work/h"
 
-# One body per file, named by line number; the list pairs each with its id and endpoint.
-jq -c '.body' "$in" | split -l 1 -a 7 -d - "$work/b/"
-jq -r '.request_id + " " + .endpoint' "$in" | awk '{ printf "%07d %s %s\n", NR - 1, $1, $2 }' > "$work/list"
+# One body per file, named by its number; the list pairs the number with the request id and the
+# endpoint. awk, not jq: jq 1.6 parses a line with a 6 MB image at ~20 MB/s (8 s for 20 such
+# requests), awk cuts it at ~200 MB/s. It relies on `expand`'s sorted keys: `{"body":{...},
+# "endpoint":"...", ..., "request_id":"...", ...}` (a JSON string cannot contain `},"endpoint":"`
+# unescaped, so the first occurrence ends the body).
+awk -v dir="$work/b" -v list="$work/list" '{
+  i = index($0, "},\"endpoint\":\""); body = substr($0, 9, i - 8); rest = substr($0, i + 2)
+  match(rest, /"endpoint":"[^"]*"/); ep = substr(rest, RSTART + 12, RLENGTH - 13)
+  match(rest, /"request_id":"[^"]*"/); id = substr(rest, RSTART + 14, RLENGTH - 15)
+  n = sprintf("%07d", NR - 1); print n, id, ep > list
+  f = dir "/" n; print body > f; close(f)
+}' "$in"
 
 : > "$out"
 export W=$work OUT=$out RETRIES=$((attempts - 1))
