@@ -3,7 +3,7 @@
 //! Order (SPEC §2): manifests as given; jobs in file order; within a job, `for_each` rows in file
 //! order, then the matrix in key order with the last key varying fastest, then `repeat`. Nothing
 //! proportional to the number of requests is built: rows are streamed from their CSV files, the
-//! matrix is an odometer, and local images stay paths until a body is sent ([`Request::wire_body`]).
+//! matrix is an odometer, and local images stay paths until a body is sent ([`Request::wire`]).
 //!
 //! A request id is a UUIDv5 over the manifest name, the job's id, the canonical body (images as
 //! written: path or URL), the repeat index and `--run-id`. Sweep variables and `meta` are not part of
@@ -14,13 +14,13 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine;
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::api::Kind;
 use crate::api::model::{ModelBody, ModelTemplate};
 use crate::api::txt2img::Txt2ImgBody;
+use crate::body::WireBody;
 use crate::manifest::{self, Field, FieldSet, Job, JobInfo, Manifest, Source, Template};
 use crate::problem::{At, Problem};
 
@@ -66,18 +66,6 @@ impl ImageRef {
         match self {
             ImageRef::Url(s) | ImageRef::Inline(s) => s,
             ImageRef::File { shown, .. } => shown,
-        }
-    }
-
-    /// The value sent to the API: local files are read and base64-encoded here, when the body is
-    /// built, never before.
-    pub fn load(&self) -> std::io::Result<String> {
-        match self {
-            ImageRef::Url(s) | ImageRef::Inline(s) => Ok(s.clone()),
-            ImageRef::File { path, .. } => {
-                let bytes = std::fs::read(path)?;
-                Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
-            }
         }
     }
 }
@@ -155,18 +143,42 @@ impl Request {
         at(&self.job, self.origin)
     }
 
-    /// The JSON body as sent: local images read and base64-encoded now; the request id as
-    /// `request_id` for text-to-image.
-    pub fn wire_body(&self) -> std::io::Result<Vec<u8>> {
-        let json = match &self.body {
+    /// The body as sent: JSON with the request id as `request_id` for text-to-image, and local
+    /// images streamed from their files as base64 while the request goes out ([`WireBody`]).
+    pub fn wire(&self) -> std::io::Result<WireBody> {
+        match &self.body {
             Body::Txt2Img(b) => {
                 let mut b = b.clone();
                 b.request_id = Some(self.id.to_string());
-                serde_json::to_vec(&b)
+                Ok(WireBody::bytes(
+                    serde_json::to_vec(&b).expect("request bodies serialize"),
+                ))
             }
-            Body::Model(b) => serde_json::to_vec(&b.try_map_images(ImageRef::load)?),
-        };
-        Ok(json.expect("request bodies serialize"))
+            Body::Model(b) => {
+                // A placeholder no manifest can contain, replaced by the streamed file.
+                let nonce = fastrand::u64(..);
+                let mut files = Vec::new();
+                let mut placeholders = Vec::new();
+                let wire = b.try_map_images(|r| -> std::io::Result<String> {
+                    Ok(match r {
+                        ImageRef::File { path, .. } => {
+                            let p = format!("@@hidream-batch-image-{nonce:016x}-{}@@", files.len());
+                            files.push(path.clone());
+                            placeholders.push(p.clone());
+                            p
+                        }
+                        other => other.shown().to_string(),
+                    })
+                })?;
+                let json = serde_json::to_vec(&wire).expect("request bodies serialize");
+                WireBody::with_files(json, &placeholders, &files)
+            }
+        }
+    }
+
+    /// The whole body in memory, as sent (for `expand --full`).
+    pub fn wire_body(&self) -> std::io::Result<Vec<u8>> {
+        self.wire()?.to_vec()
     }
 
     /// The body for display (`expand`): images as written, or with `full` as sent.

@@ -12,6 +12,7 @@
 //! - [`manifest`]: YAML and CSV manifests, loaded into one model; [`problem`]: what is wrong, where.
 //! - [`expand`]: manifests → a lazy iterator of typed requests with their ids.
 //! - [`validate`]: the API contract's checks on every request, all problems at once.
+//! - [`body`]: request bodies as sent, local images streamed as base64.
 //! - [`client`]: the shared HTTP client, credentials, one attempt; `client::retry` classifies.
 //! - [`rate`]: the images-per-minute limiter per endpoint.
 //! - [`run`]: the pipeline: `buffer_unordered(submit)` → one consumer.
@@ -30,6 +31,7 @@
 
 pub mod api;
 pub mod app;
+pub mod body;
 pub mod cli;
 pub mod client;
 pub mod collect;

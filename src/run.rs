@@ -163,7 +163,7 @@ async fn submit(ctx: Arc<Ctx>, request: Request) -> Outcome {
     }
     let kind = out.request.body.kind();
     let images = out.request.body.images();
-    let body = match out.request.wire_body() {
+    let body = match out.request.wire() {
         Ok(b) => b,
         Err(e) => {
             out.status = Some(Status::Failed);
@@ -196,7 +196,7 @@ async fn submit(ctx: Arc<Ctx>, request: Request) -> Outcome {
             out.submitted_at = journal::now_rfc3339();
             started = Instant::now();
         }
-        let attempt = ctx.client.submit(kind, body.clone()).await;
+        let attempt = ctx.client.submit(kind, &body).await;
         if let crate::client::Attempt::Answered {
             status, envelope, ..
         } = &attempt

@@ -8,9 +8,12 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
+};
 
 use crate::api::{Envelope, Kind, Submitted};
+use crate::body::WireBody;
 use crate::env_vars;
 
 /// Connect timeout of every request (the per-attempt `--timeout` covers the whole exchange).
@@ -162,13 +165,19 @@ impl Client {
         h
     }
 
-    /// One submission attempt.
-    pub async fn submit(&self, kind: Kind, body: Vec<u8>) -> Attempt {
+    /// One submission attempt. A body with local images is streamed (with its exact
+    /// `Content-Length`); a plain one is sent from memory.
+    pub async fn submit(&self, kind: Kind, body: &WireBody) -> Attempt {
         let request = self
             .http
             .post(self.base.endpoint(kind))
-            .headers(self.headers(kind))
-            .body(body);
+            .headers(self.headers(kind));
+        let request = match body.as_bytes() {
+            Some(bytes) => request.body(bytes),
+            None => request
+                .header(CONTENT_LENGTH, body.len())
+                .body(reqwest::Body::wrap_stream(body.stream())),
+        };
         answer(request.send().await).await
     }
 
@@ -222,10 +231,11 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
     }
 }
 
-/// A transport error: a failure to connect means nothing was sent; anything later means the
-/// request may have been received.
+/// A transport error: a failure to connect, or to produce our own body (an image unreadable
+/// mid-stream), means no complete request reached the server; anything later means the request
+/// may have been received.
 fn transport(e: &reqwest::Error) -> Attempt {
-    if e.is_connect() || e.is_builder() {
+    if e.is_connect() || e.is_builder() || e.is_body() {
         Attempt::NotSent(describe(e))
     } else {
         Attempt::NoAnswer(describe(e))

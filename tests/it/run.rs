@@ -434,3 +434,55 @@ async fn run_id_submits_the_same_manifest_again() {
         "distinct request ids, hence no duplicates"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_images_arrive_as_base64_with_a_content_length() {
+    const MODEL: &str = "/api-pub/ec/v3/image/model/async";
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MODEL))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("t-img")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let image = root().join("manifests/images/shirt-01.png");
+    std::fs::copy(&image, dir.path().join("shirt.png")).unwrap();
+    let manifest = dir.path().join("img.yaml");
+    std::fs::write(
+        &manifest,
+        "jobs:\n  - id: img\n    kind: model\n    image: shirt.png\n    prompt: \"on a model\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("r.csv");
+    let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let received = &server.received_requests().await.unwrap()[0];
+    let length: usize = received
+        .headers
+        .get("content-length")
+        .expect("a Content-Length, not chunked")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(length, received.body.len());
+    assert!(received.headers.get("transfer-encoding").is_none());
+    let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+    use base64::Engine;
+    let sent = base64::engine::general_purpose::STANDARD
+        .decode(body["image"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(sent, std::fs::read(&image).unwrap());
+    assert_eq!(body["prompt"], "on a model");
+    assert_eq!(
+        results(&out)[0]["image"],
+        "shirt.png",
+        "the results show the path, never base64"
+    );
+}

@@ -1,0 +1,249 @@
+//! Request bodies as sent: the JSON of a request, with each local image streamed as base64 from
+//! its file while the request goes out, never held whole in memory.
+//!
+//! A model request with a 6 MB photo would otherwise hold the file, its base64 and the JSON that
+//! embeds it (about 22 MB) for every request in flight and every retry. Here the JSON is
+//! serialized with a placeholder where each local image goes and split there; the parts between
+//! are small byte buffers, and the images are read in chunks of 48 KiB (a multiple of 3, so each
+//! chunk encodes on its own) and base64-encoded on the fly. The exact length is known up front
+//! (base64 of n bytes is 4·⌈n/3⌉), so the request carries a `Content-Length`, as a plain JSON POST
+//! would. A retry builds a new stream from the same parts.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::Stream;
+use tokio::io::AsyncReadExt;
+
+/// Bytes read per chunk of an image: a multiple of 3.
+const CHUNK: usize = 48 * 1024;
+
+/// One piece of a body.
+#[derive(Debug, Clone)]
+pub enum Part {
+    Bytes(Bytes),
+    /// A local file, sent as base64 (`size` is the file's size when the body was built).
+    Base64File {
+        path: PathBuf,
+        size: u64,
+    },
+}
+
+/// A request body ready to send any number of times.
+#[derive(Debug, Clone)]
+pub struct WireBody {
+    parts: Vec<Part>,
+    len: u64,
+}
+
+fn base64_len(size: u64) -> u64 {
+    size.div_ceil(3) * 4
+}
+
+impl WireBody {
+    /// A body that is all bytes.
+    pub fn bytes(b: Vec<u8>) -> WireBody {
+        WireBody {
+            len: b.len() as u64,
+            parts: vec![Part::Bytes(Bytes::from(b))],
+        }
+    }
+
+    /// `json` with each `placeholders[i]` (which must occur exactly once, inside a JSON string)
+    /// replaced by the base64 of `files[i]`.
+    pub fn with_files(
+        json: Vec<u8>,
+        placeholders: &[String],
+        files: &[PathBuf],
+    ) -> std::io::Result<WireBody> {
+        let mut parts = Vec::new();
+        let mut rest: &[u8] = &json;
+        let mut len = 0u64;
+        // Placeholders appear in field order; find each in what is left.
+        for (placeholder, path) in placeholders.iter().zip(files) {
+            let at = find(rest, placeholder.as_bytes())
+                .ok_or_else(|| std::io::Error::other("placeholder missing from the body"))?;
+            parts.push(Part::Bytes(Bytes::copy_from_slice(&rest[..at])));
+            len += at as u64;
+            let size = std::fs::metadata(path)?.len();
+            parts.push(Part::Base64File {
+                path: path.clone(),
+                size,
+            });
+            len += base64_len(size);
+            rest = &rest[at + placeholder.len()..];
+        }
+        parts.push(Part::Bytes(Bytes::copy_from_slice(rest)));
+        len += rest.len() as u64;
+        Ok(WireBody { parts, len })
+    }
+
+    /// Exact length in bytes (the `Content-Length`).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole body in memory, when it has no file (cheap to clone).
+    pub fn as_bytes(&self) -> Option<Bytes> {
+        match self.parts.as_slice() {
+            [Part::Bytes(b)] => Some(b.clone()),
+            _ => None,
+        }
+    }
+
+    /// The whole body in memory (for `expand --full`).
+    pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        for part in &self.parts {
+            match part {
+                Part::Bytes(b) => out.extend_from_slice(b),
+                Part::Base64File { path, size } => {
+                    let data = std::fs::read(path)?;
+                    check_size(path, *size, data.len() as u64)?;
+                    out.extend_from_slice(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(&data)
+                            .as_bytes(),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A stream of the body's chunks, reading and encoding images as it goes.
+    pub fn stream(&self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let parts = self.parts.clone();
+        futures::stream::unfold(
+            (
+                parts.into_iter(),
+                None::<(tokio::fs::File, PathBuf, u64, u64)>,
+            ),
+            |(mut parts, mut file)| async move {
+                loop {
+                    if let Some((f, path, size, read)) = file.as_mut() {
+                        let mut buf = vec![0u8; CHUNK];
+                        let mut n = 0;
+                        while n < CHUNK {
+                            match f.read(&mut buf[n..]).await {
+                                Ok(0) => break,
+                                Ok(k) => n += k,
+                                Err(e) => return Some((Err(e), (parts, None))),
+                            }
+                        }
+                        *read += n as u64;
+                        if n == 0 {
+                            let done = check_size(path, *size, *read);
+                            file = None;
+                            if let Err(e) = done {
+                                return Some((Err(e), (parts, None)));
+                            }
+                            continue;
+                        }
+                        let chunk = Bytes::from(
+                            base64::engine::general_purpose::STANDARD.encode(&buf[..n]),
+                        );
+                        return Some((Ok(chunk), (parts, file)));
+                    }
+                    match parts.next()? {
+                        Part::Bytes(b) => return Some((Ok(b), (parts, None))),
+                        Part::Base64File { path, size } => match tokio::fs::File::open(&path).await
+                        {
+                            Ok(f) => file = Some((f, path, size, 0)),
+                            Err(e) => return Some((Err(e), (parts, None))),
+                        },
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// A file that changed size since the body was built would not match its `Content-Length`.
+fn check_size(path: &std::path::Path, expected: u64, got: u64) -> std::io::Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "`{}` changed while being sent ({expected} bytes expected, {got} read)",
+            path.display()
+        )))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn streams_files_as_base64_with_the_exact_length() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [
+            0usize,
+            1,
+            2,
+            3,
+            4,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK + 2,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let a = dir.path().join("a.bin");
+            let b = dir.path().join("b.bin");
+            std::fs::write(&a, &data).unwrap();
+            std::fs::write(&b, &data[..size / 2]).unwrap();
+            let json = br#"{"image":"@A@","mask":"@B@","prompt":"x"}"#.to_vec();
+            let body =
+                WireBody::with_files(json, &["@A@".into(), "@B@".into()], &[a.clone(), b.clone()])
+                    .unwrap();
+            let engine = base64::engine::general_purpose::STANDARD;
+            let expected = format!(
+                r#"{{"image":"{}","mask":"{}","prompt":"x"}}"#,
+                engine.encode(&data),
+                engine.encode(&data[..size / 2])
+            );
+            let streamed: Vec<u8> = body
+                .stream()
+                .map(|c| c.unwrap())
+                .collect::<Vec<_>>()
+                .await
+                .concat();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                expected,
+                "size {size}"
+            );
+            assert_eq!(body.len(), expected.len() as u64);
+            assert_eq!(body.to_vec().unwrap(), expected.as_bytes());
+            assert!(body.as_bytes().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_that_changed_size_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.bin");
+        std::fs::write(&a, b"12345").unwrap();
+        let body = WireBody::with_files(
+            b"\"@A@\"".to_vec(),
+            &["@A@".into()],
+            std::slice::from_ref(&a),
+        )
+        .unwrap();
+        std::fs::write(&a, b"123").unwrap();
+        let items: Vec<_> = body.stream().collect().await;
+        assert!(items.iter().any(|r| r.is_err()));
+    }
+}
