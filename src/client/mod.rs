@@ -112,6 +112,8 @@ pub enum Attempt {
 pub struct Client {
     http: reqwest::Client,
     base: BaseUrl,
+    /// Submit URLs, parsed once (index: `Kind::ALL`).
+    submit_urls: [reqwest::Url; 2],
     auth: HeaderValue,
     user_id: Option<HeaderValue>,
 }
@@ -138,8 +140,12 @@ impl Client {
             .map(|s| HeaderValue::from_str(s.trim()))
             .transpose()
             .map_err(|_| format!("`{}` is not a valid header value", env_vars::API_USER_ID))?;
+        let parse = |kind: Kind| {
+            reqwest::Url::parse(&base.endpoint(kind)).map_err(|e| format!("bad endpoint URL: {e}"))
+        };
         Ok(Client {
             http,
+            submit_urls: [parse(Kind::ALL[0])?, parse(Kind::ALL[1])?],
             base,
             auth: token.header()?,
             user_id,
@@ -168,10 +174,9 @@ impl Client {
     /// One submission attempt. A body with local images is streamed (with its exact
     /// `Content-Length`); a plain one is sent from memory.
     pub async fn submit(&self, kind: Kind, body: &WireBody) -> Attempt {
-        let request = self
-            .http
-            .post(self.base.endpoint(kind))
-            .headers(self.headers(kind));
+        let url =
+            self.submit_urls[Kind::ALL.iter().position(|k| *k == kind).expect("a kind")].clone();
+        let request = self.http.post(url).headers(self.headers(kind));
         let request = match body.as_bytes() {
             Some(bytes) => request.body(bytes),
             None => request
