@@ -200,12 +200,21 @@ pub struct Orphan {
     pub sent_at: String,
 }
 
+/// Where a row is in the results file: its request, byte offset and length.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: Uuid,
+    offset: u64,
+    len: u32,
+}
+
 /// The results file of one run.
 pub struct Journal {
     path: PathBuf,
     header: Vec<String>,
-    /// Byte offset of the latest row of each request.
-    index: HashMap<Uuid, u64>,
+    /// Every row written, in file order (a request may appear twice: the later row wins). A flat
+    /// list is a third of the memory of a hash map; it is sorted once, at the end.
+    index: Vec<Slot>,
     writer: csv::Writer<Counting>,
     wal: std::sync::Arc<Wal>,
     last_sync: Instant,
@@ -220,7 +229,7 @@ impl Journal {
     pub fn open(path: &Path, header: Vec<String>) -> io::Result<(Journal, Resume)> {
         let dir = parent(path);
         let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-        let mut index = HashMap::new();
+        let mut index = Vec::new();
         let mut resume = Resume::new();
         {
             let mut w = csv::Writer::from_writer(Counting {
@@ -234,8 +243,7 @@ impl Journal {
             }
             w.flush()?;
         }
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
+        persist(tmp, path)?;
         let file = OpenOptions::new().append(true).open(path)?;
         let written = file.metadata()?.len();
         let writer = csv::WriterBuilder::new()
@@ -281,13 +289,9 @@ impl Journal {
         self.wal.clone()
     }
 
-    /// Number of requests with a row.
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+    /// Make room for `n` more rows (the run knows how many requests it will send).
+    pub fn reserve(&mut self, n: usize) {
+        self.index.reserve_exact(n);
     }
 
     /// Append an outcome row (aligned with the header) and flush it; then mark the attempt done in
@@ -296,7 +300,8 @@ impl Journal {
         let offset = self.writer.get_ref().written;
         self.writer.write_record(row)?;
         self.writer.flush()?;
-        self.index.insert(id, offset);
+        let len = (self.writer.get_ref().written - offset) as u32;
+        self.index.push(Slot { id, offset, len });
         self.wal.done(&id)?;
         if self.last_sync.elapsed() >= FSYNC_EVERY {
             self.sync()?;
@@ -313,52 +318,79 @@ impl Journal {
     }
 
     /// Rewrite the results atomically: one row per request, in `order`, then the rows of requests
-    /// not in `order` (kept, in file order). The write-ahead log is emptied.
+    /// not in `order` (kept, in file order). The write-ahead log is emptied. Rows are copied as
+    /// the bytes they were written as, each with one positioned read.
     pub fn finish(mut self, order: impl Iterator<Item = Uuid>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
         self.writer.flush()?;
         self.sync()?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(File::open(&self.path)?);
+        // The latest row of each request: sort by id, later rows (larger offsets) last.
+        let mut slots = std::mem::take(&mut self.index);
+        slots.sort_unstable_by_key(|s| (s.id, s.offset));
+        let mut latest: Vec<Slot> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            match latest.last_mut() {
+                Some(last) if last.id == slot.id => *last = slot,
+                _ => latest.push(slot),
+            }
+        }
+        let source = File::open(&self.path)?;
+        let mut used = vec![false; latest.len()];
         let mut tmp = tempfile::NamedTempFile::new_in(parent(&self.path))?;
         {
-            let mut w = csv::Writer::from_writer(io::BufWriter::new(tmp.as_file_mut()));
-            w.write_record(&self.header)?;
-            let mut record = csv::ByteRecord::new();
-            let mut copy = |offset: u64, w: &mut csv::Writer<_>| -> io::Result<()> {
-                // Rows are mostly already in order: seek (and drop the read buffer) only on a jump.
-                if reader.position().byte() != offset {
-                    let mut pos = csv::Position::new();
-                    pos.set_byte(offset);
-                    reader.seek(pos)?;
-                }
-                if reader.read_byte_record(&mut record)? {
-                    w.write_byte_record(&record)?;
-                }
-                Ok(())
+            let mut w = io::BufWriter::new(tmp.as_file_mut());
+            let mut header = csv::Writer::from_writer(Vec::new());
+            header.write_record(&self.header)?;
+            w.write_all(&header.into_inner().map_err(|e| e.into_error())?)?;
+            let mut buf = Vec::new();
+            let mut copy = |slot: &Slot, w: &mut io::BufWriter<_>| -> io::Result<()> {
+                buf.resize(slot.len as usize, 0);
+                source.read_exact_at(&mut buf, slot.offset)?;
+                w.write_all(&buf)
             };
             for id in order {
-                if let Some(offset) = self.index.remove(&id) {
-                    copy(offset, &mut w)?;
+                if let Ok(i) = latest.binary_search_by_key(&id, |s| s.id)
+                    && !used[i]
+                {
+                    used[i] = true;
+                    copy(&latest[i], &mut w)?;
                 }
             }
-            let mut rest: Vec<u64> = self.index.values().copied().collect();
-            rest.sort_unstable();
-            for offset in rest {
-                copy(offset, &mut w)?;
+            let mut rest: Vec<&Slot> = latest
+                .iter()
+                .zip(&used)
+                .filter(|(_, u)| !**u)
+                .map(|(s, _)| s)
+                .collect();
+            rest.sort_unstable_by_key(|s| s.offset);
+            for slot in rest {
+                copy(slot, &mut w)?;
             }
             w.flush()?;
         }
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        sync_dir(&self.path);
+        persist(tmp, &self.path)?;
         // Everything is recorded: nothing is in flight.
         let mut wal = self.wal.file.lock().expect("wal lock");
         wal.flush()?;
         wal.get_ref().set_len(0)?;
         Ok(())
     }
+}
+
+/// Replace `path` atomically with a finished temporary file: fsync, keep the permissions of the
+/// file it replaces (or `rw-r--r--` for a new one, not the temp file's private `rw-------`),
+/// rename, fsync the folder.
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0o644);
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(path);
+    Ok(())
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -380,7 +412,7 @@ fn compact(
     path: &Path,
     header: &[String],
     w: &mut csv::Writer<Counting>,
-    index: &mut HashMap<Uuid, u64>,
+    index: &mut Vec<Slot>,
     resume: &mut Resume,
 ) -> io::Result<()> {
     let open = || -> io::Result<csv::Reader<File>> {
@@ -442,7 +474,9 @@ fn compact(
         w.flush()?;
         let offset = w.get_ref().written;
         w.write_record(&row)?;
-        index.insert(id, offset);
+        w.flush()?;
+        let len = (w.get_ref().written - offset) as u32;
+        index.push(Slot { id, offset, len });
         resume.insert(id, status);
     }
     Ok(())

@@ -162,8 +162,7 @@ pub fn merge(
         }
         w.flush()?;
     }
-    tmp.as_file().sync_all()?;
-    tmp.persist(out).map_err(|e| e.error)?;
+    crate::journal::persist(tmp, out)?;
     Ok(conflicts)
 }
 

@@ -560,6 +560,7 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     }
 
     // The pipeline.
+    journal.reserve(plan.to_send() as usize);
     let ctx = Arc::new(Ctx {
         client: conn.client.clone(),
         limiters: if args.connection.rate == 0 {

@@ -477,8 +477,7 @@ pub fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf> {
         }
         w.flush()?;
     }
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path).map_err(|e| e.error)?;
+    crate::journal::persist(tmp, &path)?;
     Ok(path)
 }
 

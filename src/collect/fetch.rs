@@ -397,9 +397,7 @@ fn save(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .prefix(".download-")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(target).map_err(|e| e.error)?;
-    Ok(())
+    crate::journal::persist(tmp, target)
 }
 
 #[cfg(test)]

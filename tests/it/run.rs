@@ -56,6 +56,12 @@ async fn every_request_of_a_sweep_gets_a_row_with_its_task_id() {
         assert_eq!(r["attempts"], "1");
         assert!(r["submitted_at"].ends_with('Z'));
     }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o644,
+        "the team can read the results, not only the owner"
+    );
     let stats = sim.stats();
     assert_eq!(stats.accepted, 11);
     assert_eq!(stats.accepted_images, 20);
