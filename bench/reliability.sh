@@ -29,7 +29,7 @@ jobs:
 """)
 PY
 
-"$bin" simulate --listen 127.0.0.1:$port --latency 2ms..20ms --error-rate 0.10 --max-concurrent 4 \
+"$bin" simulate --listen 127.0.0.1:$port --latency 2ms..20ms --error-rate 0.10 --max-concurrent 3 \
   --drop-before 0.005 --drop-after 0.005 --seed 42 > "$work/sim.log" 2>&1 &
 sim=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/sim/stats" > /dev/null && break; sleep 0.1; done
