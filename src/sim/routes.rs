@@ -314,17 +314,23 @@ async fn results_model(State(s): St, hd: HeaderMap, Query(q): Query<ResultsQuery
     results(Kind::Model, &s, &hd, q)
 }
 
+/// A query without the right bearer token: HTTP 401 (counted), or `None` to go on.
+fn refuse_unauthenticated(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let why = s.authenticate(headers).err()?;
+    bump(&s.counters.http_401);
+    Some(answer(
+        StatusCode::UNAUTHORIZED,
+        codes::UNAUTHORIZED,
+        why,
+        fresh_id(),
+    ))
+}
+
 fn results(kind: Kind, s: &Shared, headers: &HeaderMap, query: ResultsQuery) -> Response {
     let c = &s.counters;
     bump(&c.results[slot(kind)]);
-    if let Err(why) = s.authenticate(headers) {
-        bump(&c.http_401);
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
-            why,
-            fresh_id(),
-        );
+    if let Some(refused) = refuse_unauthenticated(s, headers) {
+        return refused;
     }
     let Some(id) = query.task_id.filter(|id| !id.is_empty()) else {
         let message = "`task_id` is required (`?task_id=…`)";
@@ -357,14 +363,8 @@ async fn batch_model(State(s): St, hd: HeaderMap, b: Bytes) -> Response {
 fn batch(kind: Kind, s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     let c = &s.counters;
     bump(&c.batch_results[slot(kind)]);
-    if let Err(why) = s.authenticate(headers) {
-        bump(&c.http_401);
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
-            why,
-            fresh_id(),
-        );
+    if let Some(refused) = refuse_unauthenticated(s, headers) {
+        return refused;
     }
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let ids = match check::batch_query(content_type, body) {
