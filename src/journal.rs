@@ -10,7 +10,9 @@
 //!   (16-byte id + offset + status per request: all a resume needs, rows stay on disk).
 //! - **Final rewrite.** At the end the file is rewritten atomically (temp file, fsync, rename) to one
 //!   row per request in expansion order; rows of requests no longer in the manifests are kept at the
-//!   end, so no task id is ever lost.
+//!   end, so no task id is ever lost. The order comes from positions the run gives each row (its
+//!   request's place in the expansion: [`Journal::place`] for rows of earlier runs, `record` for
+//!   new ones), kept in the index, so the rewrite needs no further pass over the manifests.
 //! - **Lock.** `<results>.lock` is held with an exclusive OS lock for the whole run, and names the
 //!   holder's pid; a lock left by a dead process is released by the OS and does not block.
 
@@ -200,22 +202,33 @@ pub struct Orphan {
     pub sent_at: String,
 }
 
-/// Where a row is in the results file: its request, byte offset and length.
+/// Where a row is in the results file: its request, byte offset and length, and its request's
+/// position in the expansion ([`UNPLACED`] if not in this run's manifests; the field fills what
+/// would be padding, so the index is 32 bytes per row either way).
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     id: Uuid,
     offset: u64,
     len: u32,
+    pos: u32,
 }
+
+/// The position of a row whose request is not in this run's expansion (or is beyond the first
+/// 2³² − 1 requests: it is still written, after the placed rows).
+pub const UNPLACED: u32 = u32::MAX;
 
 /// The results file of one run.
 pub struct Journal {
     path: PathBuf,
     header: Vec<String>,
-    /// Every row written, in file order (a request may appear twice: the later row wins). A flat
-    /// list is a third of the memory of a hash map; it is sorted once, at the end.
+    /// Every row written: first the rows of earlier runs (one per request, sorted by id, so
+    /// [`Journal::place`] can find them), then this run's rows in file order (a request may
+    /// appear twice: the later row wins). A flat list is a third of the memory of a hash map; it
+    /// is sorted once more, at the end.
     index: Vec<Slot>,
-    writer: csv::Writer<Counting>,
+    /// How many slots at the start of `index` are earlier runs' rows, sorted by id.
+    prior: usize,
+    writer: Appender,
     wal: std::sync::Arc<Wal>,
     last_sync: Instant,
     /// Requests that were in flight when an earlier run died, found in its write-ahead log.
@@ -244,11 +257,11 @@ impl Journal {
             w.flush()?;
         }
         persist(tmp, path)?;
+        index.sort_unstable_by_key(|s| s.id);
+        let prior = index.len();
         let file = OpenOptions::new().append(true).open(path)?;
         let written = file.metadata()?.len();
-        let writer = csv::WriterBuilder::new()
-            .has_headers(false)
-            .from_writer(Counting { file, written });
+        let writer = Appender::new(file, written);
 
         // The write-ahead log: requests in flight when the last run died.
         let wal_path = sibling(path, "wal");
@@ -266,6 +279,7 @@ impl Journal {
             path: path.to_path_buf(),
             header,
             index,
+            prior,
             writer,
             wal: std::sync::Arc::new(Wal {
                 file: Mutex::new(io::BufWriter::new(wal_file)),
@@ -294,15 +308,42 @@ impl Journal {
         self.index.reserve_exact(n);
     }
 
-    /// Append an outcome row (aligned with the header) and flush it; then mark the attempt done in
-    /// the write-ahead log.
-    pub fn record(&mut self, id: Uuid, row: &[String]) -> io::Result<()> {
-        let offset = self.writer.get_ref().written;
-        self.writer.write_record(row)?;
+    /// Give the row an earlier run wrote for `id` (if any) its position in this run's expansion.
+    pub fn place(&mut self, id: &Uuid, pos: u32) {
+        if let Ok(i) = self.index[..self.prior].binary_search_by_key(id, |s| s.id) {
+            self.index[i].pos = pos;
+        }
+    }
+
+    /// Append an outcome row (aligned with the header) for the request at position `pos` of the
+    /// expansion, and flush it (see [`Journal::flush`]).
+    pub fn record(&mut self, id: Uuid, pos: u32, row: &[String]) -> io::Result<()> {
+        self.append(id, pos, row)?;
+        self.flush()
+    }
+
+    /// Append an outcome row without writing it yet: outcomes that arrive together are written
+    /// with one [`Journal::flush`], which the caller makes before it waits for anything else.
+    pub fn append(&mut self, id: Uuid, pos: u32, row: &[String]) -> io::Result<()> {
+        let (offset, len) = self.writer.push(row)?;
+        self.index.push(Slot {
+            id,
+            offset,
+            len,
+            pos,
+        });
+        self.writer.done.push(id);
+        Ok(())
+    }
+
+    /// Write the appended rows to the results file; then mark their attempts done in the
+    /// write-ahead log (never before: a `done` line whose row is not in the results would let a
+    /// crash lose a task id).
+    pub fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()?;
-        let len = (self.writer.get_ref().written - offset) as u32;
-        self.index.push(Slot { id, offset, len });
-        self.wal.done(&id)?;
+        for id in std::mem::take(&mut self.writer.done) {
+            self.wal.done(&id)?;
+        }
         if self.last_sync.elapsed() >= FSYNC_EVERY {
             self.sync()?;
         }
@@ -311,59 +352,46 @@ impl Journal {
 
     /// fsync the results and the write-ahead log.
     pub fn sync(&mut self) -> io::Result<()> {
-        self.writer.get_ref().file.sync_data()?;
+        self.writer.file.sync_data()?;
         self.wal.sync()?;
         self.last_sync = Instant::now();
         Ok(())
     }
 
-    /// Rewrite the results atomically: one row per request, in `order`, then the rows of requests
-    /// not in `order` (kept, in file order). The write-ahead log is emptied. Rows are copied as
-    /// the bytes they were written as, each with one positioned read.
-    pub fn finish(mut self, order: impl Iterator<Item = Uuid>) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.writer.flush()?;
+    /// Rewrite the results atomically: one row per request, in expansion order (the positions
+    /// given by `place` and `record`), then the rows of requests not placed (kept, in file order).
+    /// The write-ahead log is emptied. Rows are copied as the bytes they were written as, through
+    /// a [`Window`] on the file.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush()?;
         self.sync()?;
-        // The latest row of each request: sort by id, later rows (larger offsets) last.
+        // The latest row of each request: sort by id, later rows (larger offsets) last; a request
+        // keeps the position any of its rows was given.
         let mut slots = std::mem::take(&mut self.index);
         slots.sort_unstable_by_key(|s| (s.id, s.offset));
         let mut latest: Vec<Slot> = Vec::with_capacity(slots.len());
         for slot in slots {
             match latest.last_mut() {
-                Some(last) if last.id == slot.id => *last = slot,
+                Some(last) if last.id == slot.id => {
+                    let pos = last.pos.min(slot.pos);
+                    *last = Slot { pos, ..slot };
+                }
                 _ => latest.push(slot),
             }
         }
+        latest.sort_unstable_by_key(|s| (s.pos, s.offset));
         let source = File::open(&self.path)?;
-        let mut used = vec![false; latest.len()];
         let mut tmp = tempfile::NamedTempFile::new_in(parent(&self.path))?;
         {
             let mut w = io::BufWriter::new(tmp.as_file_mut());
             let mut header = csv::Writer::from_writer(Vec::new());
             header.write_record(&self.header)?;
             w.write_all(&header.into_inner().map_err(|e| e.into_error())?)?;
-            let mut buf = Vec::new();
+            let mut window = Window::new(&source);
             let mut copy = |slot: &Slot, w: &mut io::BufWriter<_>| -> io::Result<()> {
-                buf.resize(slot.len as usize, 0);
-                source.read_exact_at(&mut buf, slot.offset)?;
-                w.write_all(&buf)
+                w.write_all(window.get(slot.offset, slot.len as usize)?)
             };
-            for id in order {
-                if let Ok(i) = latest.binary_search_by_key(&id, |s| s.id)
-                    && !used[i]
-                {
-                    used[i] = true;
-                    copy(&latest[i], &mut w)?;
-                }
-            }
-            let mut rest: Vec<&Slot> = latest
-                .iter()
-                .zip(&used)
-                .filter(|(_, u)| !**u)
-                .map(|(s, _)| s)
-                .collect();
-            rest.sort_unstable_by_key(|s| s.offset);
-            for slot in rest {
+            for slot in &latest {
                 copy(slot, &mut w)?;
             }
             w.flush()?;
@@ -374,6 +402,120 @@ impl Journal {
         wal.flush()?;
         wal.get_ref().set_len(0)?;
         Ok(())
+    }
+}
+
+/// This run's rows on their way to the results file: CSV-encoded one by one into a buffer (so
+/// each row's offset and length are known), written with one `write` per [`Appender::flush`].
+struct Appender {
+    file: File,
+    /// Bytes in the file.
+    len: u64,
+    /// Rows encoded, not yet written (`None` only inside `flush`).
+    csv: Option<csv::Writer<Vec<u8>>>,
+    /// The requests of the pending rows (their `done` lines follow the write).
+    done: Vec<Uuid>,
+}
+
+impl Appender {
+    fn new(file: File, len: u64) -> Appender {
+        Appender {
+            file,
+            len,
+            csv: Some(Self::encoder(Vec::new())),
+            done: Vec::new(),
+        }
+    }
+
+    fn encoder(buf: Vec<u8>) -> csv::Writer<Vec<u8>> {
+        csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(buf)
+    }
+
+    fn csv(&mut self) -> &mut csv::Writer<Vec<u8>> {
+        self.csv.as_mut().expect("an encoder outside flush")
+    }
+
+    /// Encode a row; its offset and length in the file.
+    fn push(&mut self, row: &[String]) -> io::Result<(u64, u32)> {
+        let start = self.csv().get_ref().len();
+        self.csv().write_record(row)?;
+        self.csv().flush()?;
+        let end = self.csv().get_ref().len();
+        let len = u32::try_from(end - start)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a results row over 4 GiB"))?;
+        Ok((self.len + start as u64, len))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.csv().get_ref().is_empty() {
+            return Ok(());
+        }
+        let csv = self.csv.take().expect("an encoder");
+        let mut buf = csv.into_inner().map_err(|e| e.into_error())?;
+        let written = self.file.write_all(&buf);
+        if written.is_ok() {
+            self.len += buf.len() as u64;
+        }
+        buf.clear();
+        self.csv = Some(Self::encoder(buf));
+        written
+    }
+}
+
+/// Reads rows of a file by offset through one window of [`Window::SIZE`] bytes. Rows were
+/// appended in completion order, which is close to expansion order (at most `--concurrency`
+/// apart), so almost every row of the final rewrite is already in the window: one read per window
+/// instead of one per row.
+struct Window<'f> {
+    file: &'f File,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'f> Window<'f> {
+    const SIZE: usize = 256 * 1024;
+
+    fn new(file: &'f File) -> Self {
+        Window {
+            file,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The `len` bytes at `offset`.
+    fn get(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        use std::os::unix::fs::FileExt;
+        let end = offset + len as u64;
+        if offset < self.start || end > self.start + self.buf.len() as u64 {
+            // A quarter of the window behind the row: the rows around it are nearly in order.
+            self.start = offset.saturating_sub(Self::SIZE as u64 / 4);
+            let need = (end - self.start) as usize;
+            self.buf.resize(Self::SIZE.max(need), 0);
+            let mut filled = 0;
+            while filled < self.buf.len() {
+                match self
+                    .file
+                    .read_at(&mut self.buf[filled..], self.start + filled as u64)
+                {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.buf.truncate(filled);
+            if filled < need {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a results row ends beyond the end of the file",
+                ));
+            }
+        }
+        let at = (offset - self.start) as usize;
+        Ok(&self.buf[at..at + len])
     }
 }
 
@@ -476,7 +618,12 @@ fn compact(
         w.write_record(&row)?;
         w.flush()?;
         let len = (w.get_ref().written - offset) as u32;
-        index.push(Slot { id, offset, len });
+        index.push(Slot {
+            id,
+            offset,
+            len,
+            pos: UNPLACED,
+        });
         resume.insert(id, status);
     }
     Ok(())
@@ -535,4 +682,47 @@ fn read_orphans(path: &Path) -> io::Result<Vec<Orphan>> {
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_reads_rows_in_any_order_and_of_any_size() {
+        let mut data = Vec::new();
+        let mut rows = Vec::new();
+        for i in 0..40_000u32 {
+            // Mostly short rows, and some longer than the window itself.
+            let len = if i % 9_999 == 0 {
+                Window::SIZE + 17
+            } else {
+                1 + (i % 300) as usize
+            };
+            rows.push((data.len() as u64, len));
+            data.extend(std::iter::repeat_n((i % 251) as u8, len));
+        }
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&data).unwrap();
+        let mut window = Window::new(tmp.as_file());
+        // Nearly in order (as a run writes them), then backwards, then scattered.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.chunks_mut(64).for_each(|c| c.reverse());
+        order.extend((0..rows.len()).rev());
+        order.extend((0..rows.len()).map(|i| i * 7_919 % rows.len()));
+        for i in order {
+            let (offset, len) = rows[i];
+            let got = window.get(offset, len).unwrap();
+            assert_eq!(
+                got,
+                &data[offset as usize..offset as usize + len],
+                "row {i}"
+            );
+        }
+        let end = data.len() as u64;
+        assert_eq!(
+            window.get(end - 3, 10).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use uuid::Uuid;
 
 use crate::api::Kind;
@@ -85,6 +85,8 @@ pub async fn connect(args: &ConnectionArgs, timeout: Duration) -> anyhow::Result
 #[derive(Debug)]
 pub struct Outcome {
     pub request: Request,
+    /// The request's position in the expansion (orders the final results).
+    pub pos: u32,
     /// `None`: never attempted (the run was stopping); no row is written.
     pub status: Option<Status>,
     pub task_id: String,
@@ -143,11 +145,12 @@ impl Ctx {
 }
 
 /// Submit one request: every attempt through the rate limiter, retried per SPEC §5.
-async fn submit(ctx: Arc<Ctx>, request: Request) -> Outcome {
+async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
     let mut started = Instant::now();
     let mut out = Outcome {
         submitted_at: journal::now_rfc3339(),
         request,
+        pos,
         status: None,
         task_id: String::new(),
         sub_task_ids: Vec::new(),
@@ -504,19 +507,21 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     let mut resume = resume;
     let mut orphans_reported = HashSet::new();
 
-    // The plan: one pass over the expansion.
+    // The plan: one pass over the expansion, which also gives earlier runs' rows their place in
+    // the final results.
     let mut plan = Plan::default();
-    for request in expand::expand(&manifests, run_id).flatten() {
+    for (pos, request) in positioned(&manifests, run_id) {
         if !in_shard(args.shard, &request.id) {
             continue;
         }
         plan.total += 1;
+        journal.place(&request.id, pos);
         if let Some(o) = orphans.get(&request.id) {
             if !args.dry_run {
                 let row = rows.row(&request, Status::Unknown, "", &[], o.attempt, None, None,
                     &format!("the run stopped while this request was in flight (attempt {} sent at {}); the task may exist", o.attempt, o.sent_at),
                     &o.sent_at, None);
-                journal.record(request.id, &row).map_err(unwritable)?;
+                journal.record(request.id, pos, &row).map_err(unwritable)?;
             }
             tracing::warn!(request_id = %request.id, job = %request.job.id, "request {} was in flight when an earlier run stopped: recorded `unknown` (resend with --retry-unknown)", request.id);
             orphans_reported.insert(request.id);
@@ -583,12 +588,13 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         stop_notify: tokio::sync::Notify::new(),
     });
     let source_ctx = ctx.clone();
-    let source = expand::expand(&manifests, run_id)
-        .flatten()
-        .filter(|r| in_shard(args.shard, &r.id) && should_send(resume.get(&r.id).copied(), &args))
+    let source = positioned(&manifests, run_id)
+        .filter(|(_, r)| {
+            in_shard(args.shard, &r.id) && should_send(resume.get(&r.id).copied(), &args)
+        })
         .take_while(move |_| !source_ctx.stopping());
     let mut stream = futures::stream::iter(source)
-        .map(|r| submit(ctx.clone(), r))
+        .map(|(pos, r)| submit(ctx.clone(), pos, r))
         .buffer_unordered(args.connection.concurrency as usize);
 
     let started = Instant::now();
@@ -604,17 +610,33 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         tokio::select! {
             next = stream.next() => {
                 let Some(outcome) = next else { break };
-                unauthorized |= outcome.unauthorized;
-                let Some(status) = outcome.status else { continue };
-                if status == Status::Submitted {
-                    submitted_images += u64::from(outcome.request.body.images());
+                // This outcome and any others already finished are appended, then written
+                // together before the loop waits again.
+                let mut next = Some(outcome);
+                let mut finished = false;
+                while let Some(outcome) = next.take() {
+                    unauthorized |= outcome.unauthorized;
+                    if let Some(status) = outcome.status {
+                        if status == Status::Submitted {
+                            submitted_images += u64::from(outcome.request.body.images());
+                        }
+                        journal.append(outcome.request.id, outcome.pos, &rows.outcome(&outcome, status)).map_err(unwritable)?;
+                        *counts.entry(status).or_default() += 1;
+                        if status != Status::Submitted {
+                            tracing::info!(request_id = %outcome.request.id, job = %outcome.request.job.id, status = status.as_str(), http_status = outcome.http_status, code = outcome.code, attempt = outcome.attempts, "{} {}: {}", outcome.request.job.id, status.as_str(), crate::logging::safe(&outcome.message));
+                        }
+                    }
+                    match stream.next().now_or_never() {
+                        Some(Some(o)) => next = Some(o),
+                        Some(None) => finished = true,
+                        None => {}
+                    }
                 }
-                journal.record(outcome.request.id, &rows.outcome(&outcome, status)).map_err(unwritable)?;
-                *counts.entry(status).or_default() += 1;
-                if status != Status::Submitted {
-                    tracing::info!(request_id = %outcome.request.id, job = %outcome.request.job.id, status = status.as_str(), http_status = outcome.http_status, code = outcome.code, attempt = outcome.attempts, "{} {}: {}", outcome.request.job.id, status.as_str(), crate::logging::safe(&outcome.message));
-                }
+                journal.flush().map_err(unwritable)?;
                 progress.inc(&counts);
+                if finished {
+                    break;
+                }
             }
             Some(()) = signals.next() => {
                 signalled += 1;
@@ -636,11 +658,7 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     progress.finish();
 
     // Final rewrite: one row per request, in expansion order.
-    let order = expand::expand(&manifests, run_id)
-        .flatten()
-        .filter(|r| in_shard(args.shard, &r.id))
-        .map(|r| r.id);
-    journal.finish(order).map_err(unwritable)?;
+    journal.finish().map_err(unwritable)?;
 
     let elapsed = started.elapsed();
     let this_run: u64 = counts.values().sum();
@@ -687,6 +705,17 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         return Ok(code.max(collected));
     }
     Ok(code)
+}
+
+/// The (valid) expansion with each request's position in it.
+fn positioned<'a>(
+    manifests: &'a [Manifest],
+    run_id: Option<&'a str>,
+) -> impl Iterator<Item = (u32, Request)> + 'a {
+    expand::expand(manifests, run_id)
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| (u32::try_from(i).unwrap_or(journal::UNPLACED), r))
 }
 
 fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {

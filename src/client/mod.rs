@@ -131,6 +131,12 @@ impl Client {
             .timeout(timeout)
             .pool_max_idle_per_host(pool)
             .tcp_nodelay(true)
+            // A redirected POST comes back as a GET without its body: never follow one. A 3xx is
+            // classified like any other unexpected status (`rejected`, nothing was created).
+            .redirect(reqwest::redirect::Policy::none())
+            // No retries hidden inside the client (reqwest 0.13 retries some refusals by
+            // default): every attempt goes through the rate limiter and counts (`retry.rs`).
+            .retry(reqwest::retry::never())
             .user_agent(concat!("hidream-batch/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
