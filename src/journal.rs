@@ -1,7 +1,8 @@
 //! The results CSV (SPEC §4): the run's record and its resume state.
 //!
 //! - **Append as it goes.** Each outcome is appended and flushed when it arrives, so a crash loses
-//!   nothing that completed; the file is fsynced every few seconds and at the end.
+//!   nothing that completed (outcomes that finish together are written with one `write`, before
+//!   the run waits for anything else); the file is fsynced every few seconds and at the end.
 //! - **Write-ahead intent.** Before each attempt, `<results>.wal` gets a `sent` line (request id,
 //!   attempt, time) and, once the outcome row is in the results, a `done` line. A run that finds a
 //!   `sent` without its `done` knows the process died with that request in flight: the task may
@@ -41,7 +42,7 @@ pub const LEADING: [&str; 12] = [
     "elapsed_ms",
 ];
 
-/// How often appended rows are fsynced (they are flushed to the OS after every row).
+/// How often appended rows are fsynced (they are flushed to the OS as they arrive).
 pub const FSYNC_EVERY: Duration = Duration::from_secs(3);
 
 /// A request's status in the results.
