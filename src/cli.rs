@@ -201,9 +201,18 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
 
+    /// Enforce --rate-limit as a steady flow that tolerates bursts of N images (like nginx's
+    /// `limit_req ... burst=N`), instead of per rolling minute
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    pub rate_burst: Option<u32>,
+
     /// Answer HTTP 429 (with Retry-After) when more than N submissions are in flight.
     #[arg(long, value_name = "N")]
     pub max_concurrent: Option<u32>,
+
+    /// Fraction of submissions answered HTTP 429 (Retry-After: 1), as an overloaded API sheds load.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub throttle_rate: f64,
 
     /// Time a task takes from submission to done.
     #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]

@@ -19,6 +19,7 @@
 //! | 4004 | 404 | no such endpoint, or no such (finished) image |
 //! | 4291 | 429 | over `--rate-limit` images per rolling minute (with `Retry-After`) |
 //! | 4292 | 429 | over `--max-concurrent` submit requests in flight (with `Retry-After`) |
+//! | 4293 | 429 | shed at random (`--throttle-rate`, with `Retry-After: 1`) |
 //! | 5000 | 500 | simulated server error (`--error-rate`) |
 
 /// Success.
@@ -47,5 +48,7 @@ pub const NOT_FOUND: i64 = 4004;
 pub const RATE_LIMITED: i64 = 4291;
 /// HTTP 429: over the in-flight request limit.
 pub const TOO_MANY_IN_FLIGHT: i64 = 4292;
+/// HTTP 429: shed at random (`--throttle-rate`).
+pub const OVERLOADED: i64 = 4293;
 /// HTTP 500: simulated server error.
 pub const SERVER_ERROR: i64 = 5000;

@@ -27,6 +27,8 @@ pub(crate) struct Draws {
     pub drop_before: bool,
     /// Create the task, then close the connection without answering.
     pub drop_after: bool,
+    /// Answer HTTP 429 (`--throttle-rate`).
+    pub throttle: bool,
     /// How each image of the task, if one is created, ends.
     pub fates: [Fate; 4],
     /// The response's `request_id` when the client sent none.
@@ -52,11 +54,14 @@ impl Draws {
         let request_uuid = uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes()).into_uuid();
         // Drawn last, so that changing `--latency` leaves the fault sequence as it was.
         let latency = config.latency.sample(&mut rng);
+        // After the latency, so that earlier seeds keep their sequences.
+        let throttle = rng.f64() < config.throttle_rate;
         Draws {
             latency,
             error,
             drop_before,
             drop_after,
+            throttle,
             fates,
             request_uuid,
         }
@@ -69,7 +74,9 @@ const TICK_MS: u64 = 100;
 const TICKS: usize = 600;
 
 /// Images accepted in the last 60 seconds on one endpoint, in 100 ms buckets. The window is never
-/// stricter than an exact rolling minute and at most 100 ms more lenient.
+/// stricter than an exact rolling minute and at most 100 ms more lenient. With a burst
+/// (`--rate-burst`) the limit is checked by a leaky bucket instead; the window still counts, for
+/// the statistics.
 #[derive(Debug)]
 pub(crate) struct Window {
     buckets: Box<[u32; TICKS]>,
@@ -77,6 +84,8 @@ pub(crate) struct Window {
     tick: u64,
     /// Sum of the buckets.
     sum: u64,
+    /// The leaky bucket's theoretical arrival time (GCRA), in milliseconds: when it will be empty.
+    empty_at_ms: f64,
 }
 
 impl Window {
@@ -85,6 +94,7 @@ impl Window {
             buckets: Box::new([0; TICKS]),
             tick: 0,
             sum: 0,
+            empty_at_ms: 0.0,
         }
     }
 
@@ -110,19 +120,38 @@ impl Window {
         now_ms: u64,
         images: u32,
         limit: Option<u32>,
+        burst: Option<u32>,
     ) -> Result<u64, Duration> {
         let now_tick = now_ms / TICK_MS;
         self.advance(now_tick);
-        if let Some(limit) = limit {
-            let limit = u64::from(limit);
-            let need = u64::from(images);
-            if self.sum + need > limit {
-                return Err(self.wait_for(now_ms, need, limit));
+        match (limit, burst) {
+            (Some(limit), Some(burst)) => self.flow(now_ms, images, limit, burst)?,
+            (Some(limit), None) => {
+                let limit = u64::from(limit);
+                let need = u64::from(images);
+                if self.sum + need > limit {
+                    return Err(self.wait_for(now_ms, need, limit));
+                }
             }
+            (None, _) => {}
         }
         self.buckets[(now_tick % TICKS as u64) as usize] += images;
         self.sum += u64::from(images);
         Ok(self.sum)
+    }
+
+    /// The leaky bucket: it drains `limit` images a minute and holds `burst` (or one request,
+    /// if larger); `images` more must fit. `Err` carries how long until they would.
+    fn flow(&mut self, now_ms: u64, images: u32, limit: u32, burst: u32) -> Result<(), Duration> {
+        let per_image_ms = 60_000.0 / f64::from(limit);
+        let now = now_ms as f64;
+        let level = (self.empty_at_ms - now).max(0.0) / per_image_ms;
+        let over = level + f64::from(images) - f64::from(burst.max(images));
+        if over > 1e-9 {
+            return Err(Duration::from_secs_f64(over * per_image_ms / 1000.0));
+        }
+        self.empty_at_ms = self.empty_at_ms.max(now) + f64::from(images) * per_image_ms;
+        Ok(())
     }
 
     /// Time until the oldest buckets have expired enough to fit `need` more images.
@@ -201,23 +230,60 @@ mod tests {
     fn window_limits_a_rolling_minute() {
         let mut w = Window::new();
         let base = 1_000_000;
-        assert_eq!(w.try_add(base, 4, Some(10)), Ok(4));
-        assert_eq!(w.try_add(base + 30_000, 4, Some(10)), Ok(8));
-        let wait = w.try_add(base + 30_000, 4, Some(10)).unwrap_err();
+        assert_eq!(w.try_add(base, 4, Some(10), None), Ok(4));
+        assert_eq!(w.try_add(base + 30_000, 4, Some(10), None), Ok(8));
+        let wait = w.try_add(base + 30_000, 4, Some(10), None).unwrap_err();
         assert_eq!(
             wait,
             Duration::from_secs(30),
             "the first 4 images leave at base + 60 s"
         );
         assert_eq!(retry_after_secs(wait), 30);
-        assert!(w.try_add(base + 59_999, 3, Some(10)).is_err());
-        assert_eq!(w.try_add(base + 60_000, 4, Some(10)), Ok(8));
-        assert_eq!(w.try_add(base + 200_000, 1, Some(10)), Ok(1), "all expired");
+        assert!(w.try_add(base + 59_999, 3, Some(10), None).is_err());
+        assert_eq!(w.try_add(base + 60_000, 4, Some(10), None), Ok(8));
         assert_eq!(
-            w.try_add(base + 200_000, 11, Some(10)),
+            w.try_add(base + 200_000, 1, Some(10), None),
+            Ok(1),
+            "all expired"
+        );
+        assert_eq!(
+            w.try_add(base + 200_000, 11, Some(10), None),
             Err(Duration::from_secs(60))
         );
-        assert_eq!(w.try_add(base + 200_000, 500, None), Ok(501));
+        assert_eq!(w.try_add(base + 200_000, 500, None, None), Ok(501));
+    }
+
+    #[test]
+    fn a_burst_limit_lets_a_steady_flow_through_and_stops_a_burst() {
+        // 1,200 a minute: one image per 50 ms; bursts of up to 5 images.
+        let mut w = Window::new();
+        let base = 1_000_000;
+        for i in 0..5 {
+            assert!(
+                w.try_add(base, 1, Some(1200), Some(5)).is_ok(),
+                "burst image {i}"
+            );
+        }
+        let wait = w.try_add(base, 1, Some(1200), Some(5)).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(50), "one image drains in 50 ms");
+        assert!(w.try_add(base + 50, 1, Some(1200), Some(5)).is_ok());
+        // After the bucket drains, an even flow at the rate is never refused...
+        let start = base + 10_000;
+        for i in 0..2_000u64 {
+            assert!(
+                w.try_add(start + i * 50, 1, Some(1200), Some(5)).is_ok(),
+                "paced image {i}"
+            );
+        }
+        // ...and a request of four images counts four.
+        let later = start + 200_000;
+        assert!(w.try_add(later, 4, Some(1200), Some(5)).is_ok());
+        assert_eq!(
+            w.try_add(later, 4, Some(1200), Some(5)).unwrap_err(),
+            Duration::from_millis(150)
+        );
+        // A request larger than the burst fits an empty bucket.
+        assert!(w.try_add(later + 60_000, 9, Some(1200), Some(5)).is_ok());
     }
 
     #[test]

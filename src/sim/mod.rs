@@ -66,8 +66,15 @@ pub struct SimConfig {
     /// Answer HTTP 429 when accepting a request would exceed this many images in a rolling
     /// minute on its endpoint (a request for 4 images counts 4).
     pub rate_limit: Option<u32>,
+    /// Enforce `rate_limit` as a steady flow of `rate_limit / 60` images per second that lets a
+    /// burst of this many images through at once (a leaky bucket, as nginx's `limit_req` with
+    /// `burst=`), instead of per rolling minute.
+    pub rate_burst: Option<u32>,
     /// Answer HTTP 429 when more than this many submit requests are in flight.
     pub max_concurrent: Option<u32>,
+    /// Fraction of submit requests answered HTTP 429 (`Retry-After: 1`) at random, as an
+    /// overloaded API sheds load (the API's "system load" limit).
+    pub throttle_rate: f64,
     /// Time from submission to a task's end (queued for the first tenth, then running).
     pub task_time: Duration,
     /// The only bearer token accepted; `None` accepts any non-empty token.
@@ -92,7 +99,9 @@ impl Default for SimConfig {
             latency: Latency::Fixed(Duration::ZERO),
             error_rate: 0.0,
             rate_limit: None,
+            rate_burst: None,
             max_concurrent: None,
+            throttle_rate: 0.0,
             task_time: DEFAULT_TASK_TIME,
             token: None,
             seed: 0,
@@ -111,7 +120,9 @@ impl fmt::Debug for SimConfig {
             .field("latency", &self.latency)
             .field("error_rate", &self.error_rate)
             .field("rate_limit", &self.rate_limit)
+            .field("rate_burst", &self.rate_burst)
             .field("max_concurrent", &self.max_concurrent)
+            .field("throttle_rate", &self.throttle_rate)
             .field("task_time", &self.task_time)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("seed", &self.seed)
@@ -130,7 +141,9 @@ impl SimConfig {
             latency: args.latency,
             error_rate: args.error_rate,
             rate_limit: args.rate_limit,
+            rate_burst: args.rate_burst,
             max_concurrent: args.max_concurrent,
+            throttle_rate: args.throttle_rate,
             task_time: args.task_time,
             token: args.token.clone(),
             seed: args.seed,
@@ -147,6 +160,7 @@ impl SimConfig {
     pub fn check(&self) -> Result<(), String> {
         for (flag, p) in [
             ("--error-rate", self.error_rate),
+            ("--throttle-rate", self.throttle_rate),
             ("--fail-rate", self.fail_rate),
             ("--refuse-rate", self.refuse_rate),
             ("--drop-before", self.drop_before),
@@ -164,6 +178,12 @@ impl SimConfig {
         }
         if self.rate_limit == Some(0) {
             return Err("`--rate-limit` must be at least 1 (leave it out for no limit)".into());
+        }
+        if self.rate_burst == Some(0) {
+            return Err("`--rate-burst` must be at least 1".into());
+        }
+        if self.rate_burst.is_some() && self.rate_limit.is_none() {
+            return Err("`--rate-burst` needs `--rate-limit`".into());
         }
         if self.max_concurrent == Some(0) {
             return Err("`--max-concurrent` must be at least 1 (leave it out for no limit)".into());

@@ -214,6 +214,12 @@ async fn submit(
         tracing::debug!(seq, %kind, "429: {message}");
         return too_many(codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
     };
+    if draws.throttle {
+        bump(&c.throttled);
+        let message = "overloaded (`--throttle-rate`); retry later".to_string();
+        tracing::debug!(seq, %kind, "429: {message}");
+        return too_many(codes::OVERLOADED, message, 1, request_id());
+    }
     if draws.error {
         bump(&c.http_500);
         let message = "simulated server error (`--error-rate`)";
@@ -249,15 +255,24 @@ async fn submit(
     let added = s.windows.0[slot(kind)]
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .try_add(now_ms, checked.images, s.config.rate_limit);
+        .try_add(
+            now_ms,
+            checked.images,
+            s.config.rate_limit,
+            s.config.rate_burst,
+        );
     let window_total = match added {
         Ok(total) => total,
         Err(wait) => {
             bump(&c.rate_limited);
             let limit = s.config.rate_limit.unwrap_or(0);
             let message = format!(
-                "{} more {kind} images would exceed {limit} per rolling minute; retry later",
-                checked.images
+                "{} more {kind} images would exceed {limit} per {}; retry later",
+                checked.images,
+                match s.config.rate_burst {
+                    Some(burst) => format!("minute (bursts up to {burst})"),
+                    None => "rolling minute".to_string(),
+                }
             );
             tracing::debug!(seq, %kind, "429: {message}");
             return too_many(

@@ -40,12 +40,14 @@ pub struct Stats {
     pub duplicates: u64,
     /// Answers HTTP 401 (missing or wrong bearer token), on any endpoint.
     pub http_401: u64,
-    /// Answers HTTP 429, both causes (`rate_limited + concurrency_limited`).
+    /// Answers HTTP 429, every cause (`rate_limited + concurrency_limited + throttled`).
     pub http_429: u64,
     /// HTTP 429 because accepting would exceed `--rate-limit` images per rolling minute.
     pub rate_limited: u64,
     /// HTTP 429 because more than `--max-concurrent` submit requests were in flight.
     pub concurrency_limited: u64,
+    /// HTTP 429 shed at random (`--throttle-rate`).
+    pub throttled: u64,
     /// Answers HTTP 500 (the `--error-rate` fault).
     pub http_500: u64,
     /// Submit connections closed without an answer before a task was created (`--drop-before`).
@@ -121,6 +123,7 @@ pub(crate) struct Counters {
     pub http_401: AtomicU64,
     pub rate_limited: AtomicU64,
     pub concurrency_limited: AtomicU64,
+    pub throttled: AtomicU64,
     pub http_500: AtomicU64,
     pub dropped_before: AtomicU64,
     pub dropped_after: AtomicU64,
@@ -191,8 +194,11 @@ impl Counters {
             not_found: get(&self.not_found),
         };
         let accepted_by_kind = per(&self.accepted);
-        let (rate_limited, concurrency_limited) =
-            (get(&self.rate_limited), get(&self.concurrency_limited));
+        let (rate_limited, concurrency_limited, throttled) = (
+            get(&self.rate_limited),
+            get(&self.concurrency_limited),
+            get(&self.throttled),
+        );
         Stats {
             submitted: calls.submit_txt2img + calls.submit_model,
             calls,
@@ -209,9 +215,10 @@ impl Counters {
                 .collect(),
             duplicates: get(&self.duplicates),
             http_401: get(&self.http_401),
-            http_429: rate_limited + concurrency_limited,
+            http_429: rate_limited + concurrency_limited + throttled,
             rate_limited,
             concurrency_limited,
+            throttled,
             http_500: get(&self.http_500),
             dropped_before: get(&self.dropped_before),
             dropped_after: get(&self.dropped_after),
