@@ -175,12 +175,20 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Record that an attempt is about to be sent; flushed before the request leaves.
-    pub fn sent(&self, id: &Uuid, attempt: u32) -> io::Result<()> {
+    /// Record that an attempt is about to be sent; the line is written (to the OS) when this
+    /// returns, before the request leaves.
+    ///
+    /// A group commit: the line is appended to the buffer, the task yields once so that the other
+    /// submissions starting at the same moment append theirs, and the first to resume writes
+    /// them all with one `write` (the others find their line already written).
+    pub async fn sent(&self, id: &Uuid, attempt: u32) -> io::Result<()> {
         let line = format!("sent {id} {attempt} {}\n", now_rfc3339());
-        let mut f = self.file.lock().expect("wal lock");
-        f.write_all(line.as_bytes())?;
-        f.flush()
+        self.file
+            .lock()
+            .expect("wal lock")
+            .write_all(line.as_bytes())?;
+        tokio::task::yield_now().await;
+        self.file.lock().expect("wal lock").flush()
     }
 
     fn done(&self, id: &Uuid) -> io::Result<()> {
@@ -307,6 +315,11 @@ impl Journal {
     /// Make room for `n` more rows (the run knows how many requests it will send).
     pub fn reserve(&mut self, n: usize) {
         self.index.reserve_exact(n);
+    }
+
+    /// Whether the results hold no row of an earlier run.
+    pub fn is_empty(&self) -> bool {
+        self.prior == 0
     }
 
     /// Give the row an earlier run wrote for `id` (if any) its position in this run's expansion.
@@ -688,6 +701,27 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_sent_line_is_in_the_file_when_sent_returns() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let wal = Wal {
+            file: Mutex::new(io::BufWriter::new(tmp.reopen().unwrap())),
+        };
+        let ids: Vec<Uuid> = (0..50u128).map(Uuid::from_u128).collect();
+        let check = |id: &Uuid| {
+            let text = std::fs::read_to_string(tmp.path()).unwrap();
+            assert!(text.contains(&format!("sent {id} 1 ")), "{id} not written");
+        };
+        // Fifty submissions starting together, as `buffer_unordered` starts them.
+        futures::future::join_all(ids.iter().map(|id| async {
+            wal.sent(id, 1).await.unwrap();
+            check(id);
+        }))
+        .await;
+        let lines = std::fs::read_to_string(tmp.path()).unwrap().lines().count();
+        assert_eq!(lines, 50);
+    }
 
     #[test]
     fn window_reads_rows_in_any_order_and_of_any_size() {

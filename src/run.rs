@@ -190,7 +190,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             break;
         }
         out.attempts += 1;
-        if let Err(e) = ctx.wal.sent(&out.request.id, out.attempts) {
+        if let Err(e) = ctx.wal.sent(&out.request.id, out.attempts).await {
             out.status = Some(Status::Failed);
             out.message = format!("cannot write the write-ahead log: {e}");
             break;
@@ -482,7 +482,7 @@ fn in_shard(shard: Option<Shard>, id: &Uuid) -> bool {
 
 /// `run`. `signals` yields once per SIGINT/SIGTERM.
 pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyhow::Result<u8> {
-    let (manifests, _report) = commands::load_valid(&args.manifest)?;
+    let (manifests, report) = commands::load_valid(&args.manifest)?;
     let run_id = args.manifest.run_id.as_deref();
     let conn = connect(&args.connection, args.timeout).await?;
     let _lock = journal::lock(&args.out).map_err(|e| exit::aborted(e.to_string()))?;
@@ -508,9 +508,20 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     let mut orphans_reported = HashSet::new();
 
     // The plan: one pass over the expansion, which also gives earlier runs' rows their place in
-    // the final results.
+    // the final results. A first run (no earlier rows, nothing in flight, no shard) sends every
+    // request: its plan is validation's counts, and the pass is skipped.
     let mut plan = Plan::default();
-    for (pos, request) in positioned(&manifests, run_id) {
+    let first_run = journal.is_empty() && orphans.is_empty() && args.shard.is_none();
+    if first_run {
+        for (kind, (requests, images)) in report.counts.per_kind() {
+            plan.total += requests;
+            plan.new += requests;
+            *plan.requests.entry(kind).or_default() += requests;
+            *plan.images.entry(kind).or_default() += images;
+        }
+    }
+    let pass = (!first_run).then(|| positioned(&manifests, run_id));
+    for (pos, request) in pass.into_iter().flatten() {
         if !in_shard(args.shard, &request.id) {
             continue;
         }
