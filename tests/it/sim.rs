@@ -1122,3 +1122,84 @@ fn the_simulate_command_refuses_bad_rates() {
     assert!(stderr.contains("`--error-rate`"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+#[tokio::test]
+async fn rate_burst_enforces_the_limit_as_a_steady_flow() {
+    // 6 images a minute (one per 10 s), bursts of up to 3 images.
+    let sim = start(SimConfig {
+        rate_limit: Some(6),
+        rate_burst: Some(3),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client();
+    accepted(
+        &c,
+        &sim,
+        Kind::Txt2Img,
+        &json!({"prompt": "a", "img_count": 2}),
+    )
+    .await;
+    accepted(&c, &sim, Kind::Txt2Img, &json!({"prompt": "b"})).await;
+    // A rolling minute would still have room for 3 images; the flow has none for 10 s.
+    let over = post(&c, &sim, Kind::Txt2Img, &json!({"prompt": "c"}))
+        .await
+        .unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((9..=10).contains(&retry_after), "{retry_after}");
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["code"], codes::RATE_LIMITED);
+    assert!(
+        body["message"].as_str().unwrap().contains("bursts up to 3"),
+        "{body}"
+    );
+    let stats = sim.stats();
+    assert_eq!((stats.accepted_images, stats.rate_limited), (3, 1));
+}
+
+#[tokio::test]
+async fn throttle_rate_sheds_submissions_with_429() {
+    let sim = start(SimConfig {
+        throttle_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client();
+    let shed = post(&c, &sim, Kind::Txt2Img, &json!({"prompt": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(body["code"], codes::OVERLOADED);
+    let stats = sim.stats();
+    assert_eq!((stats.http_429, stats.throttled, stats.accepted), (1, 1, 0));
+
+    // A fraction sheds about that fraction, the same ones for the same seed.
+    let shed_of = |seed: u64| async move {
+        let sim = start(SimConfig {
+            throttle_rate: 0.25,
+            seed,
+            ..SimConfig::default()
+        })
+        .await;
+        let c = client();
+        let mut statuses = Vec::new();
+        for i in 0..200 {
+            let r = post(&c, &sim, Kind::Txt2Img, &json!({"prompt": format!("p{i}")}))
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        statuses
+    };
+    let first = shed_of(3).await;
+    let shed = first.iter().filter(|s| **s == 429).count();
+    assert!((25..=75).contains(&shed), "{shed} of 200 shed");
+    assert_eq!(first, shed_of(3).await, "reproducible for a seed");
+}
