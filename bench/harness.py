@@ -513,7 +513,8 @@ def main():
             write_csv(os.path.join(RESULTS, "results.csv"), rows)
             with open(meta_path, "w") as f:
                 json.dump(meta, f, indent=1)
-            report(rows, meta)
+            # From the CSV, as `--chart-only` does: the same report either way.
+            report(read_csv(os.path.join(RESULTS, "results.csv")), meta)
         print(f"log: {log_path}")
     print(f"total {meta['elapsed_s']} s; results in {RESULTS}")
 
