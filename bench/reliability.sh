@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reliability figure of issue 5: a 10,000-request run against a simulator injecting 10% HTTP 500,
-# ~5% HTTP 429 and 1% dropped connections, killed with SIGKILL three times at random moments and
+# 5% HTTP 429 and 1% dropped connections, killed with SIGKILL three times at random moments and
 # resumed each time. Checks: every request ends `submitted` or `unknown`; the simulator saw no
 # duplicate; then `--retry-unknown` creates at most as many duplicates as there were unknowns.
 # Usage: bash bench/reliability.sh [REQUESTS]      (from the repository root)
@@ -29,7 +29,7 @@ jobs:
 """)
 PY
 
-"$bin" simulate --listen 127.0.0.1:$port --latency 2ms..20ms --error-rate 0.10 --max-concurrent 3 \
+"$bin" simulate --listen 127.0.0.1:$port --latency 2ms..20ms --error-rate 0.10 --throttle-rate 0.05 \
   --drop-before 0.005 --drop-after 0.005 --seed 42 > "$work/sim.log" 2>&1 &
 sim=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/sim/stats" > /dev/null && break; sleep 0.1; done
