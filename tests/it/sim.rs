@@ -632,6 +632,17 @@ async fn batch_query_answers_each_task_in_order() {
     assert_eq!(stats.unknown_task_ids, 2);
 }
 
+/// A 429's `Retry-After` (seconds) and body.
+async fn too_many(r: reqwest::Response) -> (u64, Value) {
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (retry_after, r.json().await.unwrap())
+}
+
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after_per_endpoint() {
     let sim = start(SimConfig {
@@ -655,14 +666,8 @@ async fn rate_limit_answers_429_with_retry_after_per_endpoint() {
     )
     .await
     .unwrap();
-    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = over.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (retry_after, body) = too_many(over).await;
     assert!((1..=60).contains(&retry_after), "{retry_after}");
-    let body: Value = over.json().await.unwrap();
     assert_eq!(body["code"], codes::RATE_LIMITED);
     // One more image still fits; the model endpoint has its own window.
     accepted(&c, &sim, Kind::Txt2Img, &json!({"prompt": "c"})).await;
@@ -1145,14 +1150,8 @@ async fn rate_burst_enforces_the_limit_as_a_steady_flow() {
     let over = post(&c, &sim, Kind::Txt2Img, &json!({"prompt": "c"}))
         .await
         .unwrap();
-    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = over.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (retry_after, body) = too_many(over).await;
     assert!((9..=10).contains(&retry_after), "{retry_after}");
-    let body: Value = over.json().await.unwrap();
     assert_eq!(body["code"], codes::RATE_LIMITED);
     assert!(
         body["message"].as_str().unwrap().contains("bursts up to 3"),
@@ -1173,9 +1172,8 @@ async fn throttle_rate_sheds_submissions_with_429() {
     let shed = post(&c, &sim, Kind::Txt2Img, &json!({"prompt": "a"}))
         .await
         .unwrap();
-    assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(shed.headers()["retry-after"], "1");
-    let body: Value = shed.json().await.unwrap();
+    let (retry_after, body) = too_many(shed).await;
+    assert_eq!(retry_after, 1);
     assert_eq!(body["code"], codes::OVERLOADED);
     let stats = sim.stats();
     assert_eq!((stats.http_429, stats.throttled, stats.accepted), (1, 1, 0));
