@@ -42,6 +42,19 @@ pub fn quiet() -> SimConfig {
     }
 }
 
+/// A scratch folder holding [`txt2img_manifest`]`(name, n, counts)`, and the path of a results file
+/// in it (`r.csv`, not created). The folder lives as long as the returned guard.
+pub fn txt2img_scratch(
+    name: &str,
+    n: usize,
+    counts: &[u32],
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), name, n, counts);
+    let out = dir.path().join("r.csv");
+    (dir, manifest, out)
+}
+
 /// A text-to-image manifest of `n` requests (`img_count` cycling through `counts`) in `dir`.
 pub fn txt2img_manifest(dir: &Path, name: &str, n: usize, counts: &[u32]) -> std::path::PathBuf {
     let mut yaml = format!("name: {name}\njobs:\n");

@@ -81,9 +81,7 @@ async fn never_more_than_concurrency_in_flight() {
         ..quiet()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "conc", 24, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("conc", 24, &[1]);
     let o = run_bin(
         run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "3"]),
         vec![],
@@ -116,9 +114,7 @@ async fn the_images_per_minute_limit_paces_mixed_counts() {
         ..quiet()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "rate", 30, &[1, 2, 4]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("rate", 30, &[1, 2, 4]);
     let mut args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "8"]);
     let i = args.iter().position(|a| a == "--rate").unwrap();
     args[i + 1] = "600".into();
@@ -151,9 +147,7 @@ async fn server_errors_are_retried_up_to_max_attempts() {
         .expect(3)
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "five", 1, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("five", 1, &[1]);
     let o = run_bin(
         run_args(&manifest, &server.uri(), &out, &["--max-attempts", "3"]),
         vec![],
@@ -193,9 +187,7 @@ async fn retry_after_is_honoured_as_a_floor() {
         .expect(1)
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "ra", 1, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("ra", 1, &[1]);
     let started = Instant::now();
     let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
     assert_eq!(
@@ -254,9 +246,7 @@ async fn a_401_stops_the_run_after_at_most_concurrency_requests() {
         )
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "auth", 40, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("auth", 40, &[1]);
     let o = run_bin(
         run_args(&manifest, &server.uri(), &out, &["--concurrency", "3"]),
         vec![],
@@ -278,9 +268,7 @@ async fn a_dropped_connection_is_unknown_and_not_resent_without_the_flag() {
         ..quiet()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "drop", 3, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("drop", 3, &[1]);
     let o = run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![]).await;
     assert_eq!(o.status.code(), Some(1));
     let rows = results(&out);
@@ -313,9 +301,7 @@ async fn a_dropped_connection_is_unknown_and_not_resent_without_the_flag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_one_job_sends_only_its_changed_requests() {
     let sim = simulator(quiet()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "edit", 6, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("edit", 6, &[1]);
     assert_eq!(
         run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![])
             .await
@@ -381,9 +367,7 @@ async fn the_token_never_appears_at_the_highest_verbosity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_errors_exit_2_and_send_nothing() {
     let sim = simulator(quiet()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "setup", 4, &[4]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("setup", 4, &[4]);
     // --max-images
     let o = run_bin(
         run_args(&manifest, &sim.base_url(), &out, &["--max-images", "15"]),
@@ -422,9 +406,7 @@ async fn setup_errors_exit_2_and_send_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_id_submits_the_same_manifest_again() {
     let sim = simulator(quiet()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "nightly", 3, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("nightly", 3, &[1]);
     for day in ["2026-11-21", "2026-11-22"] {
         let o = run_bin(
             run_args(&manifest, &sim.base_url(), &out, &["--run-id", day]),

@@ -59,9 +59,7 @@ async fn sigkill_at_several_points_then_resume_leaves_one_row_per_request_and_no
         ..quiet()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "kill", 30, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("kill", 30, &[1]);
     let args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "4"]);
     let reported = |stderr: &[u8]| {
         String::from_utf8_lossy(stderr)
@@ -122,9 +120,7 @@ async fn sigint_finishes_in_flight_writes_results_and_exits_130() {
         ..quiet()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "int", 20, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("int", 20, &[1]);
     let args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "2"]);
     let child = spawn(&args);
     until("a few rows", || row_count(&out) >= 3).await;
@@ -158,9 +154,7 @@ async fn a_second_run_on_the_same_results_exits_3_and_sends_nothing() {
     })
     .await;
     let other = wiremock::MockServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "lock", 20, &[1]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("lock", 20, &[1]);
     let first = spawn(&run_args(
         &manifest,
         &sim.base_url(),
@@ -314,9 +308,7 @@ async fn json_logs_parse_line_by_line_and_never_hold_the_token() {
         ..quiet()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = txt2img_manifest(dir.path(), "json", 12, &[1, 2]);
-    let out = dir.path().join("r.csv");
+    let (_dir, manifest, out) = txt2img_scratch("json", 12, &[1, 2]);
     let o = run_bin(
         run_args(
             &manifest,
