@@ -16,6 +16,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -486,10 +487,8 @@ def main():
                         row["note"] = "wrk -t2, one body repeated"
                     else:
                         row["req_per_s"] = row["completed"] / row["wall_s"]
-                    if sc["rate"]:
-                        row["ideal_s"] = tool_images * 60 / sc["rate"]
-                    elif sc["name"] == "latency":
-                        row["ideal_s"] = reqs / (sc["conc"] / 0.1)
+                    if sc["rate"] or sc["name"] == "latency":
+                        row["ideal_s"] = ideal_s(sc, reqs, tool_images)
                     row.update(attempts=st["submitted"], accepted=st["accepted"],
                                duplicates=st["duplicates"], http_429=st["http_429"],
                                http_500=st["http_500"], dropped_after=st["dropped_after"],
@@ -517,6 +516,25 @@ def main():
             report(read_csv(os.path.join(RESULTS, "results.csv")), meta)
         print(f"log: {log_path}")
     print(f"total {meta['elapsed_s']} s; results in {RESULTS}")
+
+
+def ideal_s(sc, reqs, images):
+    """The least wall time the scenario allows: requests go `conc` at a time, each taking the
+    simulator's latency, and no faster than its rate limit accepts them. A rolling minute accepts
+    a minute's allowance at once and the next one a window later; a steady flow with bursts
+    (`--rate-burst B`) accepts B at once and then rate/60 images a second."""
+    flags = sc["sim"]
+    latency = float(flags[flags.index("--latency") + 1].removesuffix("ms")) / 1000
+    waves = lambda n: math.ceil(n / sc["conc"]) * latency  # noqa: E731
+    rate = sc["rate"]
+    if not rate:
+        return waves(reqs)
+    if "--rate-burst" in flags:
+        burst = int(flags[flags.index("--rate-burst") + 1])
+        return max(waves(reqs), max(0, images - burst) * 60 / rate)
+    windows = math.ceil(images / rate) - 1
+    last = reqs * (images - windows * rate) / images
+    return windows * 60 + waves(last)
 
 
 def write_csv(path, rows):
@@ -601,10 +619,7 @@ def report(rows, meta):
             ideal = g("ideal_s")
             vs_ideal = "–"
             if ideal and t != "wrk":
-                if sc.startswith("rate"):
-                    vs_ideal = f"wall {g('wall_s') / ideal:.2f}× ideal ({ideal:.0f} s)"
-                else:
-                    vs_ideal = f"{ideal / g('wall_s'):.2f} of ideal"
+                vs_ideal = f"{ideal / g('wall_s'):.2f} of ideal ({ideal:.2f} s)"
             cmp = ""
             if t != "hb":
                 hb = lambda k: med(rows, sc, "hb", k)  # noqa: E731
@@ -645,11 +660,17 @@ def report(rows, meta):
     md += ["", "## Targets (issue 4, issue 7)", ""]
     md += targets(rows)
     md += ["", "Notes:", "",
+           "- Ideal: the least time the scenario allows — requests `concurrency` at a time, each "
+           "taking the simulator's latency, and no sooner than its limit accepts them (a rolling "
+           "minute: a minute's allowance, then the next a minute later; a steady flow: the burst, "
+           "then rate/60 images a second).",
            "- xargs cannot rate-limit: it sends as fast as its concurrency allows; with fewer "
            "images than one minute's allowance it provokes no 429 only because the simulator's "
            "rolling minute has room.",
-           "- The asyncio peer's token bucket starts full (the cookbook's design): runs smaller than "
-           "one minute's allowance go out in a burst, faster than the even pace hidream-batch keeps.",
+           "- The asyncio peer's token bucket starts full and refills continuously (the cookbook's "
+           "design): beyond one minute's allowance it sends more than a rolling minute accepts. "
+           "hidream-batch keeps an exact log of the last minute instead, and paces evenly once an "
+           "endpoint answers 429.",
            "- Duplicates: the asyncio peer retries every exception, as the cookbook does, so a "
            "connection closed after the task was created is sent again. `curl --retry` does not "
            "retry an empty reply (exit 52) by itself, but once a retry has reused the connection "
@@ -662,7 +683,8 @@ def report(rows, meta):
            "rate-one, rate-mixed and rate-sustained count a rolling minute (`--rate-limit`): a "
            "client may send a minute's allowance at once. rate-gateway counts a steady flow with "
            "bursts of up to 40 images (`--rate-burst 40`), as nginx's `limit_req` and many API "
-           "gateways do: the same bursts are answered 429.",
+           "gateways do: the same bursts are answered 429. It is not one of the issue's scenarios; "
+           "it shows what each tool does against the other way of counting.",
            "- Faults: every submission has the same chances (10% HTTP 500, 5% HTTP 429 with "
            "`Retry-After: 1`, 1% dropped after the task was created), drawn from the simulator's "
            "seed and the submission's sequence number.",
@@ -703,9 +725,20 @@ def targets(rows):
             label = label.format(n=f"{g(sc, 'hb', 'requests'):,.0f}")
             w, i = g(sc, "hb", "wall_s"), g(sc, "hb", "ideal_s")
             n429 = g(sc, "hb", "http_429")
-            line(abs(w - i) <= 0.1 * i and n429 == 0,
-                 f"rate-bound, {label}: within 10% of ideal {i:.0f} s with zero 429s: "
-                 f"{w:.1f} s ({w / i:.2f}× ideal), {n429:.0f} × 429; most images the simulator "
+            if sc == "rate-gateway":
+                # Not one of the issue's scenarios: no client can tell a steady-flow limit from a
+                # rolling minute before its first 429, so the measure is the fewest 429s.
+                fewest = all(n429 <= g(sc, t, "http_429") for t in ("py", "xargs")
+                             if g(sc, t, "http_429") is not None)
+                line(i / w >= 0.9 and fewest,
+                     f"rate-bound, {label} (an extra scenario): ≥ 0.9 of ideal {i:.1f} s with the "
+                     f"fewest 429s: {w:.1f} s ({i / w:.2f} of ideal), {n429:.0f} × 429 (peers "
+                     + ", ".join(f"{g(sc, t, 'http_429'):.0f}" for t in ("py", "xargs")
+                                 if g(sc, t, "http_429") is not None) + ")")
+                continue
+            line(i / w >= 0.9 and n429 == 0,
+                 f"rate-bound, {label}: ≥ 0.9 of ideal {i:.2f} s with zero 429s: "
+                 f"{w:.2f} s ({i / w:.2f} of ideal), {n429:.0f} × 429; most images the simulator "
                  f"saw in a minute: {g(sc, 'hb', 'max_images_per_minute'):.0f}")
     if "overhead" in have:
         hb, py = g("overhead", "hb", "req_per_s"), g("overhead", "py", "req_per_s")
@@ -790,17 +823,17 @@ def chart(rows, meta, order):
                        320, False))
     for sc in ("rate-one", "rate-mixed"):
         if sc in have:
-            panels.append((sc, "wall_s", f"{sc}: wall s\n(dashed: ideal at --rate 1200)",
+            panels.append((sc, "wall_s", f"{sc}: wall s\n(dashed: ideal)",
                            med(rows, sc, "hb", "ideal_s"), False))
     if "rate-gateway" in have:
         panels.append(("rate-gateway", "http_429", "rate-gateway (400 images, 1200/min,\n"
                        "bursts ≤ 40): HTTP 429s provoked", None, False))
-        panels.append(("rate-gateway", "wall_s", "rate-gateway: wall s\n(dashed: ideal 20 s)",
+        panels.append(("rate-gateway", "wall_s", "rate-gateway: wall s\n(dashed: ideal)",
                        med(rows, "rate-gateway", "hb", "ideal_s"), False))
     if "rate-sustained" in have:
         panels.append(("rate-sustained", "http_429", "rate-sustained (1,500 images at 1200/min):\n"
                        "HTTP 429s provoked", None, False))
-        panels.append(("rate-sustained", "wall_s", "rate-sustained: wall s\n(dashed: ideal 75 s)",
+        panels.append(("rate-sustained", "wall_s", "rate-sustained: wall s\n(dashed: ideal)",
                        med(rows, "rate-sustained", "hb", "ideal_s"), False))
     if "overhead" in have:
         panels.append(("overhead", "req_per_s", "Overhead-bound: requests/s (log)", None, True))

@@ -96,6 +96,10 @@ pub struct ConnectionArgs {
     pub concurrency: u32,
 
     /// At most N images per rolling minute per endpoint (a request for 4 images counts 4); 0 = no limit.
+    ///
+    /// `run` sends a minute's allowance as fast as --concurrency lets it, then waits for the
+    /// window; once an endpoint answers HTTP 429 its attempts are spaced evenly (60 s / N per
+    /// image) for the rest of the run. `collect` spaces its queries evenly from the start.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub rate: u32,
 

@@ -72,17 +72,26 @@ pub fn validate(args: &ManifestArgs) -> anyhow::Result<u8> {
     let rate = crate::run::DEFAULT_RATE;
     out += &format!(
         "at the default rate of {rate} images per minute per endpoint, a run takes {}\n",
-        describe_estimate(crate::run::estimate_paced(&per_kind, rate))
+        describe_estimate(crate::run::estimate(&per_kind, rate))
     );
     print_out(&out)
 }
 
-/// "under a minute" or "about 2h 5m".
-pub fn describe_estimate(d: std::time::Duration) -> String {
-    if d.as_secs() < 60 {
-        "under a minute".to_string()
+/// "under a minute", or "about 2m 1s, or about 2m 40s paced evenly (…)" when the two differ.
+pub fn describe_estimate((window, paced): (std::time::Duration, std::time::Duration)) -> String {
+    let one = |d: std::time::Duration| {
+        if d.as_secs() < 60 {
+            "under a minute".to_string()
+        } else {
+            let whole = std::time::Duration::from_secs(d.as_secs());
+            format!("about {}", humantime::format_duration(whole))
+        }
+    };
+    let (window, paced) = (one(window), one(paced));
+    if window == paced {
+        window
     } else {
-        format!("about {}", humantime::format_duration(d))
+        format!("{window}, or {paced} paced evenly (after the API answers HTTP 429)")
     }
 }
 

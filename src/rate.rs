@@ -1,12 +1,16 @@
 //! The images-per-minute limiter, one per endpoint (SPEC §5: never more than `--rate` images per
 //! endpoint in any 60-second window; a request for 4 images counts 4).
 //!
-//! Two rules, both applied to every attempt, retries included:
-//! - **pacing**: attempts are spaced by their image count × 60 s / rate, so a run flows evenly
-//!   at the rate instead of bursting a minute's allowance and then stalling (an unknown server-side
-//!   limiter is least likely to object to an even flow);
-//! - **the window**: a log of the last minute's attempts guarantees the SPEC's bound exactly, even
-//!   where pacing would allow a few images more (a 4-image request right after a 1-image one).
+//! Two rules, applied to every attempt, retries included:
+//! - **the window**, always: a log of the last minute's attempts keeps every 60-second window at
+//!   or under the rate, exactly, with mixed image counts. Within that bound attempts go as soon as
+//!   `--concurrency` lets them: a run smaller than a minute's allowance is not made to wait.
+//! - **pacing**, once the endpoint has answered HTTP 429: attempts are then also spaced by their
+//!   image count × 60 s / rate, for the rest of the run. A server that counts a rolling or fixed
+//!   minute accepts what the window lets through; a gateway that enforces the rate as a steady
+//!   flow (nginx's `limit_req`) refuses the first burst, and from its first 429 on it gets the
+//!   even flow it accepts. `collect`'s queries are paced from the start ([`Limiter::even`]):
+//!   polling gains nothing from a burst.
 //!
 //! A token bucket (the `leaky-bucket` crate) was the first choice, but a full bucket lets a whole
 //! minute's allowance go at once and then refills during the same minute: up to twice the rate in
@@ -14,6 +18,8 @@
 
 use std::collections::VecDeque;
 use std::time::Duration;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -26,6 +32,8 @@ pub const WINDOW: Duration = Duration::from_millis(60_500);
 #[derive(Debug)]
 pub struct Limiter {
     per_minute: u32,
+    /// Attempts are also spaced evenly (set by [`Limiter::slow_down`], or from the start).
+    paced: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -37,16 +45,37 @@ struct State {
 }
 
 impl Limiter {
+    /// A limiter that lets the window's allowance go at once, until [`Limiter::slow_down`].
     /// `per_minute` must be at least 1 (`--rate 0` means no limiter at all).
     pub fn new(per_minute: u32) -> Limiter {
+        Limiter::with_pacing(per_minute, false)
+    }
+
+    /// A limiter that spaces attempts evenly from the start.
+    pub fn even(per_minute: u32) -> Limiter {
+        Limiter::with_pacing(per_minute, true)
+    }
+
+    fn with_pacing(per_minute: u32, paced: bool) -> Limiter {
         Limiter {
             per_minute: per_minute.max(1),
+            paced: AtomicBool::new(paced),
             state: Mutex::new(State {
                 next: None,
                 log: VecDeque::new(),
                 in_window: 0,
             }),
         }
+    }
+
+    /// The endpoint answered HTTP 429: space attempts evenly from now on. True the first time.
+    pub fn slow_down(&self) -> bool {
+        !self.paced.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether attempts are spaced evenly.
+    pub fn is_paced(&self) -> bool {
+        self.paced.load(Ordering::Relaxed)
     }
 
     /// Wait until `images` may be sent, and count them. Waiters are served in order (the lock is
@@ -64,7 +93,7 @@ impl Limiter {
                     break;
                 }
             }
-            let mut wait_until = st.next.filter(|n| *n > now);
+            let mut wait_until = st.next.filter(|n| *n > now && self.is_paced());
             // A request bigger than the whole allowance goes alone in an empty window.
             let limit = u64::from(self.per_minute.max(images));
             if st.in_window + u64::from(images) > limit {
@@ -98,30 +127,68 @@ impl Limiter {
 mod tests {
     use super::*;
 
-    /// Paused tokio time: the test runs instantly and the clock is exact.
-    #[tokio::test(start_paused = true)]
-    async fn paces_evenly_and_never_exceeds_the_window() {
-        let limiter = Limiter::new(60);
+    const WEIGHTS: [u32; 14] = [1, 4, 2, 1, 3, 4, 4, 1, 2, 2, 4, 1, 1, 3];
+
+    /// Acquire `WEIGHTS` `rounds` times; each acquisition's time since the start and weight.
+    async fn acquire_all(limiter: &Limiter, rounds: usize) -> Vec<(Duration, u32)> {
         let start = Instant::now();
         let mut times = Vec::new();
-        let weights = [1u32, 4, 2, 1, 3, 4, 4, 1, 2, 2, 4, 1, 1, 3];
-        for round in 0..12 {
-            for &w in &weights {
+        for _ in 0..rounds {
+            for &w in &WEIGHTS {
                 limiter.acquire(w).await;
-                times.push((Instant::now() - start, w, round));
+                times.push((Instant::now() - start, w));
             }
         }
-        // Any 60 s window holds at most 60 images.
-        for (i, &(t0, _, _)) in times.iter().enumerate() {
-            let sum: u32 = times[i..]
-                .iter()
-                .take_while(|(t, _, _)| *t < t0 + Duration::from_secs(60))
-                .map(|(_, w, _)| w)
-                .sum();
-            assert!(sum <= 60, "window at {t0:?} holds {sum}");
+        times
+    }
+
+    /// The most images any 60-second window holds.
+    fn busiest_minute(times: &[(Duration, u32)]) -> u32 {
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|(t, _)| *t < times[i].0 + Duration::from_secs(60))
+                    .map(|(_, w)| w)
+                    .sum()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Paused tokio time: the tests run instantly and the clock is exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_minute_allowance_goes_at_once_and_no_window_holds_more() {
+        let limiter = Limiter::new(60);
+        let times = acquire_all(&limiter, 12).await;
+        assert_eq!(busiest_minute(&times), 60);
+        // The first 60 images (mixed counts) go without waiting.
+        let mut sum = 0;
+        for (t, w) in &times {
+            sum += w;
+            if sum <= 60 {
+                assert_eq!(*t, Duration::ZERO, "image {sum} waited");
+            } else {
+                assert!(*t >= WINDOW, "image {sum} went at {t:?}");
+                break;
+            }
         }
-        // Pacing: 1 image per second on average.
-        let total: u32 = times.iter().map(|(_, w, _)| w).sum();
+        // 12 × 33 = 396 images: the last go in the seventh window, one allowance per window.
+        let total: u32 = times.iter().map(|(_, w)| w).sum();
+        let windows = times.last().unwrap().0.as_secs_f64() / WINDOW.as_secs_f64();
+        assert!(
+            windows > f64::from(total) / 60.0 - 1.0 && windows <= f64::from(total) / 60.0,
+            "{total} images took {windows} windows"
+        );
+        assert!(!limiter.is_paced());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_even_limiter_paces_and_never_exceeds_the_window() {
+        let times = acquire_all(&Limiter::even(60), 12).await;
+        assert!(busiest_minute(&times) <= 60);
+        // 1 image per second on average, from the start.
+        let total: u32 = times.iter().map(|(_, w)| w).sum();
         let elapsed = times.last().unwrap().0.as_secs_f64();
         assert!(
             elapsed >= f64::from(total) * 0.9 - 4.0,
@@ -131,5 +198,24 @@ mod tests {
             elapsed <= f64::from(total) * 1.1 + 4.0,
             "{elapsed} s for {total} images"
         );
+        assert!(times[1].0 >= Duration::from_secs(1), "{:?}", times[1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_turns_the_burst_into_an_even_pace() {
+        let limiter = Limiter::new(60);
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.acquire(1).await;
+        }
+        assert_eq!(Instant::now(), start, "10 of 60 images go at once");
+        assert!(limiter.slow_down(), "the first 429 switches");
+        assert!(!limiter.slow_down(), "later ones change nothing");
+        for i in 1..=5u64 {
+            limiter.acquire(2).await;
+            // Each 2-image attempt waits 2 s after the one before (the first after the burst's
+            // last 1-image attempt, 1 s).
+            assert_eq!(Instant::now() - start, Duration::from_secs(1 + 2 * (i - 1)));
+        }
     }
 }

@@ -217,6 +217,14 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
         {
             out.http_status = Some(*status);
             out.code = envelope.as_ref().ok().map(|e| e.code);
+            if *status == 429
+                && let Some(limiter) = ctx.limiters.get(&kind)
+                && limiter.slow_down()
+            {
+                tracing::warn!(
+                    "{kind}: the API answered HTTP 429; sending evenly at --rate from now on"
+                );
+            }
         } else {
             out.http_status = None;
             out.code = None;
@@ -685,11 +693,8 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     let elapsed = started.elapsed();
     let this_run: u64 = counts.values().sum();
     let submitted_now = counts.get(&Status::Submitted).copied().unwrap_or(0);
-    let per_minute = if elapsed.as_secs_f64() > 0.0 {
-        submitted_images as f64 * 60.0 / elapsed.as_secs_f64()
-    } else {
-        0.0
-    };
+    // Per minute of the run; a run shorter than a minute sent all its images in one minute.
+    let per_minute = submitted_images as f64 * 60.0 / elapsed.as_secs_f64().max(60.0);
     println!(
         "done: {} this run ({}); {} already submitted earlier; {} images submitted in {:.1}s ({:.0} images/min); results in {}",
         this_run,
@@ -783,16 +788,23 @@ fn print_plan(plan: &Plan, args: &RunArgs) {
     if rate > 0 {
         out += &format!(
             "at --rate {rate} images per minute per endpoint this takes {}\n",
-            commands::describe_estimate(estimate_paced(&per_kind, rate))
+            commands::describe_estimate(estimate(&per_kind, rate))
         );
     }
     print!("{out}");
 }
 
-/// Duration at an even pace of `rate` images per minute (the limiter paces; it does not burst).
-pub fn estimate_paced(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> Duration {
+/// How long `rate` images per minute per endpoint make a run take, for its busiest endpoint
+/// (see [`crate::rate`]): as the window allows (a minute's allowance per window), and paced evenly
+/// (what an endpoint that answers 429 gets).
+pub fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> (Duration, Duration) {
     let images = per_kind.values().map(|(_, i)| *i).max().unwrap_or(0);
-    Duration::from_secs_f64(images as f64 * 60.0 / f64::from(rate.max(1)))
+    let rate = u64::from(rate.max(1));
+    let windows = images.div_ceil(rate).saturating_sub(1);
+    (
+        crate::rate::WINDOW * u32::try_from(windows).unwrap_or(u32::MAX),
+        Duration::from_secs_f64(images as f64 * 60.0 / rate as f64),
+    )
 }
 
 /// A progress bar on a terminal; nothing otherwise (the loop logs a status line every 10 s).

@@ -193,7 +193,7 @@ pub async fn collect(
         } else {
             Kind::ALL
                 .iter()
-                .map(|k| (*k, Limiter::new(settings.rate)))
+                .map(|k| (*k, Limiter::even(settings.rate)))
                 .collect()
         },
         backoff: settings.backoff.clone(),
