@@ -169,3 +169,36 @@ fn broken_pipe(e: std::io::Error) -> anyhow::Result<u8> {
         Err(anyhow::Error::new(e).context("cannot write to stdout"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::describe_estimate;
+    use crate::api::Kind;
+    use crate::run::estimate;
+
+    #[test]
+    fn estimates_count_windows_for_the_busiest_endpoint_and_the_even_pace() {
+        let per_kind = BTreeMap::from([(Kind::Txt2Img, (1500, 1500)), (Kind::Model, (10, 40))]);
+        let (window, paced) = estimate(&per_kind, 1200);
+        assert_eq!(window, Duration::from_millis(60_500));
+        assert_eq!(paced, Duration::from_secs(75));
+        assert_eq!(
+            describe_estimate((window, paced)),
+            "about 1m, or about 1m 15s paced evenly (after the API answers HTTP 429)"
+        );
+        // Within one allowance: no window to wait for; two allowances: one window.
+        let one = BTreeMap::from([(Kind::Txt2Img, (100, 100))]);
+        assert_eq!(estimate(&one, 100).0, Duration::ZERO);
+        assert_eq!(
+            describe_estimate(estimate(&one, 100)),
+            "under a minute, or about 1m paced evenly (after the API answers HTTP 429)"
+        );
+        let two = BTreeMap::from([(Kind::Txt2Img, (200, 200))]);
+        assert_eq!(estimate(&two, 100).0, Duration::from_millis(60_500));
+        let small = BTreeMap::from([(Kind::Txt2Img, (5, 20))]);
+        assert_eq!(describe_estimate(estimate(&small, 100)), "under a minute");
+    }
+}

@@ -1,6 +1,6 @@
 //! The HTTP client: one shared reqwest client (rustls, explicit timeouts), the credentials, and
 //! one attempt of a submission. Retrying is not done here but in `run`, through the rate limiter,
-//! so every attempt is paced and counted; `retry.rs` decides what an attempt's result means.
+//! so every attempt is counted by the limiter; `retry.rs` decides what an attempt's result means.
 
 pub mod retry;
 
