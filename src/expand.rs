@@ -232,8 +232,13 @@ pub fn request_id(job: &JobInfo, body: &Body, repeat: u32, run_id: Option<&str>)
         repeat,
         run_id,
     };
-    let bytes = serde_json::to_vec(&material).expect("ids serialize");
-    Uuid::new_v5(&NAMESPACE, &bytes)
+    // One buffer per thread: an id is hashed twice per request (validation, then the run).
+    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        serde_json::to_writer(&mut *buf, &material).expect("ids serialize");
+        Uuid::new_v5(&NAMESPACE, buf)
+    })
 }
 
 /// Render one request's fields and type them into a body. Problems name the field.

@@ -181,12 +181,11 @@ impl Wal {
     /// A group commit: the line is appended to the buffer, the task yields once so that the other
     /// submissions starting at the same moment append theirs, and the first to resume writes
     /// them all with one `write` (the others find their line already written).
-    pub async fn sent(&self, id: &Uuid, attempt: u32) -> io::Result<()> {
-        let line = format!("sent {id} {attempt} {}\n", now_rfc3339());
-        self.file
-            .lock()
-            .expect("wal lock")
-            .write_all(line.as_bytes())?;
+    pub async fn sent(&self, id: &Uuid, attempt: u32, at: &str) -> io::Result<()> {
+        {
+            let mut f = self.file.lock().expect("wal lock");
+            writeln!(f, "sent {id} {attempt} {at}")?;
+        }
         tokio::task::yield_now().await;
         self.file.lock().expect("wal lock").flush()
     }
@@ -331,14 +330,14 @@ impl Journal {
 
     /// Append an outcome row (aligned with the header) for the request at position `pos` of the
     /// expansion, and flush it (see [`Journal::flush`]).
-    pub fn record(&mut self, id: Uuid, pos: u32, row: &[String]) -> io::Result<()> {
+    pub fn record<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
         self.append(id, pos, row)?;
         self.flush()
     }
 
     /// Append an outcome row without writing it yet: outcomes that arrive together are written
     /// with one [`Journal::flush`], which the caller makes before it waits for anything else.
-    pub fn append(&mut self, id: Uuid, pos: u32, row: &[String]) -> io::Result<()> {
+    pub fn append<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
         let (offset, len) = self.writer.push(row)?;
         self.index.push(Slot {
             id,
@@ -452,9 +451,10 @@ impl Appender {
     }
 
     /// Encode a row; its offset and length in the file.
-    fn push(&mut self, row: &[String]) -> io::Result<(u64, u32)> {
+    fn push<S: AsRef<str>>(&mut self, row: &[S]) -> io::Result<(u64, u32)> {
         let start = self.csv().get_ref().len();
-        self.csv().write_record(row)?;
+        self.csv()
+            .write_record(row.iter().map(|f| f.as_ref().as_bytes()))?;
         self.csv().flush()?;
         let end = self.csv().get_ref().len();
         let len = u32::try_from(end - start)
@@ -715,7 +715,7 @@ mod tests {
         };
         // Fifty submissions starting together, as `buffer_unordered` starts them.
         futures::future::join_all(ids.iter().map(|id| async {
-            wal.sent(id, 1).await.unwrap();
+            wal.sent(id, 1, &now_rfc3339()).await.unwrap();
             check(id);
         }))
         .await;

@@ -61,9 +61,9 @@ pub fn init(format: LogFormat, verbosity: i8) {
 
 /// Text from outside (a prompt, an API message) made safe for a terminal and a log line: control
 /// characters, escape sequences included, are shown escaped.
-pub fn safe(text: &str) -> String {
+pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
-        return text.to_string();
+        return text.into();
     }
     text.chars().flat_map(char::escape_default).collect()
 }

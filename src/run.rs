@@ -21,6 +21,7 @@
 //! first SIGINT/SIGTERM sets `stop` (the same, exit 130); a second one drops what is in flight at
 //! once — their write-ahead entries make the next run record them `unknown`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -159,7 +160,7 @@ impl Ctx {
 async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
     let mut started = Instant::now();
     let mut out = Outcome {
-        submitted_at: journal::now_rfc3339(),
+        submitted_at: String::new(),
         request,
         pos,
         status: None,
@@ -181,6 +182,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
         Ok(b) => b,
         Err(e) => {
             out.status = Some(Status::Failed);
+            out.submitted_at = journal::now_rfc3339();
             out.message = format!("cannot read a local image: {e}");
             return out;
         }
@@ -201,13 +203,15 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             break;
         }
         out.attempts += 1;
-        if let Err(e) = ctx.wal.sent(&out.request.id, out.attempts).await {
+        let at = journal::now_rfc3339();
+        if let Err(e) = ctx.wal.sent(&out.request.id, out.attempts, &at).await {
             out.status = Some(Status::Failed);
+            out.submitted_at = at;
             out.message = format!("cannot write the write-ahead log: {e}");
             break;
         }
         if out.attempts == 1 {
-            out.submitted_at = journal::now_rfc3339();
+            out.submitted_at = at;
             started = Instant::now();
         }
         let attempt = ctx.client.submit(kind, &body).await;
@@ -229,7 +233,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             out.http_status = None;
             out.code = None;
         }
-        let verdict = retry::classify(&attempt);
+        let verdict = retry::classify(attempt);
         tracing::debug!(
             request_id = %out.request.id,
             job = %out.request.job.id,
@@ -239,6 +243,12 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             "{}",
             crate::logging::safe(&format!("{verdict:?}"))
         );
+        // The last attempt's status decides: unknown stays unknown, transient becomes failed.
+        let last = if matches!(verdict, Verdict::Unknown { .. }) {
+            Status::Unknown
+        } else {
+            Status::Failed
+        };
         let (retry_after, terminal) = match verdict {
             Verdict::Submitted {
                 task_id,
@@ -287,12 +297,6 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             out.status = Some(status);
             break;
         }
-        // The last attempt's status decides: unknown stays unknown, transient becomes failed.
-        let last = if matches!(retry::classify(&attempt), Verdict::Unknown { .. }) {
-            Status::Unknown
-        } else {
-            Status::Failed
-        };
         if out.attempts >= ctx.max_attempts {
             out.status = Some(last);
             break;
@@ -337,45 +341,49 @@ pub fn header(manifests: &[Manifest]) -> Vec<String> {
 }
 
 /// A request's parameters as shown in the results: never base64.
-pub fn params(body: &Body) -> [String; 12] {
-    let mut p: [String; 12] = Default::default();
-    let mut set = |f: Field, v: String| {
+pub fn params(body: &Body) -> [Cow<'_, str>; 12] {
+    fn show(r: &ImageRef) -> Cow<'_, str> {
+        match r {
+            ImageRef::Inline(d) => format!("(inline base64, {} bytes)", d.len()).into(),
+            other => other.shown().to_string().into(),
+        }
+    }
+    fn num(n: Option<i64>) -> Cow<'static, str> {
+        n.map(|n| n.to_string().into()).unwrap_or_default()
+    }
+    fn opt(s: &Option<String>) -> Cow<'_, str> {
+        s.as_deref().unwrap_or_default().into()
+    }
+    let mut p: [Cow<'_, str>; 12] = Default::default();
+    let mut set = |f: Field, v| {
         let i = Field::ALL.iter().position(|x| *x == f).expect("field");
         p[i] = v;
     };
-    let show = |r: &ImageRef| match r {
-        ImageRef::Inline(d) => format!("(inline base64, {} bytes)", d.len()),
-        other => other.shown().to_string(),
-    };
-    let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
     match body {
         Body::Txt2Img(b) => {
-            set(Field::Prompt, b.prompt.clone());
-            set(
-                Field::NegativePrompt,
-                b.negative_prompt.clone().unwrap_or_default(),
-            );
+            set(Field::Prompt, b.prompt.as_str().into());
+            set(Field::NegativePrompt, opt(&b.negative_prompt));
             set(Field::ImgCount, num(b.img_count));
-            set(Field::Version, b.version.clone().unwrap_or_default());
-            set(Field::Resolution, b.resolution.clone().unwrap_or_default());
-            set(Field::NotifyUrl, b.notify_url.clone().unwrap_or_default());
+            set(Field::Version, opt(&b.version));
+            set(Field::Resolution, opt(&b.resolution));
+            set(Field::NotifyUrl, opt(&b.notify_url));
         }
         Body::Model(b) => {
             set(Field::Image, show(&b.image));
             set(Field::Mask, b.mask.as_ref().map(show).unwrap_or_default());
             if let Some(t) = &b.template {
-                set(Field::HumanTemplateId, t.human_template_id.clone());
-                set(Field::SceneTemplateId, t.scene_template_id.clone());
+                set(Field::HumanTemplateId, t.human_template_id.as_str().into());
+                set(Field::SceneTemplateId, t.scene_template_id.as_str().into());
                 set(
                     Field::CustomHumanTemplate,
                     t.custom_human_template
-                        .map(|c| c.to_string())
+                        .map(|c| c.to_string().into())
                         .unwrap_or_default(),
                 );
             }
-            set(Field::Prompt, b.prompt.clone().unwrap_or_default());
+            set(Field::Prompt, opt(&b.prompt));
             set(Field::ImageCount, num(b.image_count));
-            set(Field::NotifyUrl, b.notify_url.clone().unwrap_or_default());
+            set(Field::NotifyUrl, opt(&b.notify_url));
         }
     }
     p
@@ -384,70 +392,74 @@ pub fn params(body: &Body) -> [String; 12] {
 /// Builds result rows aligned with the header.
 struct Rows {
     width: usize,
-    columns: HashMap<String, usize>,
+    /// Column of each `var.<name>` and `meta.<name>`, by the bare name.
+    vars: HashMap<String, usize>,
+    meta: HashMap<String, usize>,
 }
 
 impl Rows {
     fn new(header: &[String]) -> Rows {
-        Rows {
-            width: header.len(),
-            columns: header
+        let by_prefix = |prefix: &str| {
+            header
                 .iter()
                 .enumerate()
-                .map(|(i, h)| (h.clone(), i))
-                .collect(),
+                .filter_map(|(i, h)| Some((h.strip_prefix(prefix)?.to_string(), i)))
+                .collect()
+        };
+        Rows {
+            width: header.len(),
+            vars: by_prefix("var."),
+            meta: by_prefix("meta."),
         }
     }
 
+    /// A row aligned with the header, borrowing what it can from the request and the outcome.
     #[allow(clippy::too_many_arguments)]
-    fn row(
+    fn row<'a>(
         &self,
-        r: &Request,
+        r: &'a Request,
         status: Status,
-        task_id: &str,
+        task_id: &'a str,
         sub_task_ids: &[String],
         attempts: u32,
         http_status: Option<u16>,
         code: Option<i64>,
-        message: &str,
-        submitted_at: &str,
+        message: &'a str,
+        submitted_at: &'a str,
         elapsed_ms: Option<u128>,
-    ) -> Vec<String> {
-        let mut row = vec![String::new(); self.width];
-        let leading = [
-            r.id.to_string(),
-            r.job.id.clone(),
-            r.body.kind().as_str().to_string(),
-            status.as_str().to_string(),
-            task_id.to_string(),
-            sub_task_ids.join(";"),
-            attempts.to_string(),
-            http_status.map(|s| s.to_string()).unwrap_or_default(),
-            code.map(|c| c.to_string()).unwrap_or_default(),
+    ) -> Vec<Cow<'a, str>> {
+        let mut row: Vec<Cow<'a, str>> = Vec::with_capacity(self.width);
+        let some = |v: Option<String>| -> Cow<'a, str> { v.map(Cow::from).unwrap_or_default() };
+        row.extend([
+            r.id.to_string().into(),
+            r.job.id.as_str().into(),
+            r.body.kind().as_str().into(),
+            status.as_str().into(),
+            task_id.into(),
+            sub_task_ids.join(";").into(),
+            attempts.to_string().into(),
+            some(http_status.map(|s| s.to_string())),
+            some(code.map(|c| c.to_string())),
             crate::logging::safe(message),
-            submitted_at.to_string(),
-            elapsed_ms.map(|e| e.to_string()).unwrap_or_default(),
-        ];
-        for (i, v) in leading.into_iter().enumerate() {
-            row[i] = v;
-        }
-        for (i, v) in params(&r.body).into_iter().enumerate() {
-            row[journal::LEADING.len() + i] = v;
-        }
+            submitted_at.into(),
+            some(elapsed_ms.map(|e| e.to_string())),
+        ]);
+        row.extend(params(&r.body));
+        row.resize(self.width, Cow::Borrowed(""));
         for (name, value) in r.job.vars.iter().zip(&r.vars) {
-            if let Some(&i) = self.columns.get(&format!("var.{name}")) {
-                row[i] = value.to_string();
+            if let Some(&i) = self.vars.get(name.as_str()) {
+                row[i] = Cow::Borrowed(value);
             }
         }
         for (name, value) in r.job.meta.iter().zip(&r.meta) {
-            if let Some(&i) = self.columns.get(&format!("meta.{name}")) {
-                row[i] = value.clone();
+            if let Some(&i) = self.meta.get(name.as_str()) {
+                row[i] = Cow::Borrowed(value);
             }
         }
         row
     }
 
-    fn outcome(&self, o: &Outcome, status: Status) -> Vec<String> {
+    fn outcome<'a>(&self, o: &'a Outcome, status: Status) -> Vec<Cow<'a, str>> {
         self.row(
             &o.request,
             status,
@@ -548,9 +560,22 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         journal.place(&request.id, pos);
         if let Some(o) = orphans.get(&request.id) {
             if !args.dry_run {
-                let row = rows.row(&request, Status::Unknown, "", &[], o.attempt, None, None,
-                    &format!("the run stopped while this request was in flight (attempt {} sent at {}); the task may exist", o.attempt, o.sent_at),
-                    &o.sent_at, None);
+                let message = format!(
+                    "the run stopped while this request was in flight (attempt {} sent at {}); the task may exist",
+                    o.attempt, o.sent_at
+                );
+                let row = rows.row(
+                    &request,
+                    Status::Unknown,
+                    "",
+                    &[],
+                    o.attempt,
+                    None,
+                    None,
+                    &message,
+                    &o.sent_at,
+                    None,
+                );
                 journal.record(request.id, pos, &row).map_err(unwritable)?;
             }
             tracing::warn!(request_id = %request.id, job = %request.job.id, "request {} was in flight when an earlier run stopped: recorded `unknown` (resend with --retry-unknown)", request.id);
@@ -663,7 +688,7 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
                     }
                 }
                 journal.flush().map_err(unwritable)?;
-                progress.inc(&counts);
+                progress.update(&counts);
                 if finished {
                     break;
                 }
@@ -831,9 +856,10 @@ impl Progress {
         self.bar.is_none()
     }
 
-    fn inc(&self, counts: &BTreeMap<Status, u64>) {
+    /// Show the counts so far (several outcomes may have finished together).
+    fn update(&self, counts: &BTreeMap<Status, u64>) {
         if let Some(b) = &self.bar {
-            b.inc(1);
+            b.set_position(counts.values().sum());
             b.set_message(describe_counts(counts));
         }
     }

@@ -35,52 +35,52 @@ pub enum Verdict {
     Unknown { reason: String },
 }
 
-/// Classify one attempt.
-pub fn classify(attempt: &Attempt) -> Verdict {
+/// Classify one attempt (taking it: its strings move into the verdict).
+pub fn classify(attempt: Attempt) -> Verdict {
     match attempt {
         Attempt::NotSent(reason) => Verdict::Retry {
-            reason: reason.clone(),
+            reason,
             retry_after: None,
         },
-        Attempt::NoAnswer(reason) => Verdict::Unknown {
-            reason: reason.clone(),
-        },
+        Attempt::NoAnswer(reason) => Verdict::Unknown { reason },
         Attempt::Answered {
             status,
             retry_after,
             envelope,
         } => {
-            let message = || match envelope {
-                Ok(e) => e.message.clone(),
-                Err(m) => m.clone(),
-            };
-            match *status {
+            let code = envelope.as_ref().ok().map(|e| e.code);
+            let message =
+                |envelope: Result<super::Envelope<super::Submitted>, String>| match envelope {
+                    Ok(e) => e.message,
+                    Err(m) => m,
+                };
+            match status {
                 401 | 403 => Verdict::Unauthorized {
-                    message: format!("HTTP {status}: {}", message()),
+                    message: format!("HTTP {status}: {}", message(envelope)),
                 },
                 408 | 429 | 500..=599 => Verdict::Retry {
-                    reason: format!("HTTP {status}: {}", message()),
-                    retry_after: *retry_after,
+                    reason: format!("HTTP {status}: {}", message(envelope)),
+                    retry_after,
                 },
                 200..=299 => match envelope {
                     Ok(e) if e.code != 0 => Verdict::Rejected {
                         code: Some(e.code),
-                        message: e.message.clone(),
+                        message: e.message,
                     },
-                    Ok(e) => match &e.result {
+                    Ok(e) => match e.result {
                         Some(r) if !r.task_id.is_empty() => Verdict::Submitted {
-                            task_id: r.task_id.clone(),
-                            sub_task_ids: r.sub_task_ids.clone(),
+                            task_id: r.task_id,
+                            sub_task_ids: r.sub_task_ids,
                         },
                         _ => Verdict::Unknown {
                             reason: "the API answered success without a task id".into(),
                         },
                     },
-                    Err(m) => Verdict::Unknown { reason: m.clone() },
+                    Err(m) => Verdict::Unknown { reason: m },
                 },
                 _ => Verdict::Rejected {
-                    code: envelope.as_ref().ok().map(|e| e.code),
-                    message: format!("HTTP {status}: {}", message()),
+                    code,
+                    message: format!("HTTP {status}: {}", message(envelope)),
                 },
             }
         }
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn success_with_task_id_is_submitted() {
         assert_eq!(
-            classify(&answered(200, env(0, Some("t1")))),
+            classify(answered(200, env(0, Some("t1")))),
             Verdict::Submitted {
                 task_id: "t1".into(),
                 sub_task_ids: vec!["t1-0".into()]
@@ -156,11 +156,11 @@ mod tests {
     #[test]
     fn success_without_task_id_or_unreadable_is_unknown() {
         assert!(matches!(
-            classify(&answered(200, env(0, None))),
+            classify(answered(200, env(0, None))),
             Verdict::Unknown { .. }
         ));
         assert!(matches!(
-            classify(&answered(200, Err("html".into()))),
+            classify(answered(200, Err("html".into()))),
             Verdict::Unknown { .. }
         ));
     }
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn business_error_is_rejected_with_code() {
         assert_eq!(
-            classify(&answered(200, env(1001, None))),
+            classify(answered(200, env(1001, None))),
             Verdict::Rejected {
                 code: Some(1001),
                 message: "bad resolution".into()
@@ -181,7 +181,7 @@ mod tests {
         for s in [401, 403] {
             assert!(
                 matches!(
-                    classify(&answered(s, env(1, None))),
+                    classify(answered(s, env(1, None))),
                     Verdict::Unauthorized { .. }
                 ),
                 "{s}"
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn transient_statuses_retry_with_retry_after() {
         for s in [408, 429, 500, 502, 503, 504] {
-            match classify(&answered(s, Err("x".into()))) {
+            match classify(answered(s, Err("x".into()))) {
                 Verdict::Retry { retry_after, .. } => {
                     assert_eq!(retry_after, Some(Duration::from_secs(3)))
                 }
@@ -206,7 +206,7 @@ mod tests {
         for s in [400, 404, 409, 413, 422, 301] {
             assert!(
                 matches!(
-                    classify(&answered(s, Err("x".into()))),
+                    classify(answered(s, Err("x".into()))),
                     Verdict::Rejected { .. }
                 ),
                 "{s}"
@@ -217,11 +217,11 @@ mod tests {
     #[test]
     fn transport_errors() {
         assert!(matches!(
-            classify(&Attempt::NotSent("refused".into())),
+            classify(Attempt::NotSent("refused".into())),
             Verdict::Retry { .. }
         ));
         assert!(matches!(
-            classify(&Attempt::NoAnswer("timeout".into())),
+            classify(Attempt::NoAnswer("timeout".into())),
             Verdict::Unknown { .. }
         ));
     }

@@ -231,12 +231,12 @@ pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
             Verdict::Refused(message) => {
                 return Polled::Refused {
                     task: p.task,
-                    message: crate::logging::safe(&message),
+                    message: crate::logging::safe(&message).into_owned(),
                 };
             }
             Verdict::Unauthorized(message) => {
                 return Polled::Unauthorized {
-                    message: crate::logging::safe(&message),
+                    message: crate::logging::safe(&message).into_owned(),
                 };
             }
             Verdict::Retry {
@@ -282,7 +282,7 @@ pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
                     Some(rel) => File::Present(rel),
                     None => match download(&ctx, url, &stem).await {
                         Ok(rel) => File::Downloaded(rel),
-                        Err(e) => File::Failed(crate::logging::safe(&e)),
+                        Err(e) => File::Failed(crate::logging::safe(&e).into_owned()),
                     },
                 }
             }
@@ -296,7 +296,7 @@ pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
             index,
             status,
             url,
-            description: crate::logging::safe(r.description.as_deref().unwrap_or("")),
+            description: crate::logging::safe(r.description.as_deref().unwrap_or("")).into_owned(),
             file,
         });
     }
