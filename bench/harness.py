@@ -36,7 +36,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 PEERS = os.path.join(HERE, "peers")
 TOKEN = "bench-token"
-TOOLS = {"hb": "hidream-batch", "py": "asyncio peer", "xargs": "xargs+curl peer", "wrk": "wrk"}
+TOOLS = {"hb": "hidream-batch", "py": "asyncio peer", "xargs": "xargs+curl peer", "wrk": "wrk",
+         "oha": "oha"}
+# Load generators: the physical limit of the overhead-bound scenario, not peers.
+LIMITS = ("wrk", "oha")
 
 FIELDS = [
     "scenario", "tool", "rep", "requests", "images", "concurrency", "rate", "wall_s", "user_s",
@@ -81,7 +84,7 @@ def scenarios(quick: bool):
              manifest=("txt2img", 5000 if q else 20000, "one"),
              # A curl process per request costs ~12 ms of CPU here: 20,000 would take ~5 min per
              # repetition, so xargs submits the first tenth (its requests/s is what compares).
-             subset={"xargs": 500 if q else 2000}, tools=["hb", "py", "xargs", "wrk"]),
+             subset={"xargs": 500 if q else 2000}, tools=["hb", "py", "xargs", "wrk", "oha"]),
         dict(name="faults", title="Faults: 10% HTTP 500, 5% HTTP 429 (Retry-After: 1), "
              "1% connections dropped after the task was created",
              sim=["--latency", "20ms..60ms", "--error-rate", "0.10", "--throttle-rate", "0.05",
@@ -328,7 +331,9 @@ def run_tool(tool, sc, inputs, binary, sim, work, log):
         cmd = ["bash", os.path.join(PEERS, "submit_xargs.sh"), jsonl, out, conc, "5"]
     else:
         raise ValueError(tool)
-    m = measure(cmd, env, log)
+    # Only xargs spreads its work over processes; for the others /usr/bin/time's peak RSS is the
+    # tree's, and a sampler would take CPU from the tool measured.
+    m = measure(cmd, env, log, sample=tool == "xargs")
     counts = outcomes_xargs(out) if tool == "xargs" else outcomes_hb_or_py(out)
     m["completed"] = counts.get("submitted", 0)
     m["outcomes"] = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
@@ -338,13 +343,15 @@ def run_tool(tool, sc, inputs, binary, sim, work, log):
     return m
 
 
+BENCH_BODY = json.dumps({"prompt": "studio photo of a leather bag on a marble table",
+                         "img_count": 1, "resolution": "1024*1024"})
+
+
 def run_wrk(sc, sim, work, log, seconds):
     lua = os.path.join(work, "post.lua")
-    body = json.dumps({"prompt": "studio photo of a leather bag on a marble table",
-                       "img_count": 1, "resolution": "1024*1024"})
     with open(lua, "w") as f:
         f.write('wrk.method = "POST"\n'
-                f"wrk.body = '{body}'\n"
+                f"wrk.body = '{BENCH_BODY}'\n"
                 'wrk.headers["Content-Type"] = "application/json"\n'
                 f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n')
     url = sim.url + "/api-pub/gw/v3/image/txt2img/async"
@@ -357,6 +364,25 @@ def run_wrk(sc, sim, work, log, seconds):
     for line in r.stdout.splitlines():
         if line.startswith("Requests/sec:"):
             rps = float(line.split()[1])
+    return dict(wall_s=wall, req_per_s=rps, exit_code=r.returncode)
+
+
+def run_oha(sc, sim, log, seconds):
+    """oha (Rust, tokio + hyper: the same stack as hidream-batch) on the same endpoint."""
+    url = sim.url + "/api-pub/gw/v3/image/txt2img/async"
+    t0 = time.monotonic()
+    r = subprocess.run([shutil.which("oha"), "-z", f"{seconds}s", "-c", str(sc["conc"]),
+                        "--no-tui", "--output-format", "json", "-m", "POST",
+                        "-H", "Content-Type: application/json",
+                        "-H", f"Authorization: Bearer {TOKEN}", "-d", BENCH_BODY, url],
+                       capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    log.write(r.stderr.encode())
+    try:
+        rps = float(json.loads(r.stdout)["summary"]["requestsPerSec"])
+    except (ValueError, KeyError, TypeError):
+        log.write(r.stdout.encode())
+        rps = 0.0
     return dict(wall_s=wall, req_per_s=rps, exit_code=r.returncode)
 
 
@@ -399,6 +425,7 @@ def machine():
         "aiohttp": aio,
         "curl": version(["curl", "--version"]),
         "wrk": version(["wrk", "--version"]) if shutil.which("wrk") else "not installed",
+        "oha": version(["oha", "--version"]) if shutil.which("oha") else "not installed",
         "load_before": os.getloadavg()[0],
     }
 
@@ -430,7 +457,7 @@ def main():
     meta.update(mode="quick" if args.quick else "full", reps=reps,
                 hb_version=subprocess.run([binary, "--version"], capture_output=True,
                                           text=True).stdout.strip())
-    have_wrk = shutil.which("wrk") is not None
+    have = {t: shutil.which(t) is not None for t in LIMITS}
 
     work = tempfile.mkdtemp(prefix="hb-bench.")
     log_path = os.path.join(work, "bench.log")
@@ -460,7 +487,7 @@ def main():
                 head_lines(jsonl, p, k)
                 inputs["jsonl_sub"][tool] = p
                 sub_n[tool] = k
-            tools = [t for t in sc["tools"] if t != "wrk" or have_wrk]
+            tools = [t for t in sc["tools"] if t not in LIMITS or have[t]]
             sc_reps = min(reps, sc.get("reps", reps))
             print(f"== {sc['name']}: {n} requests, {images} images; {sc_reps} rep(s) of "
                   f"{', '.join(tools)}", flush=True)
@@ -470,6 +497,8 @@ def main():
                     try:
                         if tool == "wrk":
                             m = run_wrk(sc, sim, d, log, 5 if args.quick else 10)
+                        elif tool == "oha":
+                            m = run_oha(sc, sim, log, 5 if args.quick else 10)
                         else:
                             m = run_tool(tool, sc, inputs, binary, sim, d, log)
                         st = sim.stats()
@@ -481,10 +510,10 @@ def main():
                                images=tool_images, concurrency=sc["conc"], rate=sc["rate"],
                                note="")
                     row.update(m)
-                    if tool == "wrk":
+                    if tool in LIMITS:
                         row["requests"] = st["submitted"]
                         row["completed"] = st["accepted"]
-                        row["note"] = "wrk -t2, one body repeated"
+                        row["note"] = ("wrk -t2" if tool == "wrk" else "oha") + ", one body repeated"
                     else:
                         row["req_per_s"] = row["completed"] / row["wall_s"]
                     if sc["rate"] or sc["name"] == "latency":
@@ -601,11 +630,13 @@ def report(rows, meta):
            f"**Machine:** {meta['cpus']} CPUs ({meta['cpu_model']}), {meta['memory_gib']} GiB RAM, "
            f"Linux {meta['kernel']}; load average {meta['load_before']:.2f} before, "
            f"{meta.get('load_after', 0):.2f} after. {meta['hb_version']}; Python {meta['python']}"
-           f" + aiohttp {meta['aiohttp']}; {meta['curl'].split(' (')[0]}; {meta['wrk'].split(' [')[0]}."
+           f" + aiohttp {meta['aiohttp']}; {meta['curl'].split(' (')[0]}; {meta['wrk'].split(' [')[0]}; "
+           f"{meta.get('oha', 'oha not installed')}."
            " Clients and simulator share the machine.", ""]
     md += ["Peak RSS is the largest single process (`/usr/bin/time` %M); *tree RSS* is the sampled "
            "peak of the sum over the tool's process tree (what xargs really holds: a curl per "
-           "request in flight). CPU is user + system seconds of the client (the simulator not "
+           "request in flight; sampled every 100 ms for xargs only: hidream-batch and the asyncio peer "
+           "are one process each, so theirs is their peak RSS). CPU is user + system seconds of the client (the simulator not "
            "included). *Attempts*, *429*, *500*, *dups* are counted by the simulator.", ""]
     md += ["| scenario | tool | requests | wall s | req/s | vs ideal | CPU s | peak RSS MB | "
            "tree RSS MB | completed | attempts | 429 | 500 | dups | hb / peer |",
@@ -613,21 +644,21 @@ def report(rows, meta):
     for sc in order:
         if sc not in by_sc:
             continue
-        tools = [t for t in ("hb", "py", "xargs", "wrk") if t in by_sc[sc]]
+        tools = [t for t in ("hb", "py", "xargs", *LIMITS) if t in by_sc[sc]]
         for t in tools:
             g = lambda k, t=t: med(rows, sc, t, k)  # noqa: E731
             ideal = g("ideal_s")
             vs_ideal = "–"
-            if ideal and t != "wrk":
+            if ideal and t not in LIMITS:
                 vs_ideal = f"{ideal / g('wall_s'):.2f} of ideal ({ideal:.2f} s)"
             cmp = ""
             if t != "hb":
                 hb = lambda k: med(rows, sc, "hb", k)  # noqa: E731
-                if sc in ("latency", "overhead") and t != "wrk":
+                if sc in ("latency", "overhead") and t not in LIMITS:
                     cmp = (f"req/s {ratio(hb('req_per_s'), g('req_per_s'))}, "
                            f"CPU {ratio(hb('cpu_s'), g('cpu_s'))}, "
                            f"RSS {ratio(hb('peak_rss_mb'), g('tree_rss_mb'))}")
-                elif t == "wrk":
+                elif t in LIMITS:
                     cmp = f"req/s {ratio(hb('req_per_s'), g('req_per_s'))}"
                 elif sc.startswith("rate"):
                     cmp = f"wall {ratio(hb('wall_s'), g('wall_s'))}"
@@ -642,8 +673,8 @@ def report(rows, meta):
             dups = fmt(g("duplicates"))
             if len(set(per_run)) > 1:
                 dups += f" (runs: {'/'.join(str(v) for v in per_run)})"
-            if t == "wrk":
-                md.append(f"| {sc} | wrk (64 conns, 10 s) | {fmt(reqs)} | {fmt(g('wall_s'))} | "
+            if t in LIMITS:
+                md.append(f"| {sc} | {t} (64 conns, 10 s) | {fmt(reqs)} | {fmt(g('wall_s'))} | "
                           f"{fmt(g('req_per_s'), 0)} | physical limit | – | – | – | – | – | "
                           f"{fmt(g('http_429'))} | – | – | {cmp} |")
                 continue
@@ -742,11 +773,12 @@ def targets(rows):
                  f"saw in a minute: {g(sc, 'hb', 'max_images_per_minute'):.0f}")
     if "overhead" in have:
         hb, py = g("overhead", "hb", "req_per_s"), g("overhead", "py", "req_per_s")
-        wrk = g("overhead", "wrk", "req_per_s")
         rss, pyrss = g("overhead", "hb", "peak_rss_mb"), g("overhead", "py", "peak_rss_mb")
-        if wrk:
-            line(hb >= 0.5 * wrk, f"overhead-bound ≥ 50% of wrk: {hb:,.0f} vs {wrk:,.0f} req/s "
-                 f"({hb / wrk:.0%})")
+        for t in LIMITS:
+            lim = g("overhead", t, "req_per_s")
+            if lim:
+                line(hb >= 0.5 * lim, f"overhead-bound ≥ 50% of {t}: {hb:,.0f} vs {lim:,.0f} req/s "
+                     f"({hb / lim:.0%})")
         line(rss <= 64, f"overhead-bound peak RSS ≤ 64 MB: {rss:.1f} MB")
         line(hb >= 2 * py, f"overhead-bound ≥ 2× the Python peer's req/s: {hb:,.0f} vs "
              f"{py:,.0f} ({hb / py:.1f}×)")
@@ -815,7 +847,8 @@ def chart(rows, meta, order):
     except ImportError:
         print("matplotlib missing: no chart", file=sys.stderr)
         return
-    colors = {"hb": "#1f77b4", "py": "#ff7f0e", "xargs": "#2ca02c", "wrk": "#7f7f7f"}
+    colors = {"hb": "#1f77b4", "py": "#ff7f0e", "xargs": "#2ca02c", "wrk": "#7f7f7f",
+              "oha": "#bcbcbc"}
     have = {r["scenario"] for r in rows}
     panels = []
     if "latency" in have:
@@ -853,7 +886,7 @@ def chart(rows, meta, order):
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (sc, key, title, ref, log) in zip(axes.flat, panels):
-        tools = [t for t in ("hb", "py", "xargs", "wrk") if med(rows, sc, t, key) is not None]
+        tools = [t for t in ("hb", "py", "xargs", *LIMITS) if med(rows, sc, t, key) is not None]
         if key == "duplicates":  # rare events: the sum says more than the median
             vals = [sum(r[key] for r in rows if r["scenario"] == sc and r["tool"] == t)
                     for t in tools]

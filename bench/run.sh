@@ -24,11 +24,18 @@ if ! python3 -c 'import aiohttp, matplotlib' 2>/dev/null; then
   echo "installing aiohttp and matplotlib (pip)..." >&2
   python3 -m pip install --quiet aiohttp matplotlib
 fi
-# The physical limit (overhead-bound scenario) and the xargs peer's tools.
+# The physical limit (overhead-bound scenario: wrk) and the xargs peer's tools.
 if ! command -v wrk > /dev/null; then
   echo "installing wrk (apt-get)..." >&2
   { apt-get update -qq && apt-get install -y -qq wrk; } > /dev/null 2>&1 ||
     echo "warning: wrk could not be installed; the overhead-bound scenario runs without it" >&2
+fi
+# oha (Rust, tokio + hyper: the stack hidream-batch uses) is the second physical limit.
+export PATH="$target/bench-tools/bin:$PATH"
+if [[ " $* " != *" --chart-only "* ]] && ! command -v oha > /dev/null; then
+  echo "installing oha (cargo install; takes minutes the first time)..." >&2
+  cargo install oha --locked --quiet --root "$target/bench-tools" ||
+    echo "warning: oha could not be installed; the overhead-bound scenario runs without it" >&2
 fi
 for tool in curl awk xargs /usr/bin/time; do
   command -v "$tool" > /dev/null || { echo "error: $tool is required" >&2; exit 2; }
