@@ -367,11 +367,13 @@ def run_wrk(sc, sim, work, log, seconds):
     return dict(wall_s=wall, req_per_s=rps, exit_code=r.returncode)
 
 
-def run_oha(sc, sim, log, seconds):
-    """oha (Rust, tokio + hyper: the same stack as hidream-batch) on the same endpoint."""
+def run_oha(sc, sim, log, requests):
+    """oha (Rust, tokio + hyper: the stack hidream-batch uses) on the same endpoint, for the same
+    number of requests as hidream-batch, measured as hidream-batch is: the whole process, from a
+    fresh simulator. (wrk measures a 10 s steady state instead.)"""
     url = sim.url + "/api-pub/gw/v3/image/txt2img/async"
     t0 = time.monotonic()
-    r = subprocess.run([shutil.which("oha"), "-z", f"{seconds}s", "-c", str(sc["conc"]),
+    r = subprocess.run([shutil.which("oha"), "-n", str(requests), "-c", str(sc["conc"]),
                         "--no-tui", "--output-format", "json", "-m", "POST",
                         "-H", "Content-Type: application/json",
                         "-H", f"Authorization: Bearer {TOKEN}", "-d", BENCH_BODY, url],
@@ -379,10 +381,12 @@ def run_oha(sc, sim, log, seconds):
     wall = time.monotonic() - t0
     log.write(r.stderr.encode())
     try:
-        rps = float(json.loads(r.stdout)["summary"]["requestsPerSec"])
+        own = float(json.loads(r.stdout)["summary"]["requestsPerSec"])
     except (ValueError, KeyError, TypeError):
         log.write(r.stdout.encode())
-        rps = 0.0
+        own = 0.0
+    rps = requests / wall if own else 0.0
+    log.write(f"oha: {own:.0f} req/s by its own clock, {rps:.0f} whole process\n".encode())
     return dict(wall_s=wall, req_per_s=rps, exit_code=r.returncode)
 
 
@@ -498,7 +502,7 @@ def main():
                         if tool == "wrk":
                             m = run_wrk(sc, sim, d, log, 5 if args.quick else 10)
                         elif tool == "oha":
-                            m = run_oha(sc, sim, log, 5 if args.quick else 10)
+                            m = run_oha(sc, sim, log, n)
                         else:
                             m = run_tool(tool, sc, inputs, binary, sim, d, log)
                         st = sim.stats()
@@ -513,7 +517,8 @@ def main():
                     if tool in LIMITS:
                         row["requests"] = st["submitted"]
                         row["completed"] = st["accepted"]
-                        row["note"] = ("wrk -t2" if tool == "wrk" else "oha") + ", one body repeated"
+                        row["note"] = ("wrk -t2, 10 s" if tool == "wrk" else
+                                       f"oha -n {n}, whole process") + ", one body repeated"
                     else:
                         row["req_per_s"] = row["completed"] / row["wall_s"]
                     if sc["rate"] or sc["name"] == "latency":
@@ -674,7 +679,8 @@ def report(rows, meta):
             if len(set(per_run)) > 1:
                 dups += f" (runs: {'/'.join(str(v) for v in per_run)})"
             if t in LIMITS:
-                md.append(f"| {sc} | {t} (64 conns, 10 s) | {fmt(reqs)} | {fmt(g('wall_s'))} | "
+                how = "10 s" if t == "wrk" else f"{fmt(reqs)} requests, whole process"
+                md.append(f"| {sc} | {t} (64 conns, {how}) | {fmt(reqs)} | {fmt(g('wall_s'))} | "
                           f"{fmt(g('req_per_s'), 0)} | physical limit | – | – | – | – | – | "
                           f"{fmt(g('http_429'))} | – | – | {cmp} |")
                 continue
@@ -777,8 +783,10 @@ def targets(rows):
         for t in LIMITS:
             lim = g("overhead", t, "req_per_s")
             if lim:
-                line(hb >= 0.5 * lim, f"overhead-bound ≥ 50% of {t}: {hb:,.0f} vs {lim:,.0f} req/s "
-                     f"({hb / lim:.0%})")
+                how = ("a 10 s steady state" if t == "wrk" else
+                       "the same requests, whole process, as hidream-batch is measured")
+                line(hb >= 0.5 * lim, f"overhead-bound ≥ 50% of {t} ({how}): {hb:,.0f} vs "
+                     f"{lim:,.0f} req/s ({hb / lim:.0%})")
         line(rss <= 64, f"overhead-bound peak RSS ≤ 64 MB: {rss:.1f} MB")
         line(hb >= 2 * py, f"overhead-bound ≥ 2× the Python peer's req/s: {hb:,.0f} vs "
              f"{py:,.0f} ({hb / py:.1f}×)")
