@@ -5,12 +5,12 @@
 //! - **the window**, always: a log of the last minute's attempts keeps every 60-second window at
 //!   or under the rate, exactly, with mixed image counts. Within that bound attempts go as soon as
 //!   `--concurrency` lets them: a run smaller than a minute's allowance is not made to wait.
-//! - **pacing**, once the endpoint has answered HTTP 429: attempts are then also spaced by their
-//!   image count × 60 s / rate, for the rest of the run. A server that counts a rolling or fixed
-//!   minute accepts what the window lets through; a gateway that enforces the rate as a steady
-//!   flow (nginx's `limit_req`) refuses the first burst, and from its first 429 on it gets the
-//!   even flow it accepts. `collect`'s queries are paced from the start ([`Limiter::even`]):
-//!   polling gains nothing from a burst.
+//! - **pacing**, once the endpoint has answered HTTP 429: an attempt then also waits for its own
+//!   image count × 60 s / rate after the attempt before it, for the rest of the run. A server
+//!   that counts a rolling or fixed minute accepts what the window lets through; a gateway that
+//!   enforces the rate as a steady flow (nginx's `limit_req`) refuses the first burst, and from
+//!   its first 429 on it gets the even flow it accepts. `collect`'s queries are paced from the
+//!   start ([`Limiter::even`]): polling gains nothing from a burst.
 //!
 //! A token bucket (the `leaky-bucket` crate) was the first choice, but a full bucket lets a whole
 //! minute's allowance go at once and then refills during the same minute: up to twice the rate in
@@ -39,7 +39,8 @@ pub struct Limiter {
 
 #[derive(Debug)]
 struct State {
-    next: Option<Instant>,
+    /// When the last attempt went.
+    last: Option<Instant>,
     log: VecDeque<(Instant, u32)>,
     in_window: u64,
 }
@@ -61,7 +62,7 @@ impl Limiter {
             per_minute: per_minute.max(1),
             paced: AtomicBool::new(paced),
             state: Mutex::new(State {
-                next: None,
+                last: None,
                 log: VecDeque::new(),
                 in_window: 0,
             }),
@@ -93,7 +94,13 @@ impl Limiter {
                     break;
                 }
             }
-            let mut wait_until = st.next.filter(|n| *n > now && self.is_paced());
+            // Paced: this attempt's images need their share of a minute since the last attempt
+            // (a steady-flow limit checks the room for the request it is given).
+            let spacing = Duration::from_secs(60) * images / self.per_minute;
+            let mut wait_until = st
+                .last
+                .map(|t| t + spacing)
+                .filter(|n| *n > now && self.is_paced());
             // A request bigger than the whole allowance goes alone in an empty window.
             let limit = u64::from(self.per_minute.max(images));
             if st.in_window + u64::from(images) > limit {
@@ -114,8 +121,7 @@ impl Limiter {
                 _ => {
                     st.log.push_back((now, images));
                     st.in_window += u64::from(images);
-                    let spacing = Duration::from_secs(60) * images / self.per_minute;
-                    st.next = Some(now + spacing);
+                    st.last = Some(now);
                     return;
                 }
             }
@@ -213,9 +219,10 @@ mod tests {
         assert!(!limiter.slow_down(), "later ones change nothing");
         for i in 1..=5u64 {
             limiter.acquire(2).await;
-            // Each 2-image attempt waits 2 s after the one before (the first after the burst's
-            // last 1-image attempt, 1 s).
-            assert_eq!(Instant::now() - start, Duration::from_secs(1 + 2 * (i - 1)));
+            // Each 2-image attempt waits for 2 images' share of a minute after the one before.
+            assert_eq!(Instant::now() - start, Duration::from_secs(2 * i));
         }
+        limiter.acquire(1).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(11));
     }
 }

@@ -188,6 +188,9 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
         }
     };
     let mut rng = fastrand::Rng::new();
+    // What the request is if it stops here: the last attempt's status decides (unknown stays
+    // unknown, transient becomes failed).
+    let mut last = Status::Failed;
     loop {
         if let Some(limiter) = ctx.limiters.get(&kind) {
             tokio::select! {
@@ -196,9 +199,10 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             }
         }
         if ctx.stopping() {
-            // Stopped before this attempt went out: a retry becomes `failed` (resent next run).
+            // Stopped before this attempt went out: a retry after a transient error becomes
+            // `failed` (resent next run); after an unknown outcome it stays `unknown`.
             if out.attempts > 0 {
-                out.status = Some(Status::Failed);
+                out.status = Some(last);
             }
             break;
         }
@@ -243,8 +247,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             "{}",
             crate::logging::safe(&format!("{verdict:?}"))
         );
-        // The last attempt's status decides: unknown stays unknown, transient becomes failed.
-        let last = if matches!(verdict, Verdict::Unknown { .. }) {
+        last = if matches!(verdict, Verdict::Unknown { .. }) {
             Status::Unknown
         } else {
             Status::Failed

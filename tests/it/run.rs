@@ -146,10 +146,10 @@ async fn the_images_per_minute_limit_holds_with_mixed_counts() {
         stats.http_429, 0,
         "the client never provokes the server's limit"
     );
-    assert!(stats.max_images_per_minute.txt2img <= 60);
-    // The images beyond the first minute's allowance waited for the window.
+    // The images beyond the first minute's allowance waited for the window (60.5 s), and no
+    // longer: an even pace would need 66 s before the last request.
     assert!(elapsed >= Duration::from_secs(60), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(90), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(64), "{elapsed:?}");
     assert!(!String::from_utf8_lossy(&o.stderr).contains("429"));
 }
 
@@ -165,21 +165,18 @@ async fn a_429_turns_the_burst_into_an_even_pace() {
     })
     .await;
     let scratch = txt2img_scratch("gateway", 30, &[1, 2, 4]);
-    let (o, elapsed) = run_at_rate(&sim, &scratch, 600).await;
+    let (o, _) = run_at_rate(&sim, &scratch, 600).await;
     let stats = sim.stats();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stats.accepted_images, 70);
     assert!(stats.http_429 >= 1, "the burst went beyond 10 images");
     // Only what was in flight when the first 429 came back is refused (without pacing: 40+).
     assert!(stats.http_429 <= 16, "{} × 429", stats.http_429);
-    // 70 images, of which at most 10 + 8 × 4 went before pacing began, at 10 a second.
-    assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
     assert_eq!(
         stderr.matches("answered HTTP 429; sending evenly").count(),
         1,
         "{stderr}"
     );
-    assert!(stats.max_images_per_minute.txt2img <= 600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -339,3 +339,37 @@ async fn json_logs_parse_line_by_line_and_never_hold_the_token() {
     assert!(!stderr.contains(TOKEN));
     assert!(!stderr.contains('\u{1b}'), "no ANSI colours off a terminal");
 }
+
+/// With `--retry-unknown`, a stop while the retry of an unknown attempt waits for the rate
+/// limiter leaves the request `unknown` (its task may exist), never `failed` (which the next run
+/// would resend without the flag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_an_unknown_waits_for_its_retry_keeps_it_unknown() {
+    let sim = simulator(SimConfig {
+        drop_after: 1.0,
+        ..quiet()
+    })
+    .await;
+    let (_dir, manifest, out) = txt2img_scratch("stop-unknown", 1, &[1]);
+    let mut args = run_args(&manifest, &sim.base_url(), &out, &["--retry-unknown"]);
+    // One image a minute: after the first attempt, the retry waits for the window.
+    let i = args.iter().position(|a| a == "--rate").unwrap();
+    args[i + 1] = "1".into();
+    let child = spawn(&args);
+    until("the first attempt dropped", || {
+        sim.stats().dropped_after >= 1
+    })
+    .await;
+    signal(&child, "-INT");
+    let o = wait(child).await;
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "unknown", "{rows:?}");
+    assert_eq!(sim.stats().submitted, 1, "sent once");
+}
