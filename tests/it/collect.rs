@@ -720,8 +720,7 @@ async fn queries_are_paced_by_the_rate_per_endpoint() {
     let out = dir.path().join("out");
     submit(&manifest, &sim.base_url(), &results).await;
     let mut args = collect_args(&sim.base_url(), &results, &out, &["--concurrency", "4"]);
-    let i = args.iter().position(|a| a == "--rate").unwrap();
-    args[i + 1] = "120".into(); // one query every 0.5 s
+    set_option(&mut args, "--rate", "120"); // one query every 0.5 s
     let started = Instant::now();
     let o = run_bin(args, vec![]).await;
     ok(&o, 0);

@@ -98,6 +98,15 @@ pub fn results(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
         .collect()
 }
 
+/// Change the value of an option already in `args` (e.g. `--rate` from [`run_args`]).
+pub fn set_option(args: &mut [String], name: &str, value: &str) {
+    let i = args
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("{name} in the arguments"));
+    args[i + 1] = value.to_string();
+}
+
 /// Arguments of `run` against `base` writing `out`, quick retries, no rate limit.
 pub fn run_args(manifest: &Path, base: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec![

@@ -114,8 +114,7 @@ async fn run_at_rate(
 ) -> (std::process::Output, Duration) {
     let (_, manifest, out) = scratch;
     let mut args = run_args(manifest, &sim.base_url(), out, &["--concurrency", "8"]);
-    let i = args.iter().position(|a| a == "--rate").unwrap();
-    args[i + 1] = rate.to_string();
+    set_option(&mut args, "--rate", &rate.to_string());
     let started = Instant::now();
     let o = run_bin(args, vec![]).await;
     let elapsed = started.elapsed();

@@ -353,8 +353,7 @@ async fn a_stop_while_an_unknown_waits_for_its_retry_keeps_it_unknown() {
     let (_dir, manifest, out) = txt2img_scratch("stop-unknown", 1, &[1]);
     let mut args = run_args(&manifest, &sim.base_url(), &out, &["--retry-unknown"]);
     // One image a minute: after the first attempt, the retry waits for the window.
-    let i = args.iter().position(|a| a == "--rate").unwrap();
-    args[i + 1] = "1".into();
+    set_option(&mut args, "--rate", "1");
     let child = spawn(&args);
     until("the first attempt dropped", || {
         sim.stats().dropped_after >= 1
