@@ -8,6 +8,11 @@
 //! chunk encodes on its own) and base64-encoded on the fly. The exact length is known up front
 //! (base64 of n bytes is 4·⌈n/3⌉), so the request carries a `Content-Length`, as a plain JSON POST
 //! would. A retry builds a new stream from the same parts.
+//!
+//! Each image is hashed as it streams and checked against the digest validation took (which is
+//! also in the request id) before anything after it is sent: an image edited after validation
+//! ends the stream with an error, so the server never receives a complete body and creates no
+//! task.
 
 use std::path::PathBuf;
 
@@ -16,6 +21,8 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::io::AsyncReadExt;
 
+use crate::ids::Digest;
+
 /// Bytes read per chunk of an image: a multiple of 3.
 const CHUNK: usize = 48 * 1024;
 
@@ -23,10 +30,11 @@ const CHUNK: usize = 48 * 1024;
 #[derive(Debug, Clone)]
 pub enum Part {
     Bytes(Bytes),
-    /// A local file, sent as base64 (`size` is the file's size when the body was built).
+    /// A local file, sent as base64: the size and digest its bytes had when validated.
     Base64File {
         path: PathBuf,
         size: u64,
+        hash: [u8; 32],
     },
 }
 
@@ -51,25 +59,30 @@ impl WireBody {
     }
 
     /// `json` with each `placeholders[i]` (which must occur exactly once, inside a JSON string)
-    /// replaced by the base64 of `files[i]`.
+    /// replaced by the base64 of `files[i]`, whose bytes must still have the digest given.
     pub fn with_files(
         json: Vec<u8>,
         placeholders: &[String],
-        files: &[PathBuf],
+        files: &[(PathBuf, Digest)],
     ) -> std::io::Result<WireBody> {
         let mut parts = Vec::new();
         let mut rest: &[u8] = &json;
         let mut len = 0u64;
         // Placeholders appear in field order; find each in what is left.
-        for (placeholder, path) in placeholders.iter().zip(files) {
+        for (placeholder, (path, digest)) in placeholders.iter().zip(files) {
             let at = find(rest, placeholder.as_bytes())
                 .ok_or_else(|| std::io::Error::other("placeholder missing from the body"))?;
             parts.push(Part::Bytes(Bytes::copy_from_slice(&rest[..at])));
             len += at as u64;
             let size = std::fs::metadata(path)?.len();
+            let expected = digest.len.ok_or_else(|| {
+                std::io::Error::other(format!("`{}` could not be read", path.display()))
+            })?;
+            check_size(path, expected, size)?;
             parts.push(Part::Base64File {
                 path: path.clone(),
                 size,
+                hash: digest.hash,
             });
             len += base64_len(size);
             rest = &rest[at + placeholder.len()..];
@@ -102,9 +115,10 @@ impl WireBody {
         for part in &self.parts {
             match part {
                 Part::Bytes(b) => out.extend_from_slice(b),
-                Part::Base64File { path, size } => {
+                Part::Base64File { path, size, hash } => {
                     let data = std::fs::read(path)?;
                     check_size(path, *size, data.len() as u64)?;
+                    check_hash(path, hash, blake3::hash(&data).as_bytes())?;
                     out.extend_from_slice(
                         base64::engine::general_purpose::STANDARD
                             .encode(&data)
@@ -120,13 +134,18 @@ impl WireBody {
     pub fn stream(&self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let parts = self.parts.clone();
         futures::stream::unfold(
-            (
-                parts.into_iter(),
-                None::<(tokio::fs::File, PathBuf, u64, u64)>,
-            ),
+            (parts.into_iter(), None::<Streaming>),
             |(mut parts, mut file)| async move {
                 loop {
-                    if let Some((f, path, size, read)) = file.as_mut() {
+                    if let Some(Streaming {
+                        file: f,
+                        path,
+                        size,
+                        read,
+                        hash,
+                        hasher,
+                    }) = file.as_mut()
+                    {
                         let mut buf = vec![0u8; CHUNK];
                         let mut n = 0;
                         while n < CHUNK {
@@ -137,8 +156,12 @@ impl WireBody {
                             }
                         }
                         *read += n as u64;
+                        hasher.update(&buf[..n]);
                         if n == 0 {
-                            let done = check_size(path, *size, *read);
+                            // Nothing after the image goes out unless it is the image validated.
+                            let done = check_size(path, *size, *read).and_then(|()| {
+                                check_hash(path, hash, hasher.finalize().as_bytes())
+                            });
                             file = None;
                             if let Err(e) = done {
                                 return Some((Err(e), (parts, None)));
@@ -152,11 +175,21 @@ impl WireBody {
                     }
                     match parts.next()? {
                         Part::Bytes(b) => return Some((Ok(b), (parts, None))),
-                        Part::Base64File { path, size } => match tokio::fs::File::open(&path).await
-                        {
-                            Ok(f) => file = Some((f, path, size, 0)),
-                            Err(e) => return Some((Err(e), (parts, None))),
-                        },
+                        Part::Base64File { path, size, hash } => {
+                            match tokio::fs::File::open(&path).await {
+                                Ok(f) => {
+                                    file = Some(Streaming {
+                                        file: f,
+                                        path,
+                                        size,
+                                        read: 0,
+                                        hash,
+                                        hasher: Box::new(blake3::Hasher::new()),
+                                    })
+                                }
+                                Err(e) => return Some((Err(e), (parts, None))),
+                            }
+                        }
                     }
                 }
             },
@@ -164,16 +197,43 @@ impl WireBody {
     }
 }
 
-/// A file that changed size since the body was built would not match its `Content-Length`.
+/// An image being streamed.
+struct Streaming {
+    file: tokio::fs::File,
+    path: PathBuf,
+    size: u64,
+    read: u64,
+    hash: [u8; 32],
+    hasher: Box<blake3::Hasher>,
+}
+
+/// A file that changed size since validation would not match its digest (nor its
+/// `Content-Length`).
 fn check_size(path: &std::path::Path, expected: u64, got: u64) -> std::io::Result<()> {
     if expected == got {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!(
-            "`{}` changed while being sent ({expected} bytes expected, {got} read)",
-            path.display()
-        )))
+        Err(changed(path, &format!("{expected} bytes validated, {got} now")))
     }
+}
+
+fn check_hash(path: &std::path::Path, expected: &[u8; 32], got: &[u8; 32]) -> std::io::Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(changed(path, "its bytes differ"))
+    }
+}
+
+/// The message of an image edited after validation.
+fn changed(path: &std::path::Path, how: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "`{}` changed after it was validated ({how}); it was not sent: run again to validate the new image (it is a new request, with a new id)",
+            path.display()
+        ),
+    )
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -205,9 +265,11 @@ mod tests {
             std::fs::write(&a, &data).unwrap();
             std::fs::write(&b, &data[..size / 2]).unwrap();
             let json = br#"{"image":"@A@","mask":"@B@","prompt":"x"}"#.to_vec();
-            let body =
-                WireBody::with_files(json, &["@A@".into(), "@B@".into()], &[a.clone(), b.clone()])
-                    .unwrap();
+            let files = [
+                (a.clone(), crate::ids::digest_file(&a).unwrap()),
+                (b.clone(), crate::ids::digest_file(&b).unwrap()),
+            ];
+            let body = WireBody::with_files(json, &["@A@".into(), "@B@".into()], &files).unwrap();
             let engine = base64::engine::general_purpose::STANDARD;
             let expected = format!(
                 r#"{{"image":"{}","mask":"{}","prompt":"x"}}"#,
@@ -232,18 +294,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_that_changed_size_is_an_error() {
+    async fn an_image_edited_after_validation_never_completes_a_body() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.bin");
         std::fs::write(&a, b"12345").unwrap();
-        let body = WireBody::with_files(
-            b"\"@A@\"".to_vec(),
-            &["@A@".into()],
-            std::slice::from_ref(&a),
-        )
-        .unwrap();
-        std::fs::write(&a, b"123").unwrap();
+        let digest = crate::ids::digest_file(&a).unwrap();
+        let files = [(a.clone(), digest)];
+        let json = br#"{"image":"@A@","prompt":"x"}"#.to_vec();
+        let body = WireBody::with_files(json.clone(), &["@A@".into()], &files).unwrap();
+        // Same size, other bytes (the size check alone would not see it).
+        std::fs::write(&a, b"54321").unwrap();
         let items: Vec<_> = body.stream().collect().await;
-        assert!(items.iter().any(|r| r.is_err()));
+        let sent: Vec<u8> = items
+            .iter()
+            .take_while(|r| r.is_ok())
+            .flat_map(|r| r.as_ref().unwrap().to_vec())
+            .collect();
+        let err = items.iter().find_map(|r| r.as_ref().err()).expect("an error");
+        assert!(err.to_string().contains("changed after it was validated"), "{err}");
+        assert!(
+            !String::from_utf8_lossy(&sent).contains("prompt"),
+            "nothing after the image left: the body is incomplete"
+        );
+        assert!(body.to_vec().is_err());
+        // Another size: refused when the body is built.
+        std::fs::write(&a, b"123").unwrap();
+        assert!(WireBody::with_files(json, &["@A@".into()], &files).is_err());
     }
 }

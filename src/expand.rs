@@ -5,10 +5,9 @@
 //! proportional to the number of requests is built: rows are streamed from their CSV files, the
 //! matrix is an odometer, and local images stay paths until a body is sent ([`Request::wire`]).
 //!
-//! A request id is a UUIDv5 over the manifest name, the job's id, the canonical body (images as
-//! written: path or URL), the repeat index and `--run-id`. Sweep variables and `meta` are not part of
-//! it: a variable that changes the body changes the id through the body, and one that does not (a
-//! spreadsheet's notes column, a SKU caption) must not cause a second, paid submission.
+//! Each request carries its id: its content (see [`crate::ids`]). Sweep variables and `meta` are
+//! not part of it: a variable that changes the body changes the id through the body, and one that
+//! does not (a spreadsheet's notes column, a SKU caption) must not cause a second, paid submission.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -26,9 +25,6 @@ use crate::problem::{At, Problem};
 
 /// `--max-requests` default.
 pub const DEFAULT_MAX_REQUESTS: u64 = 1_000_000;
-
-/// The UUIDv5 namespace of hidream-batch request ids. Never change it: ids would change.
-pub const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c1e_9a4d_5e2b_8c7f_0d1a_2b3c_4d5e);
 
 /// An image given to a model request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +57,7 @@ impl ImageRef {
         }
     }
 
-    /// How it is shown (and hashed into the request id): the URL, the path as written, or the data.
+    /// How it is shown: the URL, the path as written, or the data.
     pub fn shown(&self) -> &str {
         match self {
             ImageRef::Url(s) | ImageRef::Inline(s) => s,
@@ -163,7 +159,8 @@ impl Request {
                     Ok(match r {
                         ImageRef::File { path, .. } => {
                             let p = format!("@@hidream-batch-image-{nonce:016x}-{}@@", files.len());
-                            files.push(path.clone());
+                            // The bytes sent must be the bytes validated (and in the id).
+                            files.push((path.clone(), self.job.digests.get(path)));
                             placeholders.push(p.clone());
                             p
                         }
@@ -208,37 +205,6 @@ fn at(job: &JobInfo, origin: Origin) -> At {
             job: Some(job.id.clone()),
         },
     }
-}
-
-/// The request id (see the module docs). The JSON layout of the hashed material is part of the id
-/// scheme: changing it changes every id.
-pub fn request_id(job: &JobInfo, body: &Body, repeat: u32, run_id: Option<&str>) -> Uuid {
-    #[derive(Serialize)]
-    struct Material<'a> {
-        scheme: u8,
-        manifest: &'a str,
-        job: &'a str,
-        kind: Kind,
-        body: &'a Body,
-        repeat: u32,
-        run_id: Option<&'a str>,
-    }
-    let material = Material {
-        scheme: 1,
-        manifest: &job.manifest,
-        job: &job.id_key,
-        kind: body.kind(),
-        body,
-        repeat,
-        run_id,
-    };
-    // One buffer per thread: an id is hashed twice per request (validation, then the run).
-    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
-    BUF.with_borrow_mut(|buf| {
-        buf.clear();
-        serde_json::to_writer(&mut *buf, &material).expect("ids serialize");
-        Uuid::new_v5(&NAMESPACE, buf)
-    })
 }
 
 /// Render one request's fields and type them into a body. Problems name the field.
@@ -335,7 +301,7 @@ fn make(
 ) -> Result<Request, Vec<Problem>> {
     match build_body(job, fields, &vars) {
         Ok((body, stripped)) => Ok(Request {
-            id: request_id(job, &body, repeat, run_id),
+            id: crate::ids::request_id(&body, repeat, run_id, &job.digests),
             meta: meta.iter().map(|t| t.render(&vars).into_owned()).collect(),
             job: job.clone(),
             body,
@@ -393,7 +359,7 @@ fn expand_job<'a>(job: &'a Job, run_id: Option<&'a str>) -> Box<dyn Iterator<Ite
     type Rows<'r> = Box<dyn Iterator<Item = Result<(Origin, Vec<Arc<str>>), Vec<Problem>>> + 'r>;
     let rows: Rows<'a> = match &job.for_each {
         None => Box::new(std::iter::once(Ok((Origin::Job, Vec::new())))),
-        Some(fe) => Box::new(manifest::csv::rows(&fe.path).map(move |r| match r {
+        Some(fe) => Box::new(manifest::csv::rows(&fe.snapshot).map(move |r| match r {
             Ok((line, values)) => Ok((Origin::Row(line), values)),
             Err((line, column, message)) => Err(vec![Problem::new(
                 &job.info.file,
@@ -480,7 +446,7 @@ pub fn count(m: &Manifest) -> Result<u64, Problem> {
             for job in jobs {
                 let rows = match &job.for_each {
                     None => 1,
-                    Some(fe) => manifest::csv::count_rows(&fe.path).map_err(|e| {
+                    Some(fe) => manifest::csv::count_rows(&fe.snapshot).map_err(|e| {
                         Problem::new(&m.path, At::Job(job.info.id.clone()), Some("for_each"), e)
                     })?,
                 };

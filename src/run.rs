@@ -6,39 +6,46 @@
 //! dispatched, so memory is bounded by what is in flight, and it always returns an [`Outcome`]: a
 //! failed request is data, not an error, so the stream never stops early.
 //!
-//! Passes over the manifests: validation (before anything is written), the plan (statuses of
-//! earlier runs, orphans of a crash, `--dry-run`; skipped on a first run, whose plan is
-//! validation's counts), and the pipeline. The final rewrite needs none: rows carry their
-//! position in the expansion.
+//! Before anything is sent: the settings are checked, the manifests validated (and read once:
+//! every later pass reads the same bytes), the server identified (the simulator or the API, see
+//! [`World`]), the results locked and read ([`journal::Prior`]), and the plan made in one pass over
+//! the expansion ([`crate::plan`]) — which also lays out the compacted results in expansion order.
+//! A first run (no earlier rows, nothing in flight, no shard) skips that pass: its plan is
+//! validation's counts. A dry run stops after the plan and writes nothing.
+//!
+//! Every attempt is logged durably in the write-ahead log before it leaves, and an attempt
+//! answered in a way that proves no task was created is noted there too (see [`crate::journal`]).
 //!
 //! Where the time goes (overhead-bound benchmark, one thread): about two thirds in reqwest, hyper
 //! and the kernel's TCP; the rest is expansion, the journal and the rows. Measured and kept: the
-//! current-thread runtime, group-committed write-ahead lines, rows of outcomes that finish
-//! together in one write. Measured and dropped: a work-stealing runtime (one or two workers), and
-//! expanding on a thread of its own (the channel costs more than the expansion it moves).
+//! current-thread runtime, write-ahead lines group-committed on a thread of their own, rows of
+//! outcomes that finish together in one write. Measured and dropped: a work-stealing runtime (one
+//! or two workers), and expanding on a thread of its own (the channel costs more than the
+//! expansion it moves).
 //!
 //! Stopping: a 401/403 sets `abort` (no new dispatch, in-flight requests finish, exit 3); the
 //! first SIGINT/SIGTERM sets `stop` (the same, exit 130); a second one drops what is in flight at
-//! once — their write-ahead entries make the next run record them `unknown`.
+//! once — their write-ahead entries stay open, and the next run records them `unknown` and names
+//! them.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
-use uuid::Uuid;
 
 use crate::api::Kind;
 use crate::cli::{ConnectionArgs, RunArgs};
 use crate::client::retry::{self, Backoff, Verdict};
 use crate::client::{BaseUrl, Client, SIMULATOR_TOKEN, Token};
-use crate::expand::{self, Body, ImageRef, Request};
-use crate::journal::{self, Journal, Status, Wal};
-use crate::manifest::{Field, Manifest, Source};
+use crate::expand::{self, Request};
+use crate::journal::{self, Compactor, Journal, Prior, Sent, WalHandle};
+use crate::manifest::Manifest;
+use crate::plan::{Flags, Plan};
 use crate::rate::Limiter;
+use crate::results::{OutcomeCols, Rows, Status, World};
 use crate::units::Shard;
 use crate::{commands, env_vars, exit};
 
@@ -46,6 +53,9 @@ use crate::{commands, env_vars, exit};
 pub const DEFAULT_RATE: u32 = crate::api::DOCUMENTED_TXT2IMG_RATE;
 /// How often a status line is logged when stderr is not a terminal.
 pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// How many requests of a run are checked for rows written under the id scheme before content
+/// identity (a results file of that scheme has a row for every request it ran).
+const LEGACY_PROBE: usize = 1000;
 
 /// The API connection of `run` and `collect`: the client, and the in-process simulator when
 /// `--simulate` started one (kept alive as long as this value).
@@ -116,11 +126,14 @@ pub struct Outcome {
 /// What every submission shares.
 struct Ctx {
     client: Client,
-    limiters: HashMap<Kind, Limiter>,
+    world: World,
+    limiters: BTreeMap<Kind, Limiter>,
     backoff: Backoff,
     max_attempts: u32,
     retry_unknown: bool,
-    wal: Arc<Wal>,
+    wal: WalHandle,
+    /// A `Retry-After` over `--backoff-max` was logged.
+    capped_logged: AtomicBool,
     /// 401/403 seen: dispatch nothing more.
     abort: AtomicBool,
     /// A signal arrived: dispatch nothing more.
@@ -156,7 +169,8 @@ impl Ctx {
     }
 }
 
-/// Submit one request: every attempt through the rate limiter, retried per SPEC §5.
+/// Submit one request: every attempt through the rate limiter, logged in the write-ahead log
+/// before it leaves, retried per SPEC §5.
 async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
     let mut started = Instant::now();
     let mut out = Outcome {
@@ -208,15 +222,29 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
         }
         out.attempts += 1;
         let at = journal::now_rfc3339();
-        if let Err(e) = ctx.wal.sent(&out.request.id, out.attempts, &at).await {
-            out.status = Some(Status::Failed);
-            out.submitted_at = at;
-            out.message = format!("cannot write the write-ahead log: {e}");
-            break;
-        }
         if out.attempts == 1 {
-            out.submitted_at = at;
+            out.submitted_at = at.clone();
             started = Instant::now();
+        }
+        // Durable before it leaves (journal invariant 1).
+        let sent = Sent {
+            id: out.request.id,
+            attempt: out.attempts,
+            at,
+            first_at: out.submitted_at.clone(),
+            world: ctx.world,
+            kind: Some(kind),
+            job: out.request.job.id.clone(),
+        };
+        if let Err(e) = ctx.wal.sent(sent).await {
+            out.attempts -= 1;
+            out.status = Some(if out.attempts == 0 {
+                Status::Failed
+            } else {
+                last
+            });
+            out.message = format!("cannot write the write-ahead log, so it was not sent: {e}");
+            break;
         }
         let attempt = ctx.client.submit(kind, &body).await;
         if let crate::client::Attempt::Answered {
@@ -292,6 +320,12 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                 reason,
                 retry_after,
             } => {
+                // This answer proves no task was created: a crash from here on leaves the
+                // request `failed`, not `unknown`.
+                let what = out
+                    .http_status
+                    .map_or_else(|| "not-sent".to_string(), |s| s.to_string());
+                ctx.wal.noted(out.request.id, out.attempts, &what);
                 out.message = reason;
                 (retry_after, None)
             }
@@ -304,6 +338,13 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             out.status = Some(last);
             break;
         }
+        if ctx.backoff.caps(retry_after) && !ctx.capped_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "{kind}: the API asked to wait {} (Retry-After); waiting at most --backoff-max {}",
+                humantime::format_duration(retry_after.unwrap_or_default()),
+                humantime::format_duration(ctx.backoff.max)
+            );
+        }
         let delay = ctx.backoff.delay(out.attempts, retry_after, &mut rng);
         if !ctx.pause(delay).await {
             out.status = Some(last);
@@ -314,238 +355,147 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
     out
 }
 
-/// The results header: leading columns, parameters, `var.*`, `meta.*` (over all manifests).
-pub fn header(manifests: &[Manifest]) -> Vec<String> {
-    let mut vars: Vec<String> = Vec::new();
-    let mut meta: Vec<String> = Vec::new();
-    let add = |list: &mut Vec<String>, names: &[String]| {
-        for n in names {
-            if !list.contains(n) {
-                list.push(n.clone());
-            }
-        }
+/// A finished outcome's row.
+fn outcome_row<'a>(rows: &Rows, o: &'a Outcome, status: Status, world: World) -> Vec<std::borrow::Cow<'a, str>> {
+    rows.row(
+        &o.request,
+        OutcomeCols {
+            status: status.as_str(),
+            task_id: &o.task_id,
+            sub_task_ids: o.sub_task_ids.join(";").into(),
+            attempts: o.attempts.to_string().into(),
+            http_status: o.http_status.map(|s| s.to_string()).unwrap_or_default().into(),
+            code: o.code.map(|c| c.to_string()).unwrap_or_default().into(),
+            message: world.mark(&o.message),
+            submitted_at: &o.submitted_at,
+            elapsed_ms: o.elapsed.as_millis().to_string().into(),
+        },
+    )
+}
+
+/// Which server the run talks to. `--simulate` is the simulator and no `--base-url` the API; a
+/// `--base-url` is asked (one `HEAD`, without the token, retried like a submission while it cannot
+/// connect): the simulator marks every answer.
+async fn world(args: &ConnectionArgs, timeout: Duration) -> anyhow::Result<World> {
+    if args.simulate {
+        return Ok(World::Simulator);
+    }
+    let Some(base) = &args.base_url else {
+        return Ok(World::Api);
     };
-    for m in manifests {
-        match &m.source {
-            Source::Yaml(jobs) => {
-                for j in jobs {
-                    add(&mut vars, &j.info.vars);
-                    add(&mut meta, &j.info.meta);
-                }
-            }
-            Source::Csv(c) => add(&mut meta, c.meta_names()),
-        }
-    }
-    let mut h: Vec<String> = journal::LEADING.iter().map(|s| s.to_string()).collect();
-    h.extend(Field::ALL.iter().map(|f| f.name().to_string()));
-    h.extend(vars.iter().map(|v| format!("var.{v}")));
-    h.extend(meta.iter().map(|m| format!("meta.{m}")));
-    h
-}
-
-/// A request's parameters as shown in the results: never base64.
-pub fn params(body: &Body) -> [Cow<'_, str>; 12] {
-    fn show(r: &ImageRef) -> Cow<'_, str> {
-        match r {
-            ImageRef::Inline(d) => format!("(inline base64, {} bytes)", d.len()).into(),
-            other => other.shown().to_string().into(),
-        }
-    }
-    fn num(n: Option<i64>) -> Cow<'static, str> {
-        n.map(|n| n.to_string().into()).unwrap_or_default()
-    }
-    fn opt(s: &Option<String>) -> Cow<'_, str> {
-        s.as_deref().unwrap_or_default().into()
-    }
-    let mut p: [Cow<'_, str>; 12] = Default::default();
-    let mut set = |f: Field, v| {
-        let i = Field::ALL.iter().position(|x| *x == f).expect("field");
-        p[i] = v;
+    let parsed = BaseUrl::parse(base).map_err(|m| exit::invalid(format!("--base-url: {m}")))?;
+    let token = Token::new("not-sent".into()).expect("non-empty");
+    let client = Client::new(parsed, &token, timeout, 1).map_err(exit::invalid)?;
+    let backoff = Backoff {
+        base: args.backoff,
+        max: args.backoff_max,
     };
-    match body {
-        Body::Txt2Img(b) => {
-            set(Field::Prompt, b.prompt.as_str().into());
-            set(Field::NegativePrompt, opt(&b.negative_prompt));
-            set(Field::ImgCount, num(b.img_count));
-            set(Field::Version, opt(&b.version));
-            set(Field::Resolution, opt(&b.resolution));
-            set(Field::NotifyUrl, opt(&b.notify_url));
-        }
-        Body::Model(b) => {
-            set(Field::Image, show(&b.image));
-            set(Field::Mask, b.mask.as_ref().map(show).unwrap_or_default());
-            if let Some(t) = &b.template {
-                set(Field::HumanTemplateId, t.human_template_id.as_str().into());
-                set(Field::SceneTemplateId, t.scene_template_id.as_str().into());
-                set(
-                    Field::CustomHumanTemplate,
-                    t.custom_human_template
-                        .map(|c| c.to_string().into())
-                        .unwrap_or_default(),
-                );
+    let mut rng = fastrand::Rng::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client.world().await {
+            Ok(w) => return Ok(w),
+            Err(e) if attempt >= args.max_attempts => {
+                return Err(exit::aborted(format!(
+                    "cannot reach --base-url `{base}` ({e}); a run first asks it whether it is the simulator; nothing was sent"
+                )));
             }
-            set(Field::Prompt, opt(&b.prompt));
-            set(Field::ImageCount, num(b.image_count));
-            set(Field::NotifyUrl, opt(&b.notify_url));
+            Err(_) => tokio::time::sleep(backoff.delay(attempt, None, &mut rng)).await,
         }
     }
-    p
 }
 
-/// Builds result rows aligned with the header.
-struct Rows {
-    width: usize,
-    /// Column of each `var.<name>` and `meta.<name>`, by the bare name.
-    vars: HashMap<String, usize>,
-    meta: HashMap<String, usize>,
+/// A run never takes rows answered by the other server for its own (see [`World`]).
+fn check_world(prior: &Prior, world: World) -> anyhow::Result<()> {
+    let (api, sim) = prior.worlds();
+    let shown = prior.paths().display();
+    match world {
+        World::Api if sim > 0 => Err(exit::invalid(format!(
+            "the results {shown} hold {sim} request{} answered by the simulator (a rehearsal such as `run --simulate`); a run against the HiDream API would take their task ids for its own and skip them. Give this run its own results file (for example `-o results-live.csv`), or move {shown} away; nothing was sent",
+            if sim == 1 { "" } else { "s" }
+        ))),
+        World::Simulator if api > 0 => Err(exit::invalid(format!(
+            "the results {shown} hold {api} request{} answered by the HiDream API; a rehearsal against the simulator would mix its task ids with them. Give the rehearsal its own results file (for example `-o rehearsal.csv`); nothing was sent",
+            if api == 1 { "" } else { "s" }
+        ))),
+        _ => Ok(()),
+    }
 }
 
-impl Rows {
-    fn new(header: &[String]) -> Rows {
-        let by_prefix = |prefix: &str| {
-            header
-                .iter()
-                .enumerate()
-                .filter_map(|(i, h)| Some((h.strip_prefix(prefix)?.to_string(), i)))
-                .collect()
-        };
-        Rows {
-            width: header.len(),
-            vars: by_prefix("var."),
-            meta: by_prefix("meta."),
+/// Where the plan's pass puts what it learns: nowhere (a dry run), or the compaction.
+enum Target {
+    Dry(Box<Prior>),
+    Compact(Box<Compactor>),
+}
+
+impl Target {
+    fn lookup(&self, id: &uuid::Uuid) -> Option<(Status, World)> {
+        match self {
+            Target::Dry(p) => p.lookup(id),
+            Target::Compact(c) => c.lookup(id),
         }
     }
 
-    /// A row aligned with the header, borrowing what it can from the request and the outcome.
-    #[allow(clippy::too_many_arguments)]
-    fn row<'a>(
-        &self,
-        r: &'a Request,
-        status: Status,
-        task_id: &'a str,
-        sub_task_ids: &[String],
-        attempts: u32,
-        http_status: Option<u16>,
-        code: Option<i64>,
-        message: &'a str,
-        submitted_at: &'a str,
-        elapsed_ms: Option<u128>,
-    ) -> Vec<Cow<'a, str>> {
-        let mut row: Vec<Cow<'a, str>> = Vec::with_capacity(self.width);
-        let some = |v: Option<String>| -> Cow<'a, str> { v.map(Cow::from).unwrap_or_default() };
-        row.extend([
-            r.id.to_string().into(),
-            r.job.id.as_str().into(),
-            r.body.kind().as_str().into(),
-            status.as_str().into(),
-            task_id.into(),
-            sub_task_ids.join(";").into(),
-            attempts.to_string().into(),
-            some(http_status.map(|s| s.to_string())),
-            some(code.map(|c| c.to_string())),
-            crate::logging::safe(message),
-            submitted_at.into(),
-            some(elapsed_ms.map(|e| e.to_string())),
-        ]);
-        row.extend(params(&r.body));
-        row.resize(self.width, Cow::Borrowed(""));
-        for (name, value) in r.job.vars.iter().zip(&r.vars) {
-            if let Some(&i) = self.vars.get(name.as_str()) {
-                row[i] = Cow::Borrowed(value);
-            }
+    fn contains(&self, id: &uuid::Uuid) -> bool {
+        match self {
+            Target::Dry(p) => p.contains(id),
+            Target::Compact(c) => c.prior().contains(id),
         }
-        for (name, value) in r.job.meta.iter().zip(&r.meta) {
-            if let Some(&i) = self.meta.get(name.as_str()) {
-                row[i] = Cow::Borrowed(value);
-            }
+    }
+
+    fn place(&mut self, pos: u32, request: &Request) -> std::io::Result<()> {
+        match self {
+            Target::Dry(_) => Ok(()),
+            Target::Compact(c) => c.place(pos, request),
         }
-        row
-    }
-
-    fn outcome<'a>(&self, o: &'a Outcome, status: Status) -> Vec<Cow<'a, str>> {
-        self.row(
-            &o.request,
-            status,
-            &o.task_id,
-            &o.sub_task_ids,
-            o.attempts,
-            o.http_status,
-            o.code,
-            &o.message,
-            &o.submitted_at,
-            Some(o.elapsed.as_millis()),
-        )
     }
 }
 
-/// What a run will do, decided from the results of earlier runs.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub total: u64,
-    pub new: u64,
-    pub already_submitted: u64,
-    pub to_retry_failed: u64,
-    pub rejected_skipped: u64,
-    pub rejected_retry: u64,
-    pub unknown_skipped: u64,
-    pub unknown_retry: u64,
-    /// Images to send per kind.
-    pub images: BTreeMap<Kind, u64>,
-    pub requests: BTreeMap<Kind, u64>,
-}
-
-impl Plan {
-    pub fn to_send(&self) -> u64 {
-        self.new + self.to_retry_failed + self.rejected_retry + self.unknown_retry
-    }
-}
-
-/// Whether a request with this earlier status is sent in this run.
-fn should_send(status: Option<Status>, args: &RunArgs) -> bool {
-    match status {
-        None | Some(Status::Failed) => true,
-        Some(Status::Submitted) => false,
-        Some(Status::Rejected) => args.retry_rejected,
-        Some(Status::Unknown) => args.retry_unknown,
-    }
-}
-
-fn in_shard(shard: Option<Shard>, id: &Uuid) -> bool {
+fn in_shard(shard: Option<Shard>, id: &uuid::Uuid) -> bool {
     shard.is_none_or(|s| s.contains(id))
 }
 
 /// `run`. `signals` yields once per SIGINT/SIGTERM.
 pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyhow::Result<u8> {
+    crate::settings::check_run(&args).map_err(exit::invalid)?;
     let (manifests, report) = commands::load_valid(&args.manifest)?;
     let run_id = args.manifest.run_id.as_deref();
-    let conn = connect(&args.connection, args.timeout).await?;
-    let _lock = journal::lock(&args.out).map_err(|e| exit::aborted(e.to_string()))?;
-    let header = header(&manifests);
-    let rows = Rows::new(&header);
-    let (mut journal, resume) = Journal::open(&args.out, header).map_err(|e| {
+    let flags = Flags {
+        retry_rejected: args.retry_rejected,
+        retry_unknown: args.retry_unknown,
+    };
+    // A dry run sends nothing and needs no token.
+    let conn = match args.dry_run {
+        true => None,
+        false => Some(connect(&args.connection, args.timeout).await?),
+    };
+    let paths = journal::Paths::resolve(&args.out).map_err(|e| {
         exit::aborted(format!(
-            "cannot write the results `{}`: {e}",
+            "cannot use the results `{}`: {e}",
             args.out.display()
         ))
     })?;
-    let unwritable = |e: std::io::Error| {
-        exit::aborted(format!(
-            "cannot write the results `{}`: {e}",
-            args.out.display()
-        ))
-    };
+    let shown = paths.display();
+    let unwritable = |e: std::io::Error| exit::aborted(format!("cannot write the results {shown}: {e}"));
+    let _lock = journal::lock(&paths, !args.dry_run).map_err(|e| exit::aborted(e.to_string()))?;
+    let world = world(&args.connection, args.timeout).await?;
+    let prior = Prior::read(paths).map_err(|e| exit::aborted(e.to_string()))?;
+    check_world(&prior, world)?;
+    let header = crate::results::header(&manifests, prior.header());
+    let rows = Rows::new(&header);
+    let orphans = prior.orphans().to_vec();
 
-    // Requests in flight when an earlier run died: recorded `unknown`, never silently resent.
-    let orphans: HashMap<Uuid, journal::Orphan> =
-        journal.orphans.drain(..).map(|o| (o.id, o)).collect();
-    let mut resume = resume;
-    let mut orphans_reported = HashSet::new();
-
-    // The plan: one pass over the expansion, which also gives earlier runs' rows their place in
-    // the final results. A first run (no earlier rows, nothing in flight, no shard) sends every
-    // request: its plan is validation's counts, and the pass is skipped.
+    // The plan: one pass over the expansion, which also lays out the compacted results. A first
+    // run (no earlier rows, nothing in flight, no shard) sends every request: its plan is
+    // validation's counts, and the pass is skipped.
     let mut plan = Plan::default();
-    let first_run = journal.is_empty() && orphans.is_empty() && args.shard.is_none();
+    let first_run = prior.is_empty() && args.shard.is_none();
+    let mut target = if args.dry_run {
+        Target::Dry(Box::new(prior))
+    } else {
+        Target::Compact(Box::new(prior.compactor(header).map_err(unwritable)?))
+    };
     if first_run {
         for (kind, (requests, images)) in report.counts.per_kind() {
             plan.total += requests;
@@ -553,63 +503,50 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
             *plan.requests.entry(kind).or_default() += requests;
             *plan.images.entry(kind).or_default() += images;
         }
-    }
-    let pass = (!first_run).then(|| positioned(&manifests, run_id));
-    for (pos, request) in pass.into_iter().flatten() {
-        if !in_shard(args.shard, &request.id) {
-            continue;
-        }
-        plan.total += 1;
-        journal.place(&request.id, pos);
-        if let Some(o) = orphans.get(&request.id) {
-            if !args.dry_run {
-                let message = format!(
-                    "the run stopped while this request was in flight (attempt {} sent at {}); the task may exist",
-                    o.attempt, o.sent_at
-                );
-                let row = rows.row(
-                    &request,
-                    Status::Unknown,
-                    "",
-                    &[],
-                    o.attempt,
-                    None,
-                    None,
-                    &message,
-                    &o.sent_at,
-                    None,
-                );
-                journal.record(request.id, pos, &row).map_err(unwritable)?;
+    } else {
+        let mut legacy = 0u64;
+        for (pos, request) in positioned(&manifests, run_id) {
+            if !in_shard(args.shard, &request.id) {
+                continue;
             }
-            tracing::warn!(request_id = %request.id, job = %request.job.id, "request {} was in flight when an earlier run stopped: recorded `unknown` (resend with --retry-unknown)", request.id);
-            orphans_reported.insert(request.id);
-            resume.insert(request.id, Status::Unknown);
+            if (plan.total as usize) < LEGACY_PROBE
+                && !target.contains(&request.id)
+                && target.contains(&crate::ids::legacy_request_id(
+                    &request.job,
+                    &request.body,
+                    request.repeat,
+                    run_id,
+                ))
+            {
+                legacy += 1;
+            }
+            let before = target.lookup(&request.id).map(|(s, _)| s);
+            plan.count(before, flags, request.body.kind(), request.body.images());
+            target.place(pos, &request).map_err(unwritable)?;
         }
-        let status = resume.get(&request.id).copied();
-        match status {
-            None => plan.new += 1,
-            Some(Status::Submitted) => plan.already_submitted += 1,
-            Some(Status::Failed) => plan.to_retry_failed += 1,
-            Some(Status::Rejected) if args.retry_rejected => plan.rejected_retry += 1,
-            Some(Status::Rejected) => plan.rejected_skipped += 1,
-            Some(Status::Unknown) if args.retry_unknown => plan.unknown_retry += 1,
-            Some(Status::Unknown) => plan.unknown_skipped += 1,
-        }
-        if should_send(status, &args) {
-            let kind = request.body.kind();
-            *plan.images.entry(kind).or_default() += u64::from(request.body.images());
-            *plan.requests.entry(kind).or_default() += 1;
-        }
-    }
-    for (id, o) in &orphans {
-        if !orphans_reported.contains(id) {
-            tracing::warn!(
-                "request {id} (not in these manifests) was in flight when an earlier run stopped at {}; the task may exist",
-                o.sent_at
-            );
+        if legacy > 0 {
+            return Err(exit::aborted(format!(
+                "the results {shown} were written by an earlier hidream-batch, whose request ids depended on the manifest's file name and job ids: {legacy} of these requests are in them under their old ids, and this run would send them again. Start a new results file (-o NEW.csv) — `collect` still reads the old one — or move it away; nothing was sent"
+            )));
         }
     }
-    let images: u64 = plan.images.values().sum();
+    for o in &orphans {
+        let what = match o.status() {
+            Status::Failed => "its last attempt was answered with no task: recorded `failed` (sent again)",
+            _ => "recorded `unknown` (check it in the HiDream console; resend with --retry-unknown)",
+        };
+        let will = if args.dry_run { "will be " } else { "" };
+        tracing::warn!(
+            request_id = %o.sent.id,
+            job = %o.sent.job,
+            "request {} (job `{}`) was in flight when an earlier run stopped (attempt {} at {}): {will}{what}",
+            o.sent.id,
+            crate::logging::safe(&o.sent.job),
+            o.sent.attempt,
+            o.sent.at
+        );
+    }
+    let images = plan.images();
     print_plan(&plan, &args);
     if let Some(max) = args.max_images
         && images > max
@@ -618,16 +555,20 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
             "this run would submit {images} images, more than --max-images {max}; nothing was sent"
         )));
     }
-    if args.dry_run {
-        return Ok(exit::OK);
-    }
+    let (mut journal, resume): (Journal, _) = match target {
+        Target::Dry(_) => return Ok(exit::OK),
+        // Open entries get their rows, then the log is emptied: only then is anything sent.
+        Target::Compact(c) => (*c).finish().map_err(unwritable)?,
+    };
+    let conn = conn.expect("a run that sends has a connection");
 
     // The pipeline.
     journal.reserve(plan.to_send() as usize);
     let ctx = Arc::new(Ctx {
         client: conn.client.clone(),
+        world,
         limiters: if args.connection.rate == 0 {
-            HashMap::new()
+            BTreeMap::new()
         } else {
             Kind::ALL
                 .iter()
@@ -641,6 +582,7 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         max_attempts: args.connection.max_attempts,
         retry_unknown: args.retry_unknown,
         wal: journal.wal(),
+        capped_logged: AtomicBool::new(false),
         abort: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         stop_notify: tokio::sync::Notify::new(),
@@ -648,7 +590,7 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     let source_ctx = ctx.clone();
     let source = positioned(&manifests, run_id)
         .filter(|(_, r)| {
-            in_shard(args.shard, &r.id) && should_send(resume.get(&r.id).copied(), &args)
+            in_shard(args.shard, &r.id) && crate::plan::should_send(resume.get(&r.id), flags)
         })
         .take_while(move |_| !source_ctx.stopping());
     let mut stream = futures::stream::iter(source)
@@ -678,7 +620,8 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
                         if status == Status::Submitted {
                             submitted_images += u64::from(outcome.request.body.images());
                         }
-                        journal.append(outcome.request.id, outcome.pos, &rows.outcome(&outcome, status)).map_err(unwritable)?;
+                        let row = outcome_row(&rows, &outcome, status, world);
+                        journal.append(outcome.request.id, outcome.pos, &row).map_err(unwritable)?;
                         *counts.entry(status).or_default() += 1;
                         if status != Status::Submitted {
                             tracing::info!(request_id = %outcome.request.id, job = %outcome.request.job.id, status = status.as_str(), http_status = outcome.http_status, code = outcome.code, attempt = outcome.attempts, "{} {}: {}", outcome.request.job.id, status.as_str(), crate::logging::safe(&outcome.message));
@@ -703,7 +646,7 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
                 if signalled == 1 {
                     tracing::warn!("interrupted: no new requests; waiting for those in flight (signal again to stop at once)");
                 } else {
-                    tracing::warn!("interrupted again: stopping now; requests in flight will be recorded `unknown` by the next run");
+                    tracing::warn!("interrupted again: stopping now; the requests in flight stay in the write-ahead log, and the next run records them `unknown`");
                     break;
                 }
             }
@@ -713,10 +656,21 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         }
     }
     drop(stream);
+    drop(ctx);
     progress.finish();
 
     // Final rewrite: one row per request, in expansion order.
-    journal.finish().map_err(unwritable)?;
+    let abandoned = journal.finish().map_err(unwritable)?;
+    for s in &abandoned {
+        tracing::warn!(
+            request_id = %s.id,
+            job = %s.job,
+            "request {} (job `{}`) was abandoned in flight (attempt {}): the next run records it `unknown`",
+            s.id,
+            crate::logging::safe(&s.job),
+            s.attempt
+        );
+    }
 
     let elapsed = started.elapsed();
     let this_run: u64 = counts.values().sum();

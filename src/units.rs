@@ -128,7 +128,7 @@ mod tests {
         #[test]
         fn shards_partition_ids(n in 1u32..12, seeds in proptest::collection::vec(proptest::prelude::any::<u128>(), 1..200)) {
             for seed in seeds {
-                let id = uuid::Uuid::new_v5(&crate::expand::NAMESPACE, &seed.to_le_bytes());
+                let id = uuid::Uuid::new_v5(&crate::ids::NAMESPACE, &seed.to_le_bytes());
                 let owners = (1..=n).filter(|k| Shard { k: *k, n }.contains(&id)).count();
                 proptest::prop_assert_eq!(owners, 1);
             }

@@ -80,8 +80,9 @@ pub struct Options<'a> {
 pub fn load_all(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<Problem>) {
     let mut manifests = Vec::new();
     let mut problems = Vec::new();
+    let digests = std::sync::Arc::new(crate::ids::Digests::default());
     for path in paths {
-        match manifest::load(path) {
+        match manifest::load(path, &digests) {
             Ok(m) => manifests.push(m),
             Err(mut p) => problems.append(&mut p),
         }

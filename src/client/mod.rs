@@ -18,6 +18,10 @@ use crate::env_vars;
 
 /// Connect timeout of every request (the per-attempt `--timeout` covers the whole exchange).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read into memory. The API's answers are small JSON envelopes (a task id, a
+/// few image URLs); anything larger is not read further: a success that large is `unknown` (its
+/// task id cannot be read), any other status is classified by its status alone.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// The token `run --simulate` uses with its in-process simulator.
 pub const SIMULATOR_TOKEN: &str = "simulated-token";
 
@@ -177,6 +181,19 @@ impl Client {
         h
     }
 
+    /// Which server `--base-url` reaches: the simulator marks every answer ([`crate::sim::MARK_HEADER`]).
+    /// One `HEAD` of the text-to-image submit URL, without the token (it creates nothing).
+    pub async fn world(&self) -> Result<crate::results::World, String> {
+        let url = self.submit_urls[0].clone();
+        match self.http.head(url).send().await {
+            Ok(r) if r.headers().contains_key(crate::sim::MARK_HEADER) => {
+                Ok(crate::results::World::Simulator)
+            }
+            Ok(_) => Ok(crate::results::World::Api),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+
     /// One submission attempt. A body with local images is streamed (with its exact
     /// `Content-Length`); a plain one is sent from memory.
     pub async fn submit(&self, kind: Kind, body: &WireBody) -> Attempt {
@@ -205,13 +222,16 @@ impl Client {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let retry_after = retry_after(r.headers());
-                match r.bytes().await {
+                match read_bounded(r).await {
                     Ok(b) => Ok((
                         status,
                         retry_after,
                         serde_json::from_slice(&b).map_err(|e| format!("unreadable answer: {e}")),
                     )),
-                    Err(e) => Err(Attempt::NoAnswer(describe(&e))),
+                    Err(Body::TooLarge(m)) if !(200..300).contains(&status) => {
+                        Ok((status, retry_after, Err(m)))
+                    }
+                    Err(Body::TooLarge(m) | Body::Failed(m)) => Err(Attempt::NoAnswer(m)),
                 }
             }
         }
@@ -225,7 +245,7 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
     };
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
-    match response.bytes().await {
+    match read_bounded(response).await {
         Ok(bytes) => Attempt::Answered {
             status,
             retry_after,
@@ -237,9 +257,61 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
                 )
             }),
         },
+        // Too large to read: the status alone decides, except a success, whose task id is in
+        // the part not read.
+        Err(Body::TooLarge(m)) if !(200..300).contains(&status) => Attempt::Answered {
+            status,
+            retry_after,
+            envelope: Err(m),
+        },
         // Headers came, the body did not: the request was received; the outcome is unknown.
-        Err(e) => Attempt::NoAnswer(describe(&e)),
+        Err(Body::TooLarge(m) | Body::Failed(m)) => Attempt::NoAnswer(m),
     }
+}
+
+/// Why an answer's body was not read.
+enum Body {
+    /// Over [`MAX_ANSWER_BYTES`] (declared or read so far): not read further.
+    TooLarge(String),
+    /// The connection failed while it was read.
+    Failed(String),
+}
+
+/// Read an answer's body, up to [`MAX_ANSWER_BYTES`].
+async fn read_bounded(mut response: reqwest::Response) -> Result<bytes::Bytes, Body> {
+    let too_large = || {
+        Body::TooLarge(format!(
+            "the answer is larger than {} KiB; it was not read",
+            MAX_ANSWER_BYTES / 1024
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut next = async || response.chunk().await.map_err(|e| Body::Failed(describe(&e)));
+    // The common case, a small answer in one piece, is not copied.
+    let Some(first) = next().await? else {
+        return Ok(bytes::Bytes::new());
+    };
+    if first.len() > MAX_ANSWER_BYTES {
+        return Err(too_large());
+    }
+    let Some(second) = next().await? else {
+        return Ok(first);
+    };
+    let mut buf = bytes::BytesMut::from(first);
+    let mut chunk = Some(second);
+    while let Some(c) = chunk {
+        if buf.len() + c.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&c);
+        chunk = next().await?;
+    }
+    Ok(buf.freeze())
 }
 
 /// A transport error: a failure to connect, or to produce our own body (an image unreadable

@@ -1,15 +1,20 @@
 //! Retry policy as data, and the one place that decides what an attempt's result means (SPEC §5).
 //!
-//! | result | verdict |
-//! |---|---|
-//! | HTTP 200, `code == 0`, a task id | `Submitted` |
-//! | HTTP 200, `code == 0`, no task id; or an unreadable 2xx body | `Unknown` (the task may exist) |
-//! | HTTP 200, `code != 0` | `Rejected` with code and message |
-//! | HTTP 401 / 403 | `Unauthorized`: stop dispatching, exit 3 |
-//! | HTTP 408 / 429 / 5xx | `Retry`, honouring `Retry-After` |
-//! | other HTTP statuses (4xx, 3xx, …) | `Rejected` |
-//! | not sent (connection refused, DNS) | `Retry` |
-//! | sent, no answer (timeout, connection closed) | `Unknown`; retried only with `--retry-unknown` |
+//! | result | verdict | did it create a task? |
+//! |---|---|---|
+//! | HTTP 200, `code == 0`, a task id | `Submitted` | yes |
+//! | HTTP 200, `code == 0`, no task id; a 2xx body unreadable or over 1 MiB | `Unknown` | maybe |
+//! | HTTP 200, `code != 0` | `Rejected` with code and message | no |
+//! | HTTP 401 / 403 | `Unauthorized`: stop dispatching, exit 3 | no |
+//! | HTTP 504, 524 (a gateway gave up waiting on an upstream that had the request) | `Unknown` | maybe |
+//! | HTTP 408 / 429 / other 5xx | `Retry`, honouring `Retry-After` | no |
+//! | other HTTP statuses (4xx, 3xx, …) | `Rejected` | no |
+//! | not sent (connection refused, DNS, our own body could not be produced) | `Retry` | no |
+//! | sent, no answer (timeout, connection closed) | `Unknown`; retried only with `--retry-unknown` | maybe |
+//!
+//! Every `Retry` is an answer that proves no task was created: the run notes it in the
+//! write-ahead log, so a crash during the backoff leaves the request `failed` (sent again), not
+//! `unknown`.
 
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ pub enum Verdict {
         task_id: String,
         sub_task_ids: Vec<String>,
     },
-    /// Transient: try again after a backoff (at least `retry_after`).
+    /// Transient, and no task was created: try again after a backoff (at least `retry_after`).
     Retry {
         reason: String,
         retry_after: Option<Duration>,
@@ -58,6 +63,12 @@ pub fn classify(attempt: Attempt) -> Verdict {
                 401 | 403 => Verdict::Unauthorized {
                     message: format!("HTTP {status}: {}", message(envelope)),
                 },
+                504 | 524 => Verdict::Unknown {
+                    reason: format!(
+                        "HTTP {status}: a gateway gave up waiting for the API, which may have created the task: {}",
+                        message(envelope)
+                    ),
+                },
                 408 | 429 | 500..=599 => Verdict::Retry {
                     reason: format!("HTTP {status}: {}", message(envelope)),
                     retry_after,
@@ -88,7 +99,8 @@ pub fn classify(attempt: Attempt) -> Verdict {
 }
 
 /// Retry delays: doubling from `base`, capped at `max`, with full jitter (a uniform draw in
-/// `0..=cap`), and a `Retry-After` floor applied by [`Backoff::delay`].
+/// `0..=cap`), and a `Retry-After` floor applied by [`Backoff::delay`] — itself capped at `max`,
+/// so a server asking for a day's wait does not stall a run for a day.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     pub base: Duration,
@@ -109,7 +121,12 @@ impl Backoff {
         let cap = exp.min(self.max);
         let jittered =
             Duration::from_nanos(rng.u64(0..=cap.as_nanos().min(u64::MAX as u128) as u64));
-        jittered.max(retry_after.unwrap_or(Duration::ZERO))
+        jittered.max(retry_after.unwrap_or(Duration::ZERO).min(self.max))
+    }
+
+    /// Whether a `Retry-After` asks for longer than [`Backoff::max`] (and is cut to it).
+    pub fn caps(&self, retry_after: Option<Duration>) -> bool {
+        retry_after.is_some_and(|r| r > self.max)
     }
 }
 
@@ -191,13 +208,26 @@ mod tests {
 
     #[test]
     fn transient_statuses_retry_with_retry_after() {
-        for s in [408, 429, 500, 502, 503, 504] {
+        for s in [408, 429, 500, 501, 502, 503, 507] {
             match classify(answered(s, Err("x".into()))) {
                 Verdict::Retry { retry_after, .. } => {
                     assert_eq!(retry_after, Some(Duration::from_secs(3)))
                 }
                 other => panic!("{s}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_gateway_timeout_is_unknown() {
+        for s in [504, 524] {
+            assert!(
+                matches!(
+                    classify(answered(s, Err("x".into()))),
+                    Verdict::Unknown { .. }
+                ),
+                "{s}"
+            );
         }
     }
 
@@ -245,9 +275,17 @@ mod tests {
             draws.iter().any(|d| *d < Duration::from_millis(500)),
             "jitter spreads delays"
         );
+        let long = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(60),
+        };
         assert_eq!(
-            b.delay(1, Some(Duration::from_secs(5)), &mut rng),
+            long.delay(1, Some(Duration::from_secs(5)), &mut rng),
             Duration::from_secs(5)
         );
+        // A Retry-After beyond the cap is cut to it.
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(long.delay(1, day, &mut rng), Duration::from_secs(60));
+        assert!(long.caps(day) && !long.caps(Some(Duration::from_secs(5))));
     }
 }

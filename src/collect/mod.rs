@@ -160,6 +160,7 @@ impl Summary {
 
 /// `hidream-batch collect`. `signals` yields once per SIGINT/SIGTERM.
 pub async fn run(args: CollectArgs, signals: impl Stream<Item = ()> + Unpin) -> anyhow::Result<u8> {
+    crate::settings::check_collect(&args).map_err(exit::invalid)?;
     let settings = Settings::from_args(&args);
     if !settings.results.exists() {
         // Before the connection, so a typo is reported as such even without a token.

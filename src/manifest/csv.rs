@@ -1,17 +1,20 @@
 //! CSV files: CSV manifests (SPEC §3, one request per row) and the `for_each` tables of YAML jobs.
 //!
 //! Both are read the way spreadsheets export them: UTF-8 with or without a BOM, quoted fields with
-//! newlines, CRLF line ends. Neither is held in memory: rows are streamed each time the manifest is
-//! expanded. Non-UTF-8 input (e.g. a GBK export) is an error naming the line, not mojibake.
+//! newlines, CRLF line ends. Neither is held in memory: rows are streamed from a private copy taken
+//! when the manifest is loaded ([`Snapshot`]) each time the manifest is expanded, so an edit made
+//! during a run is never sent. Non-UTF-8 input (e.g. a GBK export) is an error naming the line,
+//! not mojibake.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use csv::StringRecord;
 
+use super::snapshot::{Snapshot, SnapshotReader};
 use super::{Field, FieldSet, JobInfo, Manifest, Source, Template};
 use crate::api::Kind;
+use crate::ids::Digests;
 use crate::problem::{At, Problem};
 
 /// A column of a CSV manifest.
@@ -24,11 +27,13 @@ enum Column {
     Meta(String),
 }
 
-/// A CSV manifest: just its header; rows are read when expanded.
+/// A CSV manifest: its header, and the copy its rows are read from when expanded.
 #[derive(Debug)]
 pub struct CsvManifest {
     columns: Vec<Column>,
     meta: Vec<String>,
+    snapshot: Snapshot,
+    digests: Arc<Digests>,
 }
 
 /// One row of a CSV manifest, ready to expand.
@@ -41,10 +46,11 @@ pub struct Row {
     pub meta: Vec<Template>,
 }
 
-/// Open a CSV file for streaming (the `csv` crate strips a UTF-8 BOM).
-pub(crate) fn open(path: &Path) -> Result<csv::Reader<File>, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-    Ok(csv::ReaderBuilder::new().flexible(false).from_reader(file))
+/// Start reading a CSV copy (the `csv` crate strips a UTF-8 BOM).
+pub(crate) fn open(snapshot: &Snapshot) -> csv::Reader<SnapshotReader> {
+    csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(snapshot.reader())
 }
 
 /// A CSV error as a message naming the line (and the column, for bad UTF-8).
@@ -72,7 +78,7 @@ pub(crate) fn describe(
 }
 
 /// The header of a CSV as strings, or a message.
-fn headers(reader: &mut csv::Reader<File>) -> Result<Vec<String>, String> {
+fn headers(reader: &mut csv::Reader<SnapshotReader>) -> Result<Vec<String>, String> {
     match reader.headers() {
         Ok(h) if h.iter().all(str::is_empty) => Err("the file has no header row".into()),
         Ok(h) => Ok(h.iter().map(|s| s.trim().to_string()).collect()),
@@ -80,21 +86,20 @@ fn headers(reader: &mut csv::Reader<File>) -> Result<Vec<String>, String> {
     }
 }
 
-/// Check a `for_each` CSV: it exists, has a header and at least one row. Returns the resolved path
-/// and the column names (the job's variables).
-pub(crate) fn for_each_columns(dir: &Path, shown: &str) -> Result<(PathBuf, Vec<String>), String> {
+/// Copy and check a `for_each` CSV: it is a file, has a header and at least one row. Returns the
+/// resolved path, the copy, and the column names (the job's variables).
+pub(crate) fn for_each_columns(
+    dir: &Path,
+    shown: &str,
+) -> Result<(PathBuf, Snapshot, Vec<String>), String> {
     let path = dir.join(shown);
-    if !path.is_file() {
-        return Err(format!(
-            "`{shown}` does not exist (looked for `{}`)",
-            path.display()
-        ));
-    }
-    let mut reader = open(&path)?;
+    let snapshot =
+        Snapshot::take(&path).map_err(|e| super::snapshot::describe(shown, &path, &e))?;
+    let mut reader = open(&snapshot);
     let columns = headers(&mut reader).map_err(|m| format!("`{shown}`: {m}"))?;
     let mut record = StringRecord::new();
     match reader.read_record(&mut record) {
-        Ok(true) => Ok((path, columns)),
+        Ok(true) => Ok((path, snapshot, columns)),
         Ok(false) => Err(format!(
             "`{shown}` has no rows, so the job would expand to nothing"
         )),
@@ -111,30 +116,20 @@ pub(crate) fn for_each_columns(dir: &Path, shown: &str) -> Result<(PathBuf, Vec<
 /// A bad row: its line, the column when known, and what is wrong.
 pub(crate) type RowError = (u64, Option<String>, String);
 
-/// Stream the rows of a `for_each` CSV: `(line, values)` or what is wrong with a row.
-pub(crate) fn rows(path: &Path) -> impl Iterator<Item = Result<(u64, Vec<Arc<str>>), RowError>> {
-    let mut reader = open(path);
+/// Stream the rows of a CSV copy: `(line, values)` or what is wrong with a row.
+pub(crate) fn rows(
+    snapshot: &Snapshot,
+) -> impl Iterator<Item = Result<(u64, Vec<Arc<str>>), RowError>> + use<> {
+    let mut reader = open(snapshot);
     let names: Vec<String> = reader
-        .as_mut()
-        .ok()
-        .and_then(|r| {
-            r.headers()
-                .ok()
-                .map(|h| h.iter().map(str::to_string).collect())
-        })
+        .headers()
+        .map(|h| h.iter().map(str::to_string).collect())
         .unwrap_or_default();
     let mut failed = false;
     std::iter::from_fn(move || {
         if failed {
             return None;
         }
-        let reader = match reader.as_mut() {
-            Ok(r) => r,
-            Err(m) => {
-                failed = true;
-                return Some(Err((0, None, m.clone())));
-            }
-        };
         let mut record = StringRecord::new();
         match reader.read_record(&mut record) {
             Ok(true) => {
@@ -157,9 +152,9 @@ pub(crate) fn rows(path: &Path) -> impl Iterator<Item = Result<(u64, Vec<Arc<str
     })
 }
 
-/// Count the data rows of a CSV file.
-pub(crate) fn count_rows(path: &Path) -> Result<u64, String> {
-    let mut reader = open(path)?;
+/// Count the data rows of a CSV copy.
+pub(crate) fn count_rows(snapshot: &Snapshot) -> Result<u64, String> {
+    let mut reader = open(snapshot);
     let mut record = csv::ByteRecord::new();
     let mut n = 0;
     loop {
@@ -172,10 +167,13 @@ pub(crate) fn count_rows(path: &Path) -> Result<u64, String> {
     }
 }
 
-/// Load a CSV manifest: check its header; rows are checked as they are expanded.
-pub fn load(path: &Path) -> Result<Manifest, Vec<Problem>> {
+/// Load a CSV manifest: copy it, check its header; rows are checked as they are expanded.
+pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem>> {
     let file_problem = |m: String| vec![Problem::new(path, At::File, None, m)];
-    let mut reader = open(path).map_err(file_problem)?;
+    let shown = path.display().to_string();
+    let snapshot = Snapshot::take(path)
+        .map_err(|e| file_problem(super::snapshot::describe(&shown, path, &e)))?;
+    let mut reader = open(&snapshot);
     let names = headers(&mut reader).map_err(file_problem)?;
     let mut problems = Vec::new();
     let mut columns = Vec::new();
@@ -236,7 +234,12 @@ pub fn load(path: &Path) -> Result<Manifest, Vec<Problem>> {
         path: path.to_path_buf(),
         dir: super::base_dir(path),
         name: super::stem(path).into(),
-        source: Source::Csv(CsvManifest { columns, meta }),
+        source: Source::Csv(CsvManifest {
+            columns,
+            meta,
+            snapshot,
+            digests: digests.clone(),
+        }),
     })
 }
 
@@ -248,14 +251,13 @@ impl CsvManifest {
 
     /// Number of rows, read from the file.
     pub fn count_rows(&self, manifest: &Manifest) -> Result<u64, Problem> {
-        count_rows(&manifest.path).map_err(|m| Problem::new(&manifest.path, At::File, None, m))
+        count_rows(&self.snapshot).map_err(|m| Problem::new(&manifest.path, At::File, None, m))
     }
 
     /// Requests the file expands to (each row's `repeat`), read from the file.
     pub fn count_requests(&self, manifest: &Manifest) -> Result<u64, Problem> {
         let at = self.columns.iter().position(|c| *c == Column::Repeat);
-        let mut reader =
-            open(&manifest.path).map_err(|m| Problem::new(&manifest.path, At::File, None, m))?;
+        let mut reader = open(&self.snapshot);
         let mut record = csv::ByteRecord::new();
         let mut n = 0u64;
         loop {
@@ -287,7 +289,7 @@ impl CsvManifest {
         &'a self,
         manifest: &'a Manifest,
     ) -> impl Iterator<Item = Result<Row, Vec<Problem>>> + 'a {
-        rows(&manifest.path).map(move |row| match row {
+        rows(&self.snapshot).map(move |row| match row {
             Err((line, column, message)) => Err(vec![Problem::new(
                 &manifest.path,
                 At::CsvRow { line, job: None },
@@ -397,6 +399,7 @@ impl CsvManifest {
                 vars: Vec::new(),
                 meta: self.meta.clone(),
                 for_each: None,
+                digests: self.digests.clone(),
             }),
             fields,
             repeat,

@@ -6,6 +6,7 @@
 //! same [`FieldSet`], which `expand` renders and types into API request bodies.
 
 pub mod csv;
+pub mod snapshot;
 pub mod template;
 pub mod yaml;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::api::Kind;
+use crate::ids::Digests;
 use crate::problem::{At, Problem};
 pub use template::Template;
 
@@ -134,7 +136,7 @@ impl FieldSet {
 /// What every request of a job shares; requests hold it by `Arc`.
 #[derive(Debug)]
 pub struct JobInfo {
-    /// The manifest's name (part of every request id).
+    /// The manifest's name (shown by `expand`; not part of request ids).
     pub manifest: Arc<str>,
     /// The manifest file, as given on the command line.
     pub file: PathBuf,
@@ -142,8 +144,8 @@ pub struct JobInfo {
     pub dir: PathBuf,
     /// The job id shown to users (`row-<line>` for a CSV row without `id`).
     pub id: String,
-    /// The job's part of the request id: its id, or empty for a CSV row without `id` (so that
-    /// inserting a row above it does not change its id and resubmit it).
+    /// The job's part of a request id in the scheme before content identity (its id, or empty
+    /// for a CSV row without `id`); only used to recognise results written by that scheme.
     pub id_key: String,
     pub kind: Kind,
     /// Sweep variables: `for_each` columns first, then matrix keys.
@@ -152,6 +154,8 @@ pub struct JobInfo {
     pub meta: Vec<String>,
     /// The `for_each` CSV as written in the manifest (for messages).
     pub for_each: Option<String>,
+    /// The digests of local images, shared by every request of the run (request ids).
+    pub digests: Arc<Digests>,
 }
 
 /// A job of a YAML manifest, ready to expand.
@@ -175,6 +179,8 @@ pub struct ForEach {
     /// As written in the manifest (for messages).
     pub shown: String,
     pub columns: usize,
+    /// The copy taken when the manifest was loaded: every pass reads it.
+    pub snapshot: snapshot::Snapshot,
 }
 
 /// A loaded manifest.
@@ -202,15 +208,16 @@ impl Manifest {
     }
 }
 
-/// Load a manifest, choosing the format by extension. Every problem found is returned.
-pub fn load(path: &Path) -> Result<Manifest, Vec<Problem>> {
+/// Load a manifest, choosing the format by extension. Every problem found is returned. Local
+/// images' digests go into `digests` as requests are expanded.
+pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     match ext.as_deref() {
-        Some("yaml" | "yml") => yaml::load(path),
-        Some("csv") => csv::load(path),
+        Some("yaml" | "yml") => yaml::load(path, digests),
+        Some("csv") => csv::load(path, digests),
         _ => Err(vec![Problem::new(
             path,
             At::File,

@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{Field, FieldSet, ForEach, Job, JobInfo, Manifest, Source, Template};
 use crate::api::Kind;
+use crate::ids::Digests;
 use crate::problem::{At, Problem};
 
 /// A YAML scalar (string, number or boolean) kept as text: every field is a template until a
@@ -234,8 +235,8 @@ impl FieldsDoc {
     }
 }
 
-/// Load and check a YAML manifest.
-pub fn load(path: &Path) -> Result<Manifest, Vec<Problem>> {
+/// Load and check a YAML manifest (read once: the jobs are kept, the text is not read again).
+pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Problem::new(
             path,
@@ -278,7 +279,7 @@ pub fn load(path: &Path) -> Result<Manifest, Vec<Problem>> {
     let mut seen = HashSet::new();
     let mut jobs = Vec::new();
     for (index, job) in doc.jobs.iter().enumerate() {
-        match load_job(path, &dir, &name, &doc.defaults, index, job) {
+        match load_job(path, &dir, &name, &doc.defaults, index, job, digests) {
             Ok(job) => {
                 if !seen.insert(job.info.id.clone()) {
                     problems.push(Problem::new(
@@ -375,6 +376,7 @@ fn load_job(
     defaults: &DefaultsDoc,
     index: usize,
     doc: &JobDoc,
+    digests: &Arc<Digests>,
 ) -> Result<Job, Vec<Problem>> {
     let mut problems = Vec::new();
     let label = doc
@@ -433,11 +435,12 @@ fn load_job(
     let mut for_each_failed = false;
     if let Some(fe) = &doc.for_each {
         match super::csv::for_each_columns(dir, &fe.0) {
-            Ok((resolved, columns)) => {
+            Ok((resolved, snapshot, columns)) => {
                 for_each = Some(ForEach {
                     path: resolved,
                     shown: fe.0.clone(),
                     columns: columns.len(),
+                    snapshot,
                 });
                 vars.extend(columns);
             }
@@ -528,6 +531,7 @@ fn load_job(
             vars,
             meta: meta_names,
             for_each: for_each.as_ref().map(|f: &ForEach| f.shown.clone()),
+            digests: digests.clone(),
         }),
         fields,
         matrix,

@@ -70,7 +70,8 @@ pub(crate) struct Checked {
     pub images: u32,
     /// Hash of the whole body (key order and whitespace ignored); picks the generated images.
     pub hash: u64,
-    /// Identity for duplicate detection: the txt2img `request_id`, or else the body.
+    /// Identity for duplicate detection: the body as sent (a txt2img `request_id` included), so
+    /// a body accepted twice is a duplicate whatever its kind.
     pub key: u64,
     /// The client's txt2img `request_id`, echoed in the answer.
     pub request_id: Option<String>,
@@ -91,16 +92,10 @@ pub(crate) fn submission(
         Kind::Model => (model(obj)?, None),
     };
     let hash = hash::json(&value);
-    let key = match &request_id {
-        Some(id) => hash::Fnv::new()
-            .bytes(b"txt2img request_id\0")
-            .bytes(id.as_bytes())
-            .finish(),
-        None => hash::Fnv::new()
-            .bytes(kind.as_str().as_bytes())
-            .u64(hash)
-            .finish(),
-    };
+    let key = hash::Fnv::new()
+        .bytes(kind.as_str().as_bytes())
+        .u64(hash)
+        .finish();
     Ok(Checked {
         images,
         hash,
@@ -460,7 +455,7 @@ mod tests {
     const JSON: Option<&str> = Some("application/json");
 
     #[test]
-    fn txt2img_defaults_and_request_id_key() {
+    fn txt2img_defaults_and_a_key_of_the_whole_body() {
         let a = submission(Kind::Txt2Img, JSON, br#"{"prompt":"a","request_id":"r1"}"#).unwrap();
         assert_eq!(a.images, 1);
         assert_eq!(a.request_id.as_deref(), Some("r1"));
@@ -471,8 +466,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.images, 3);
-        assert_eq!(a.key, b.key, "the same request_id is the same request");
-        assert_ne!(a.hash, b.hash);
+        assert_ne!(a.key, b.key, "another body is another request");
+        let again = submission(Kind::Txt2Img, JSON, br#"{ "request_id":"r1", "prompt":"a" }"#);
+        assert_eq!(again.unwrap().key, a.key, "the same body, however written");
+        let model = submission(
+            Kind::Model,
+            JSON,
+            br#"{"image":"https://x/a.png","prompt":"a"}"#,
+        )
+        .unwrap();
+        assert_ne!(model.key, a.key);
     }
 
     #[test]

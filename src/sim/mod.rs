@@ -4,8 +4,14 @@
 //! It serves both submit endpoints at their real paths with the documented validation, the
 //! result and batch-result queries, generated PNG images and `GET /sim/stats`; it can misbehave
 //! on purpose (HTTP 500, 429 with `Retry-After`, latency, hung-up connections), reproducibly for a
-//! given `--seed`. It keeps no per-task state: task ids describe themselves, so a simulator
-//! started later (with `collect --simulate`) answers for tasks that an earlier one created.
+//! given `--seed`. Like a real server it creates a task the moment a submission has arrived: a
+//! client that hangs up, times out or is killed while waiting for the answer does not undo it.
+//! It keeps no per-task state: task ids describe themselves, so a simulator started later (with
+//! `collect --simulate`) answers for tasks that an earlier one created.
+//!
+//! Every answer carries the header [`MARK_HEADER`], and its task ids have a shape no other server
+//! produces ([`is_task_id`]): a run can tell a rehearsal from the real API, and never takes the
+//! one's task ids for the other's.
 //!
 //! # Layout
 //!
@@ -47,7 +53,16 @@ use tokio::task::JoinHandle;
 use crate::cli::SimulateArgs;
 use crate::units::Latency;
 
+pub use routes::Created;
 pub use stats::{Calls, PerKind, Stats};
+
+/// The header every answer of the simulator carries (its value: the version).
+pub const MARK_HEADER: &str = "x-hidream-simulator";
+
+/// Whether `id` is a task id this simulator (any instance, any version of this scheme) issued.
+pub fn is_task_id(id: &str) -> bool {
+    !id.is_empty() && tasks::Task::parse(id).is_some()
+}
 
 use conn::{Hangup, HangupListener};
 use routes::Shared;
@@ -91,6 +106,9 @@ pub struct SimConfig {
     /// Fraction of submit requests whose connection is closed, without an answer, after the task
     /// was created (it counts as accepted).
     pub drop_after: f64,
+    /// Keep a ledger of every task created ([`Simulator::created`]), for tests that check no task
+    /// id was lost. Memory grows with every task: not for benchmarks.
+    pub ledger: bool,
 }
 
 impl Default for SimConfig {
@@ -109,6 +127,7 @@ impl Default for SimConfig {
             refuse_rate: 0.0,
             drop_before: 0.0,
             drop_after: 0.0,
+            ledger: false,
         }
     }
 }
@@ -130,6 +149,7 @@ impl fmt::Debug for SimConfig {
             .field("refuse_rate", &self.refuse_rate)
             .field("drop_before", &self.drop_before)
             .field("drop_after", &self.drop_after)
+            .field("ledger", &self.ledger)
             .finish()
     }
 }
@@ -151,6 +171,7 @@ impl SimConfig {
             refuse_rate: args.refuse_rate,
             drop_before: args.drop_before,
             drop_after: args.drop_after,
+            ledger: false,
         };
         config.check()?;
         Ok(config)
@@ -222,6 +243,15 @@ impl Simulator {
     /// A snapshot of the counters (what `GET /sim/stats` answers, without counting a call).
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
+    }
+
+    /// Every task created so far, in order (empty unless [`SimConfig::ledger`] is on).
+    pub fn created(&self) -> Vec<Created> {
+        self.shared
+            .ledger
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// Stop accepting connections, let the requests in progress finish, and wait.

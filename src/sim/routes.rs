@@ -1,17 +1,19 @@
 //! The simulator's HTTP surface: both submit endpoints at their real paths, their result and
 //! batch-result queries, the generated images and `/sim/stats`.
 //!
-//! A submit request goes through, in this order: arrival (counted in flight), authentication and
-//! the `--max-concurrent` gate (decided on arrival), `--latency`, then the answer — 401, 429
-//! (concurrency), 500 (`--error-rate`), a hang-up before the task exists (`--drop-before`),
-//! validation (HTTP 200 with `code != 0`), the `--rate-limit` window (429), the task's creation,
-//! and a hang-up after it (`--drop-after`) or the success answer. Nothing on this path holds a
-//! lock across an `.await`; the only locks are the rolling-minute window and a shard of the
-//! duplicate set, each held for a few instructions.
+//! A submit request is decided the moment it has arrived (its whole body read), in this order:
+//! authentication (401), the `--max-concurrent` gate (429), `--throttle-rate` (429),
+//! `--error-rate` (500), a hang-up before the task exists (`--drop-before`), validation (HTTP 200
+//! with `code != 0`), the `--rate-limit` window (429), then the task's creation. Only then does
+//! `--latency` pass, and the answer (or a hang-up after the task was created, `--drop-after`)
+//! goes out. Like a real server, the simulator does not undo a task because the client hung up,
+//! timed out or was killed while it waited for the answer. Nothing on this path holds a lock
+//! across an `.await`; the only locks are the rolling-minute window, a shard of the duplicate
+//! set and (in tests) the ledger, each held for a few instructions.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -34,7 +36,7 @@ use crate::logging::safe;
 use super::check;
 use super::codes;
 use super::conn::Hangup;
-use super::faults::{Draws, Gate, Windows, retry_after_secs};
+use super::faults::{Draws, Gate, Pass, Windows, retry_after_secs};
 use super::image;
 use super::stats::{Counters, bump, slot};
 use super::tasks::{Fate, Task, unix_ms};
@@ -54,10 +56,24 @@ pub(crate) struct Shared {
     started: Instant,
     /// Where this simulator listens: the image host when a request has no usable `Host` header.
     local_addr: SocketAddr,
+    /// Every task created, when [`SimConfig::ledger`] is on.
+    pub ledger: Option<Mutex<Vec<Created>>>,
+}
+
+/// A task the simulator created (see [`SimConfig::ledger`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub kind: Kind,
+    /// The txt2img `request_id` the client sent, if any.
+    pub request_id: Option<String>,
+    pub task_id: String,
+    /// The duplicate-detection key (the body's hash).
+    pub key: u64,
 }
 
 impl Shared {
     pub(crate) fn new(config: SimConfig, local_addr: SocketAddr) -> Shared {
+        let ledger = config.ledger.then(|| Mutex::new(Vec::new()));
         Shared {
             config,
             counters: Counters::default(),
@@ -66,6 +82,7 @@ impl Shared {
             windows: Windows::new(),
             started: Instant::now(),
             local_addr,
+            ledger,
         }
     }
 
@@ -163,7 +180,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/stats", get(stats))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(mark))
         .with_state(shared)
+}
+
+/// Every answer says it comes from the simulator (see [`super::MARK_HEADER`]), whatever the
+/// path or method, so a client can tell a rehearsal from the real API before it sends anything.
+async fn mark(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        super::MARK_HEADER,
+        axum::http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
+    response
 }
 
 type St = State<Arc<Shared>>;
@@ -189,53 +217,86 @@ async fn submit(
     let _in_flight = c.arrive();
     let seq = s.seq.fetch_add(1, Ordering::Relaxed);
     let draws = Draws::new(&s.config, seq);
-    let auth = s.authenticate(headers);
-    // The gate is passed on arrival and held until the answer, latency included.
-    let pass = auth.is_ok().then(|| s.gate.admit(s.config.max_concurrent));
+    // Everything is decided, and the task created, now: the request has arrived. A client that
+    // hangs up, times out or is killed from here on does not undo it, as on a real server.
+    // `--latency` delays only the answer (the concurrency gate is held until then).
+    let (pass, answer) = arrive(kind, s, &draws, seq, headers, body);
     if !draws.latency.is_zero() {
         tokio::time::sleep(draws.latency).await;
     }
-    let request_id = || draws.request_uuid.to_string();
+    drop(pass);
+    match answer {
+        Answer::Send(response) => response,
+        Answer::HangUp => {
+            hangup.hang_up();
+            StatusCode::OK.into_response() // never reaches the client
+        }
+    }
+}
 
-    if let Err(why) = auth {
+/// What a submission gets, decided on arrival.
+enum Answer {
+    Send(Response),
+    /// Close the connection without answering.
+    HangUp,
+}
+
+/// Decide a submission on arrival, in the order of the module docs; a task it accepts exists when
+/// this returns. The gate pass (if any) is returned to be held until the answer.
+fn arrive(
+    kind: Kind,
+    s: &Shared,
+    draws: &Draws,
+    seq: u64,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Option<Pass>, Answer) {
+    let c = &s.counters;
+    let request_id = || draws.request_uuid.to_string();
+    if let Err(why) = s.authenticate(headers) {
         bump(&c.http_401);
         tracing::debug!(seq, %kind, "401: {why}");
-        return answer(
+        let response = answer(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
             why,
             request_id(),
         );
+        return (None, Answer::Send(response));
     }
-    let Some(Some(_pass)) = pass else {
+    // The gate is passed on arrival and held until the answer, latency included.
+    let Some(pass) = s.gate.admit(s.config.max_concurrent) else {
         bump(&c.concurrency_limited);
         let max = s.config.max_concurrent.unwrap_or(0);
         let message = format!("more than {max} requests in flight; retry later");
         tracing::debug!(seq, %kind, "429: {message}");
-        return too_many(codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
+        let response = too_many(codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
+        return (None, Answer::Send(response));
     };
+    let pass = Some(pass);
     if draws.throttle {
         bump(&c.throttled);
         let message = "overloaded (`--throttle-rate`); retry later".to_string();
         tracing::debug!(seq, %kind, "429: {message}");
-        return too_many(codes::OVERLOADED, message, 1, request_id());
+        let response = too_many(codes::OVERLOADED, message, 1, request_id());
+        return (pass, Answer::Send(response));
     }
     if draws.error {
         bump(&c.http_500);
         let message = "simulated server error (`--error-rate`)";
         tracing::debug!(seq, %kind, "500: {message}");
-        return answer(
+        let response = answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             codes::SERVER_ERROR,
             message,
             request_id(),
         );
+        return (pass, Answer::Send(response));
     }
     if draws.drop_before {
         bump(&c.dropped_before);
         tracing::debug!(seq, %kind, "hanging up before creating the task (`--drop-before`)");
-        hangup.hang_up();
-        return StatusCode::OK.into_response(); // never reaches the client
+        return (pass, Answer::HangUp);
     }
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let checked = match check::submission(kind, content_type, body) {
@@ -243,12 +304,13 @@ async fn submit(
         Err(rejection) => {
             c.reject(rejection.reason);
             tracing::debug!(seq, %kind, code = rejection.code, "rejected: {}", safe(&rejection.message));
-            return answer(
+            let response = answer(
                 StatusCode::OK,
                 rejection.code,
                 rejection.message,
                 request_id(),
             );
+            return (pass, Answer::Send(response));
         }
     };
     let now_ms = s.started.elapsed().as_millis() as u64;
@@ -275,12 +337,13 @@ async fn submit(
                 }
             );
             tracing::debug!(seq, %kind, "429: {message}");
-            return too_many(
+            let response = too_many(
                 codes::RATE_LIMITED,
                 message,
                 retry_after_secs(wait),
                 request_id(),
             );
+            return (pass, Answer::Send(response));
         }
     };
     let mut fates = draws.fates;
@@ -295,15 +358,22 @@ async fn submit(
         fates,
         hash: checked.hash,
     };
+    let (task_id, sub_task_ids) = task.ids();
     c.accept(kind, checked.images, checked.key, window_total);
+    if let Some(ledger) = &s.ledger {
+        ledger.lock().unwrap_or_else(|e| e.into_inner()).push(Created {
+            kind,
+            request_id: checked.request_id.clone(),
+            task_id: task_id.clone(),
+            key: checked.key,
+        });
+    }
     if draws.drop_after {
         bump(&c.dropped_after);
         tracing::debug!(seq, %kind, "hanging up after creating the task (`--drop-after`)");
-        hangup.hang_up();
-        return StatusCode::OK.into_response(); // never reaches the client
+        return (pass, Answer::HangUp);
     }
-    let (task_id, sub_task_ids) = task.ids();
-    Json(Envelope {
+    let response = Json(Envelope {
         code: codes::OK,
         message: "Success".to_string(),
         request_id: Some(checked.request_id.unwrap_or_else(request_id)),
@@ -312,7 +382,8 @@ async fn submit(
             sub_task_ids,
         }),
     })
-    .into_response()
+    .into_response();
+    (pass, Answer::Send(response))
 }
 
 /// The query string of a result query. `request_id`, which some clients send, is ignored.

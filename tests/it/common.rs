@@ -124,3 +124,15 @@ pub fn run_args(manifest: &Path, base: &str, out: &Path, extra: &[&str]) -> Vec<
     a.extend(extra.iter().map(|s| s.to_string()));
     a
 }
+
+/// The submissions a wiremock server received (the `HEAD` a run sends first, to tell the simulator
+/// from the API, is left out).
+pub async fn submissions(server: &wiremock::MockServer) -> Vec<wiremock::Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method == wiremock::http::Method::POST)
+        .collect()
+}

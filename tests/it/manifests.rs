@@ -239,7 +239,7 @@ fn run_id_and_any_change_change_the_ids() {
         p
     };
     let ids = |p: &Path, run_id: Option<&str>| -> Vec<uuid::Uuid> {
-        let m = manifest::load(p).unwrap();
+        let m = manifest::load(p, &Default::default()).unwrap();
         expand::expand(std::slice::from_ref(&m), run_id)
             .map(|r| r.unwrap().id)
             .collect()
@@ -281,16 +281,24 @@ proptest! {
     fn ids_are_unique_stable_and_counted(rows in 1usize..5, sizes in prop::collection::vec(1usize..5, 0..4), repeat in 1u32..4) {
         let dir = tempfile::tempdir().unwrap();
         let path = sweep(dir.path(), rows, &sizes, repeat);
-        let m = manifest::load(&path).unwrap();
+        let m = manifest::load(&path, &Default::default()).unwrap();
         let first: Vec<uuid::Uuid> = expand::expand(std::slice::from_ref(&m), None).map(|r| r.unwrap().id).collect();
         let expected = rows * sizes.iter().product::<usize>() * repeat as usize;
         prop_assert_eq!(first.len(), expected);
         prop_assert_eq!(expand::count(&m).unwrap(), expected as u64);
         let unique: HashSet<_> = first.iter().collect();
         prop_assert_eq!(unique.len(), first.len());
-        // Re-expansion from a fresh load (as another run or machine would) gives the same ids.
-        let again = manifest::load(&path).unwrap();
+        // Re-expansion from a fresh load (as another run or machine would) gives the same ids;
+        // so does a copy of the manifest under another name, in another folder.
+        let again = manifest::load(&path, &Default::default()).unwrap();
         let second: Vec<uuid::Uuid> = expand::expand(std::slice::from_ref(&again), None).map(|r| r.unwrap().id).collect();
-        prop_assert_eq!(first, second);
+        prop_assert_eq!(&first, &second);
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("rows.csv"), elsewhere.path().join("rows.csv")).unwrap();
+        let copy = elsewhere.path().join("prop (1).yaml");
+        std::fs::write(&copy, std::fs::read_to_string(&path).unwrap().replace("name: prop", "name: renamed")).unwrap();
+        let moved = manifest::load(&copy, &Default::default()).unwrap();
+        let third: Vec<uuid::Uuid> = expand::expand(std::slice::from_ref(&moved), None).map(|r| r.unwrap().id).collect();
+        prop_assert_eq!(first, third);
     }
 }

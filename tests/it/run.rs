@@ -293,7 +293,7 @@ async fn a_401_stops_the_run_after_at_most_concurrency_requests() {
     )
     .await;
     assert_eq!(o.status.code(), Some(3));
-    let received = server.received_requests().await.unwrap().len();
+    let received = submissions(&server).await.len();
     assert!(
         (1..=3).contains(&received),
         "{received} requests reached the server"
@@ -490,7 +490,7 @@ async fn local_images_arrive_as_base64_with_a_content_length() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let received = &server.received_requests().await.unwrap()[0];
+    let received = &submissions(&server).await[0];
     let length: usize = received
         .headers
         .get("content-length")

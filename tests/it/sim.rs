@@ -794,10 +794,11 @@ async fn stats_count_duplicates() {
     let sim = start(SimConfig::default()).await;
     let c = client();
     accepted(&c, &sim, Kind::Txt2Img, &txt2img("one", "dup-1")).await;
-    // The same request id is the same request, whatever the prompt.
+    // A duplicate is the same body sent twice; a txt2img body includes its request id.
+    accepted(&c, &sim, Kind::Txt2Img, &txt2img("one", "dup-1")).await;
     accepted(&c, &sim, Kind::Txt2Img, &txt2img("two", "dup-1")).await;
     accepted(&c, &sim, Kind::Txt2Img, &txt2img("one", "dup-2")).await;
-    // Model requests have no request id: the same body (in any key order) is a duplicate.
+    // The same body (in any key order) is a duplicate, whatever its kind.
     let a: Value =
         serde_json::from_str(r#"{"image":"https://x.test/a.png","prompt":"p"}"#).unwrap();
     let b: Value =
@@ -806,7 +807,7 @@ async fn stats_count_duplicates() {
     accepted(&c, &sim, Kind::Model, &b).await;
     accepted(&c, &sim, Kind::Model, &model_prompt("q")).await;
     let stats = sim.stats();
-    assert_eq!((stats.accepted, stats.duplicates), (6, 2));
+    assert_eq!((stats.accepted, stats.duplicates), (7, 2));
 }
 
 #[tokio::test]

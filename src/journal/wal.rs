@@ -1,0 +1,435 @@
+//! The write-ahead log, `<results>.wal`: which attempts left this process, so that a run that
+//! dies with requests in flight never forgets them.
+//!
+//! One line per event, appended:
+//!
+//! ```text
+//! sent <request id> <attempt> <at> <first at> <api|simulator> <kind> <job>
+//! noted <request id> <attempt> <what>
+//! done <request id>
+//! ```
+//!
+//! - `sent`: attempt `attempt` of a request is about to leave. `first at` is the time of the
+//!   request's first attempt in this run, which its outcome row carries as `submitted_at`.
+//! - `noted`: that attempt was answered in a way that proves no task was created (`what`: the HTTP
+//!   status, or `not-sent` when the connection was never made). A request whose last attempt is
+//!   noted is `failed` (sent again), not `unknown`, if the run dies before it gets its row.
+//! - `done`: the request's outcome row is on disk.
+//!
+//! An *open entry* is a request with a `sent` line and no `done` line after it.
+//!
+//! # The writer
+//!
+//! One thread owns the file ([`WalWriter`]); submissions talk to it over a channel. It writes the
+//! lines that arrived together with one `write` and one `fdatasync` (a group commit), and only
+//! then lets their requests go: a `sent` line is on disk before its request's first byte leaves.
+//! `done` lines follow an `fdatasync` of the results file, so an entry is settled only by a row
+//! that is on disk. Nothing here runs on the async runtime's thread.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::api::Kind;
+use crate::results::World;
+
+/// How often the results file is synced so that `done` lines can follow (also at the end).
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// A `sent` line: one attempt of a request, about to leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub id: Uuid,
+    pub attempt: u32,
+    /// When this attempt went (RFC 3339).
+    pub at: String,
+    /// When the request's first attempt in its run went: its row's `submitted_at`.
+    pub first_at: String,
+    pub world: World,
+    /// `None` in a log written before kinds were logged.
+    pub kind: Option<Kind>,
+    /// The job, for messages (empty if not logged).
+    pub job: String,
+}
+
+impl Sent {
+    fn line(&self) -> String {
+        let kind = self.kind.map_or("-", Kind::as_str);
+        let job: String = self
+            .job
+            .chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect();
+        format!(
+            "sent {} {} {} {} {} {kind} {}\n",
+            self.id,
+            self.attempt,
+            self.at,
+            self.first_at,
+            self.world.as_str(),
+            if job.is_empty() { "-" } else { &job }
+        )
+    }
+}
+
+/// A request whose last `sent` line has no `done` after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its last attempt.
+    pub sent: Sent,
+    /// What proved that last attempt created no task, if anything did.
+    pub noted: Option<String>,
+}
+
+/// A line of the log that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub line: u64,
+    pub what: String,
+}
+
+/// The open entries of a log, in the order their requests were first sent. A last line without
+/// its line end was torn by a crash before it was synced (so its request never left) and is
+/// ignored; any other line that cannot be read is an error.
+pub fn read(path: &Path) -> io::Result<Result<Vec<Entry>, Unreadable>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(Vec::new())),
+        Err(e) => return Err(e),
+    };
+    Ok(parse(&bytes))
+}
+
+fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
+    let mut open: HashMap<Uuid, Entry> = HashMap::new();
+    let mut order: Vec<Uuid> = Vec::new();
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => &[][..],
+    };
+    for (n, raw) in complete.split(|&b| b == b'\n').enumerate() {
+        let line = n as u64 + 1;
+        if raw.is_empty() {
+            continue;
+        }
+        let bad = |what: String| Unreadable { line, what };
+        let text = std::str::from_utf8(raw).map_err(|_| bad("the line is not UTF-8".into()))?;
+        let fields: Vec<&str> = text.split(' ').collect();
+        let id = fields
+            .get(1)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| bad(format!("`{}` is not a write-ahead line", safe(text))))?;
+        let number = |i: usize| -> Result<u32, Unreadable> {
+            fields
+                .get(i)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(format!("`{}` has no attempt number", safe(text))))
+        };
+        match fields[0] {
+            "sent" => {
+                let attempt = number(2)?;
+                let at = fields.get(3).copied().unwrap_or("").to_string();
+                // Lines before kinds were logged end after the time.
+                let first_at = fields.get(4).map_or_else(|| at.clone(), |s| s.to_string());
+                let world = match fields.get(5) {
+                    None => World::Api,
+                    Some(w) => World::parse(w)
+                        .ok_or_else(|| bad(format!("`{}`: unknown server `{w}`", safe(text))))?,
+                };
+                let kind = fields.get(6).and_then(|k| Kind::parse(k));
+                let job = fields
+                    .get(7..)
+                    .map(|j| j.join(" "))
+                    .filter(|j| j != "-")
+                    .unwrap_or_default();
+                let sent = Sent {
+                    id,
+                    attempt,
+                    at,
+                    first_at,
+                    world,
+                    kind,
+                    job,
+                };
+                if open.insert(id, Entry { sent, noted: None }).is_none() {
+                    order.push(id);
+                }
+            }
+            "noted" => {
+                let attempt = number(2)?;
+                if let Some(e) = open.get_mut(&id)
+                    && e.sent.attempt == attempt
+                {
+                    e.noted = Some(fields.get(3).copied().unwrap_or("answered").to_string());
+                }
+            }
+            "done" => {
+                open.remove(&id);
+            }
+            _ => return Err(bad(format!("`{}` is not a write-ahead line", safe(text)))),
+        }
+    }
+    Ok(order.into_iter().filter_map(|id| open.remove(&id)).collect())
+}
+
+fn safe(text: &str) -> String {
+    let shown: String = text.chars().take(120).collect();
+    crate::logging::safe(&shown).into_owned()
+}
+
+enum Msg {
+    Sent(Sent, tokio::sync::oneshot::Sender<io::Result<()>>),
+    Noted {
+        id: Uuid,
+        attempt: u32,
+        what: String,
+    },
+    Settled(Vec<Uuid>),
+    Finish(mpsc::Sender<io::Result<Vec<Sent>>>),
+}
+
+/// What submissions hold: announce an attempt (and wait until it is on disk), or note that one
+/// created no task.
+#[derive(Debug, Clone)]
+pub struct WalHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+fn closed() -> io::Error {
+    io::Error::other("the write-ahead log is closed")
+}
+
+impl WalHandle {
+    /// Log that an attempt is about to leave; returns once the line is on disk (synced).
+    pub async fn sent(&self, sent: Sent) -> io::Result<()> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.tx.send(Msg::Sent(sent, ack)).map_err(|_| closed())?;
+        done.await.map_err(|_| closed())?
+    }
+
+    /// Log that attempt `attempt` of `id` was answered in a way that proves no task was created.
+    /// Written with the next group, not waited for: losing it only leaves the request `unknown`.
+    pub fn noted(&self, id: Uuid, attempt: u32, what: &str) {
+        let _ = self.tx.send(Msg::Noted {
+            id,
+            attempt,
+            what: what.to_string(),
+        });
+    }
+}
+
+/// The thread that owns the log.
+pub struct WalWriter {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl WalWriter {
+    /// Start the writer on `wal` (opened for appending) and `results` (a handle on the results
+    /// file that rows are appended to, for syncing it before `done` lines).
+    pub fn start(wal: File, results: File) -> io::Result<WalWriter> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("hidream-batch-wal".into())
+            .spawn(move || serve(&rx, wal, &results))?;
+        Ok(WalWriter { tx })
+    }
+
+    pub fn handle(&self) -> WalHandle {
+        WalHandle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// The rows of these requests were written to the results file (`write` returned).
+    pub fn settled(&self, ids: Vec<Uuid>) {
+        if !ids.is_empty() {
+            let _ = self.tx.send(Msg::Settled(ids));
+        }
+    }
+
+    /// Sync the results, log `done` for every request whose row was written, sync the log, stop
+    /// the writer; the entries still open (requests abandoned in flight).
+    pub fn finish(self) -> io::Result<Vec<Sent>> {
+        let (reply, answer) = mpsc::channel();
+        self.tx.send(Msg::Finish(reply)).map_err(|_| closed())?;
+        answer.recv().map_err(|_| closed())?
+    }
+}
+
+fn serve(rx: &mpsc::Receiver<Msg>, mut wal: File, results: &File) {
+    let mut open: HashMap<Uuid, Sent> = HashMap::new();
+    let mut settled: Vec<Uuid> = Vec::new();
+    let mut last_sync = Instant::now();
+    let mut broken: Option<(io::ErrorKind, String)> = None;
+    loop {
+        let first = match rx.recv_timeout(SYNC_EVERY) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut buf = String::new();
+        let mut acks = Vec::new();
+        let mut finish = None;
+        for msg in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match msg {
+                Msg::Sent(sent, ack) => {
+                    buf += &sent.line();
+                    acks.push(ack);
+                    open.insert(sent.id, sent);
+                }
+                Msg::Noted { id, attempt, what } => {
+                    buf += &format!("noted {id} {attempt} {what}\n");
+                }
+                Msg::Settled(ids) => {
+                    settled.extend(ids.into_iter().filter(|id| open.remove(id).is_some()));
+                }
+                Msg::Finish(reply) => finish = Some(reply),
+            }
+        }
+        if broken.is_none() {
+            let mut step = || -> io::Result<()> {
+                if !settled.is_empty() && (finish.is_some() || last_sync.elapsed() >= SYNC_EVERY)
+                {
+                    // The rows are on disk: only now may their entries be settled.
+                    results.sync_data()?;
+                    for id in settled.drain(..) {
+                        buf += &format!("done {id}\n");
+                    }
+                    last_sync = Instant::now();
+                }
+                if !buf.is_empty() {
+                    wal.write_all(buf.as_bytes())?;
+                }
+                if !acks.is_empty() || finish.is_some() {
+                    wal.sync_data()?;
+                }
+                Ok(())
+            };
+            if let Err(e) = step() {
+                broken = Some((e.kind(), e.to_string()));
+            }
+        }
+        let result = || match &broken {
+            None => Ok(()),
+            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+        };
+        for ack in acks {
+            let _ = ack.send(result());
+        }
+        if let Some(reply) = finish {
+            let _ = reply.send(result().map(|()| open.into_values().collect()));
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(id: u128, attempt: u32) -> Sent {
+        Sent {
+            id: Uuid::from_u128(id),
+            attempt,
+            at: format!("2026-12-01T00:00:0{attempt}.000Z"),
+            first_at: "2026-12-01T00:00:01.000Z".into(),
+            world: World::Api,
+            kind: Some(Kind::Txt2Img),
+            job: "hero".into(),
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_and_entries_close_with_done() {
+        let a = sent(1, 1);
+        let mut b = sent(2, 1);
+        b.world = World::Simulator;
+        b.kind = Some(Kind::Model);
+        let b2 = Sent {
+            attempt: 2,
+            at: "2026-12-01T00:00:09.000Z".into(),
+            ..b.clone()
+        };
+        let c = sent(3, 1);
+        let text = format!(
+            "{}{}noted {} 1 500\n{}{}noted {} 1 429\ndone {}\n",
+            a.line(),
+            b.line(),
+            b.id,
+            b2.line(),
+            c.line(),
+            c.id,
+            a.id
+        );
+        let open = parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            open,
+            vec![
+                // b's second attempt was not answered: noted belongs to the first.
+                Entry {
+                    sent: b2,
+                    noted: None
+                },
+                Entry {
+                    sent: c,
+                    noted: Some("429".into())
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_a_bad_line_is_an_error() {
+        let a = sent(1, 1);
+        let torn = format!("{}sent {} 1 2026", a.line(), Uuid::from_u128(2));
+        assert_eq!(parse(torn.as_bytes()).unwrap().len(), 1);
+        let bad = format!("garbage\n{}", a.line());
+        assert_eq!(parse(bad.as_bytes()).unwrap_err().line, 1);
+        let mut not_utf8 = a.line().into_bytes();
+        not_utf8.extend_from_slice(b"sent \xff\n");
+        assert_eq!(parse(&not_utf8).unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn a_log_written_before_kinds_were_logged_reads() {
+        let id = Uuid::from_u128(9);
+        let open = parse(format!("sent {id} 2 2026-11-01T00:00:00.000Z\n").as_bytes()).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].sent.first_at, "2026-11-01T00:00:00.000Z");
+        assert_eq!(open[0].sent.world, World::Api);
+        assert_eq!(open[0].sent.kind, None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sent_returns_once_the_line_is_written_and_finish_reports_what_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.wal");
+        let wal = File::create(&path).unwrap();
+        let results = File::create(dir.path().join("r.csv")).unwrap();
+        let writer = WalWriter::start(wal, results).unwrap();
+        let handle = writer.handle();
+        // Fifty submissions starting together, as `buffer_unordered` starts them.
+        futures::future::join_all((0..50u128).map(|i| {
+            let handle = handle.clone();
+            let path = path.clone();
+            async move {
+                handle.sent(sent(i, 1)).await.unwrap();
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(text.contains(&format!("sent {} 1 ", Uuid::from_u128(i))));
+            }
+        }))
+        .await;
+        handle.noted(Uuid::from_u128(7), 1, "500");
+        writer.settled((0..49u128).map(Uuid::from_u128).collect());
+        let open = writer.finish().unwrap();
+        assert_eq!(open, vec![sent(49, 1)], "one request abandoned in flight");
+        let entries = read(&path).unwrap().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].sent.id, Uuid::from_u128(49));
+    }
+}

@@ -1,0 +1,137 @@
+//! The plan: which requests a run sends, which it skips, and why. It decides what gets paid for.
+//!
+//! A request's state before the run is the latest row of it in the results, or — if an earlier run
+//! left it in flight — the row the journal settles it with first (see [`crate::journal`]):
+//!
+//! | state before the run | sent by this run? |
+//! |---|---|
+//! | none (never sent) | yes |
+//! | `failed` (transient errors, or the run stopped after an answer that proves no task) | yes |
+//! | `submitted` | never |
+//! | `rejected` | only with `--retry-rejected` |
+//! | `unknown` (sent, no answer; or in flight when a run stopped) | only with `--retry-unknown` |
+//!
+//! Rows answered by another server (a simulator rehearsal in the results of a real run, or the
+//! reverse) never count: a run refuses such results before the plan (see `run`).
+
+use std::collections::BTreeMap;
+
+use crate::api::Kind;
+use crate::results::Status;
+
+/// The flags that change what is resent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    pub retry_rejected: bool,
+    pub retry_unknown: bool,
+}
+
+/// Whether a request in state `before` is sent by a run with `flags` (the table above).
+pub fn should_send(before: Option<Status>, flags: Flags) -> bool {
+    match before {
+        None | Some(Status::Failed) => true,
+        Some(Status::Submitted) => false,
+        Some(Status::Rejected) => flags.retry_rejected,
+        Some(Status::Unknown) => flags.retry_unknown,
+    }
+}
+
+/// What a run will do, counted per reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub total: u64,
+    pub new: u64,
+    pub already_submitted: u64,
+    pub to_retry_failed: u64,
+    pub rejected_skipped: u64,
+    pub rejected_retry: u64,
+    pub unknown_skipped: u64,
+    pub unknown_retry: u64,
+    /// Images to send per kind.
+    pub images: BTreeMap<Kind, u64>,
+    /// Requests to send per kind.
+    pub requests: BTreeMap<Kind, u64>,
+}
+
+impl Plan {
+    /// Count one request of the run: its state before, and whether it is sent.
+    pub fn count(&mut self, before: Option<Status>, flags: Flags, kind: Kind, images: u32) -> bool {
+        self.total += 1;
+        match before {
+            None => self.new += 1,
+            Some(Status::Submitted) => self.already_submitted += 1,
+            Some(Status::Failed) => self.to_retry_failed += 1,
+            Some(Status::Rejected) if flags.retry_rejected => self.rejected_retry += 1,
+            Some(Status::Rejected) => self.rejected_skipped += 1,
+            Some(Status::Unknown) if flags.retry_unknown => self.unknown_retry += 1,
+            Some(Status::Unknown) => self.unknown_skipped += 1,
+        }
+        let send = should_send(before, flags);
+        if send {
+            *self.images.entry(kind).or_default() += u64::from(images);
+            *self.requests.entry(kind).or_default() += 1;
+        }
+        send
+    }
+
+    /// Requests the run sends.
+    pub fn to_send(&self) -> u64 {
+        self.new + self.to_retry_failed + self.rejected_retry + self.unknown_retry
+    }
+
+    /// Images the run sends.
+    pub fn images(&self) -> u64 {
+        self.images.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_has_no_task_is_sent_without_flags() {
+        let none = Flags::default();
+        assert!(should_send(None, none));
+        assert!(should_send(Some(Status::Failed), none));
+        assert!(!should_send(Some(Status::Submitted), none));
+        assert!(!should_send(Some(Status::Rejected), none));
+        assert!(!should_send(Some(Status::Unknown), none));
+        let all = Flags {
+            retry_rejected: true,
+            retry_unknown: true,
+        };
+        assert!(
+            !should_send(Some(Status::Submitted), all),
+            "a task id is never paid for twice, whatever the flags"
+        );
+        assert!(should_send(Some(Status::Rejected), all));
+        assert!(should_send(Some(Status::Unknown), all));
+    }
+
+    #[test]
+    fn the_plan_counts_every_request_once_and_what_it_sends() {
+        let mut plan = Plan::default();
+        let flags = Flags {
+            retry_rejected: true,
+            retry_unknown: false,
+        };
+        let states = [
+            None,
+            Some(Status::Submitted),
+            Some(Status::Failed),
+            Some(Status::Rejected),
+            Some(Status::Unknown),
+        ];
+        let sent: Vec<bool> = states
+            .iter()
+            .map(|s| plan.count(*s, flags, Kind::Txt2Img, 2))
+            .collect();
+        assert_eq!(sent, [true, false, true, true, false]);
+        assert_eq!(plan.total, 5);
+        assert_eq!(plan.to_send(), 3);
+        assert_eq!(plan.images(), 6);
+        assert_eq!(plan.unknown_skipped, 1);
+        assert_eq!(plan.rejected_retry, 1);
+    }
+}
