@@ -1,10 +1,15 @@
 //! `merge`: combine results CSVs (typically the shards of one manifest) into one.
 //!
-//! For each request id the latest row wins (by `submitted_at`; on a tie, the later file). Two rows
-//! of one request with different task ids mean the request was submitted twice and both tasks may
-//! be billed: that is reported, never hidden, and the merge exits 1. Columns are the union of the
-//! inputs' headers (first file's order, new columns appended). Like the journal, rows stay on disk:
-//! only an index (id → file, offset, time) is held.
+//! For each request id one row is kept, and a task id is never dropped:
+//! - a `submitted` row wins over any row that is not, later or not;
+//! - otherwise the latest row wins (by `submitted_at`; on a tie, the later file);
+//! - two rows of one request with different task ids mean the request was submitted twice and both
+//!   tasks may be billed: that is reported, never hidden, and the merge exits 1 (the later is kept).
+//!
+//! Inputs are read as strictly as `run` reads its results: a row that cannot be read stops the
+//! merge (exit 2) naming the file and line. Columns are the union of the inputs' headers (first
+//! file's order, new columns appended). Like the journal, rows stay on disk: only an index (id →
+//! file, offset, time) is held.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,10 +19,12 @@ use uuid::Uuid;
 
 use crate::cli::MergeArgs;
 use crate::exit;
+use crate::results::{self, Item, Status};
 
 struct Pick {
     file: usize,
     offset: u64,
+    submitted: bool,
     submitted_at: String,
     task_id: String,
     first_seen: u64,
@@ -44,66 +51,67 @@ pub fn merge(
     let mut conflicts = Vec::new();
     let mut seen = 0u64;
     for (file, path) in inputs.iter().enumerate() {
-        let mut reader = open(path)?;
-        let header: Vec<String> = reader
-            .headers()
-            .map_err(|e| exit::invalid(format!("`{}`: {e}", path.display())))?
-            .iter()
-            .map(str::to_string)
-            .collect();
-        let col = |name: &str| header.iter().position(|h| h == name);
-        let (Some(id_col), Some(task_col), Some(time_col)) =
-            (col("request_id"), col("task_id"), col("submitted_at"))
-        else {
-            return Err(exit::invalid(format!(
-                "`{}` is not a hidream-batch results file",
-                path.display()
-            )));
+        let shown = path.display();
+        let f = File::open(path)
+            .map_err(|e| exit::invalid(format!("cannot read `{shown}`: {e}")))?;
+        let unreadable = |u: results::Unreadable| {
+            exit::invalid(format!("cannot read `{shown}` completely: line {}: {}", u.line, u.what))
         };
+        let mut reader = results::Reader::open(&f)
+            .map_err(|e| exit::invalid(format!("cannot read `{shown}`: {e}")))?
+            .map_err(unreadable)?;
+        let header = reader.header().to_vec();
+        let col = |name: &str| header.iter().position(|h| h == name).expect("a required column");
+        let (task_col, time_col) = (col("task_id"), col("submitted_at"));
         for h in &header {
             if !union.contains(h) {
                 union.push(h.clone());
             }
         }
-        let mut record = csv::StringRecord::new();
-        loop {
-            let offset = reader.position().byte();
-            match reader.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => return Err(exit::invalid(format!("`{}`: {e}", path.display()))),
-            }
-            let Ok(id) = Uuid::parse_str(record.get(id_col).unwrap_or("")) else {
-                continue;
+        while let Some(item) = reader.next_item() {
+            let row = match item.map_err(unreadable)? {
+                Item::Row(row) => row,
+                Item::Torn { line, .. } => {
+                    return Err(unreadable(results::Unreadable {
+                        line,
+                        what: "the last row is incomplete".into(),
+                    }));
+                }
             };
-            let task_id = record.get(task_col).unwrap_or("").to_string();
-            let submitted_at = record.get(time_col).unwrap_or("").to_string();
             let new = Pick {
                 file,
-                offset,
-                submitted_at,
-                task_id,
+                offset: row.offset,
+                submitted: row.status == Status::Submitted,
+                submitted_at: row.record[time_col].to_string(),
+                task_id: row.record[task_col].to_string(),
                 first_seen: seen,
             };
+            let id = row.id;
             seen += 1;
             match index.get_mut(&id) {
                 None => {
                     index.insert(id, new);
                 }
                 Some(old) => {
-                    let newer = new.submitted_at >= old.submitted_at;
+                    let later = new.submitted_at >= old.submitted_at;
                     if !new.task_id.is_empty()
                         && !old.task_id.is_empty()
                         && new.task_id != old.task_id
                     {
-                        let (kept, other) = if newer { (&new, &*old) } else { (&*old, &new) };
+                        let (kept, other) = if later { (&new, &*old) } else { (&*old, &new) };
                         conflicts.push(Conflict {
                             request_id: id,
                             kept: (kept.task_id.clone(), inputs[kept.file].clone()),
                             other: (other.task_id.clone(), inputs[other.file].clone()),
                         });
                     }
-                    if newer {
+                    // A task id is never dropped for a row without one.
+                    let wins = match (new.submitted, old.submitted) {
+                        (true, false) => true,
+                        (false, true) => false,
+                        _ => later,
+                    };
+                    if wins {
                         *old = Pick {
                             first_seen: old.first_seen,
                             ..new

@@ -511,6 +511,25 @@ impl<R: Read> Reader<R> {
     }
 }
 
+impl Reader<std::io::BufReader<std::fs::File>> {
+    /// Start reading a results file (from its start, whatever the handle's position).
+    pub fn open(
+        file: &std::fs::File,
+    ) -> std::io::Result<Result<Reader<std::io::BufReader<std::fs::File>>, Unreadable>> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        let len = file.metadata()?.len();
+        let mut last = [0u8];
+        if len > 0 {
+            file.read_exact_at(&mut last, len - 1)?;
+        }
+        let mut input = file.try_clone()?;
+        input.seek(SeekFrom::Start(0))?;
+        let input = std::io::BufReader::with_capacity(256 * 1024, input);
+        Ok(Reader::new(input, len, matches!(last[0], b'\n' | b'\r')))
+    }
+}
+
 fn describe_error(e: &csv::Error) -> String {
     match e.kind() {
         csv::ErrorKind::Utf8 { .. } => {

@@ -65,7 +65,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use uuid::Uuid;
 
@@ -240,10 +239,8 @@ impl Prior {
             None => 0,
         };
         if let (Some(f), true) = (&file, len > 0) {
-            let mut last = [0u8];
-            f.read_exact_at(&mut last, len - 1).map_err(io_err)?;
-            let input = io::BufReader::with_capacity(256 * 1024, f.try_clone().map_err(io_err)?);
-            let mut reader = results::Reader::new(input, len, matches!(last[0], b'\n' | b'\r'))
+            let mut reader = results::Reader::open(f)
+                .map_err(io_err)?
                 .map_err(|u| unreadable(u.line, u.what))?;
             let col = |name: &str| {
                 reader

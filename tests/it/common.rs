@@ -17,7 +17,8 @@ pub fn bin() -> assert_cmd::Command {
 }
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use hidream_batch::sim::{self, SimConfig, Simulator};
 
@@ -135,4 +136,170 @@ pub async fn submissions(server: &wiremock::MockServer) -> Vec<wiremock::Request
         .into_iter()
         .filter(|r| r.method == wiremock::http::Method::POST)
         .collect()
+}
+
+/// Start the binary as a child process (stdout and stderr piped) with the test token.
+pub fn spawn(args: &[String]) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("hidream-batch"))
+        .current_dir(root())
+        .env("HIDREAM_API_TOKEN", TOKEN)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts")
+}
+
+/// Rows in a results file (0 if it does not exist yet).
+pub fn row_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// Poll `condition` until it holds (bounded: a test must not hang).
+pub async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+pub async fn wait(child: Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+
+/// A child whose stderr is collected as it is written, so a test can wait for a log line.
+pub struct Watched {
+    pub child: Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Watched {
+    pub fn start(args: &[String]) -> Watched {
+        let mut child = spawn(args);
+        let pipe = child.stderr.take().expect("stderr piped");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Watched {
+            child,
+            stderr,
+            reader,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait for the process; its exit code and everything it wrote on stderr.
+    pub async fn finish(self) -> (Option<i32>, String) {
+        let Watched {
+            child,
+            stderr,
+            reader,
+        } = self;
+        let output = wait(child).await;
+        tokio::task::spawn_blocking(move || reader.join().unwrap())
+            .await
+            .unwrap();
+        let text = stderr.lock().unwrap().clone();
+        (output.status.code(), text)
+    }
+}
+
+/// Poll an async `condition` until it holds (bounded: a test must not hang).
+pub async fn until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut condition: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `<results>.<ext>`.
+pub fn sibling(results: &Path, ext: &str) -> std::path::PathBuf {
+    let mut s = results.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    s.into()
+}
+
+/// The request ids of the write-ahead log's open entries (a `sent` line without a `done` after it).
+pub fn open_entries(results: &Path) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(sibling(results, "wal")).unwrap_or_default();
+    let mut open = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let mut f = line.split(' ');
+        match (f.next(), f.next()) {
+            (Some("sent"), Some(id)) => {
+                open.insert(id.to_string());
+            }
+            (Some("done"), Some(id)) => {
+                open.remove(id);
+            }
+            _ => {}
+        }
+    }
+    open
+}
+
+/// The request ids a manifest expands to, in order (from `expand`).
+pub fn expanded_ids(args: &[&str]) -> Vec<String> {
+    let out = bin().arg("expand").args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A wiremock server that accepts every text-to-image submission with a fresh task id.
+pub async fn accepting_server() -> wiremock::MockServer {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let server = wiremock::MockServer::start().await;
+    let n = AtomicU64::new(0);
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "code": 0, "message": "Success", "request_id": "r",
+                "result": {"task_id": format!("task-{i}"), "sub_task_ids": [format!("task-{i}-0")]}
+            }))
+        })
+        .mount(&server)
+        .await;
+    server
 }

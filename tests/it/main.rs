@@ -2,6 +2,8 @@
 
 mod collect;
 mod common;
+mod identity;
+mod journal;
 mod manifests;
 mod run;
 mod sim;

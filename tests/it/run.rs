@@ -514,3 +514,85 @@ async fn local_images_arrive_as_base64_with_a_content_length() {
         "the results show the path, never base64"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_answer_came_too_late_is_unknown_and_its_task_exists() {
+    let sim = simulator(SimConfig {
+        latency: "2s".parse().unwrap(),
+        ..quiet()
+    })
+    .await;
+    let (_dir, manifest, out) = txt2img_scratch("late", 1, &[1]);
+    let o = run_bin(
+        run_args(&manifest, &sim.base_url(), &out, &["--timeout", "300ms"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    let row = &results(&out)[0];
+    assert_eq!(row["status"], "unknown", "{row:?}");
+    assert!(row["message"].contains("timed out"), "{row:?}");
+    assert_eq!(sim.stats().accepted, 1, "the task exists: it may be billed");
+    // Not sent again without --retry-unknown.
+    let again = run_bin(run_args(&manifest, &sim.base_url(), &out, &[]), vec![]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(sim.stats().submitted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_cannot_work_are_refused_before_anything_is_sent() {
+    let server = MockServer::start().await;
+    let (_dir, manifest, out) = txt2img_scratch("settings", 2, &[1]);
+    let zero = run_args(&manifest, &server.uri(), &out, &["--timeout", "0s"]);
+    let mut backwards = run_args(&manifest, &server.uri(), &out, &["--backoff-max", "1s"]);
+    set_option(&mut backwards, "--backoff", "10s");
+    for (args, flag) in [(zero, "`--timeout`"), (backwards, "`--backoff-max`")] {
+        let o = run_bin(args, vec![]).await;
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(flag), "{flag}");
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+    assert!(!out.exists(), "no results were written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_longer_than_backoff_max_is_capped_and_said() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "999999"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("t1")))
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("capped", 1, &[1]);
+    let mut args = run_args(&manifest, &server.uri(), &out, &["--backoff-max", "200ms"]);
+    args.extend(["--timeout".into(), "5s".into()]);
+    // Bounded: a run that honoured the full Retry-After would wait eleven days.
+    let o = tokio::time::timeout(Duration::from_secs(30), run_bin(args, vec![]))
+        .await
+        .expect("the wait was capped");
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("waiting at most --backoff-max 200ms"), "{stderr}");
+    assert_eq!(results(&out)[0]["attempts"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_larger_than_the_bound_is_not_read_and_is_unknown() {
+    let server = MockServer::start().await;
+    let mut huge = ok_body("t1");
+    huge["padding"] = serde_json::Value::String("x".repeat(2 << 20));
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(huge))
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("huge", 1, &[1]);
+    let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let row = &results(&out)[0];
+    assert_eq!(row["status"], "unknown", "{row:?}");
+    assert!(row["message"].contains("larger than 1024 KiB"), "{row:?}");
+}

@@ -1202,3 +1202,38 @@ async fn throttle_rate_sheds_submissions_with_429() {
     assert!((25..=75).contains(&shed), "{shed} of 200 shed");
     assert_eq!(first, shed_of(3).await, "reproducible for a seed");
 }
+
+/// Like a real server, a task exists once its request has arrived: a client that stops waiting
+/// (or is killed) does not undo it. `--latency` delays the answer only.
+#[tokio::test]
+async fn a_task_exists_once_its_request_has_arrived_whatever_the_client_does_next() {
+    let sim = start(SimConfig {
+        latency: "3s".parse().unwrap(),
+        ledger: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let body = txt2img("arrived", "req-1");
+    let err = post(&impatient, &sim, Kind::Txt2Img, &body)
+        .await
+        .expect_err("the client gave up before the answer");
+    assert!(err.is_timeout(), "{err}");
+    let stats = sim.stats();
+    assert_eq!((stats.submitted, stats.accepted), (1, 1));
+    let created = sim.created();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].request_id.as_deref(), Some("req-1"));
+    assert!(sim::is_task_id(&created[0].task_id));
+    // The simulator marks every answer, so a client can tell it from the API.
+    let head = client()
+        .head(Kind::Model.endpoint(Some(&sim.base_url())))
+        .send()
+        .await
+        .unwrap();
+    assert!(head.headers().contains_key(sim::MARK_HEADER));
+    assert!(!sim::is_task_id("3fe836e2-e1ce-11ee-975a-76ad3c0ace6b"));
+}

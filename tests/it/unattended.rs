@@ -2,55 +2,10 @@
 //! merge, JSON logs. The binary runs as a child process against an in-process simulator.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use hidream_batch::sim::SimConfig;
 
 use crate::common::*;
-
-fn spawn(args: &[String]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("hidream-batch"))
-        .current_dir(root())
-        .env("HIDREAM_API_TOKEN", TOKEN)
-        .env_remove("RUST_LOG")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts")
-}
-
-/// Rows in a results file (0 if it does not exist yet).
-fn row_count(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .map(|s| s.lines().count().saturating_sub(1))
-        .unwrap_or(0)
-}
-
-/// Poll `condition` until it holds (bounded: a test must not hang).
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
-async fn wait(child: Child) -> std::process::Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_several_points_then_resume_leaves_one_row_per_request_and_no_duplicates() {
