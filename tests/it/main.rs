@@ -2,6 +2,7 @@
 
 mod collect;
 mod common;
+mod crash;
 mod identity;
 mod journal;
 mod manifests;
