@@ -3,20 +3,25 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: clap types; doc comments are the `--help` text.
+//! - [`cli`]: clap types; doc comments are the `--help` text. [`settings`]: what clap cannot check.
 //! - [`units`]: argument value types (durations, latency ranges, shards).
 //! - [`env_vars`]: every environment variable, documented.
 //! - [`exit`]: the exit codes of SPEC §6 and the errors that carry them.
 //! - [`api`]: the HiDream API contract: hosts, paths, field limits, response shapes.
 //! - [`app`]: dispatch of the commands; [`commands`]: `validate` and `expand`.
-//! - [`manifest`]: YAML and CSV manifests, loaded into one model; [`problem`]: what is wrong, where.
-//! - [`expand`]: manifests → a lazy iterator of typed requests with their ids.
+//! - [`manifest`]: YAML and CSV manifests, loaded into one model (CSV files read once, from a
+//!   private copy); [`problem`]: what is wrong, where.
+//! - [`expand`]: manifests → a lazy iterator of typed requests; [`ids`]: a request's id is its
+//!   content (local images by the BLAKE3 digest of their bytes).
 //! - [`validate`]: the API contract's checks on every request, all problems at once.
-//! - [`body`]: request bodies as sent, local images streamed as base64.
+//! - [`body`]: request bodies as sent, local images streamed as base64 and checked against their
+//!   digest.
 //! - [`client`]: the shared HTTP client, credentials, one attempt; `client::retry` classifies.
 //! - [`rate`]: the images-per-minute limiter per endpoint.
-//! - [`run`]: the pipeline: `buffer_unordered(submit)` → one consumer.
-//! - [`journal`]: the results CSV: append + flush, write-ahead log, resume index, rewrite, lock.
+//! - [`plan`]: what a run sends and why; [`run`]: the pipeline: `buffer_unordered(submit)` → one
+//!   consumer.
+//! - [`results`]: the results CSV's schema, rows and strict reader; [`journal`]: the results as a
+//!   state machine — write-ahead log, lock, compaction, final rewrite — and its invariants.
 //! - [`merge`]: combine results CSVs (shards).
 //! - [`logging`]: tracing setup (text or JSON), safe display of outside text.
 //! - [`collect`]: polling, downloads, `images.csv` and the HTML contact sheet (`collect`, `run --collect`).
@@ -24,8 +29,10 @@
 //!
 //! # Data flow
 //!
-//! `cli → settings → manifest::load → expand (lazy) → validate → run: buffer_unordered(submit:
-//! rate → client::send_with_retry → Outcome) → journal.record + summary (one consumer) → ExitCode`
+//! `cli → settings → manifest::load → expand (lazy, ids from content) → validate → journal
+//! (lock, read, plan, compaction) → run: buffer_unordered(submit: rate → wal.sent (synced) →
+//! client::submit → retry::classify → Outcome) → journal.append (one consumer) → journal.finish
+//! → ExitCode`
 //!
 //! See the README for the user's view: commands, manifest reference, results columns, exit codes.
 

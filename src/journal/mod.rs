@@ -7,8 +7,8 @@
 //!
 //! - `results.csv`: one row per outcome (see [`crate::results`]); the latest row of a request is
 //!   its state. Rewritten atomically at the start and the end of a run.
-//! - `results.csv.wal`: the write-ahead log of attempts ([`wal`]).
-//! - `results.csv.lock`: held by the run using the results ([`lock`]).
+//! - `results.csv.wal`: the write-ahead log of attempts (`wal.rs`).
+//! - `results.csv.lock`: held by the run using the results (`lock.rs`).
 //!
 //! All three are named after the results file itself, symbolic links resolved.
 //!
@@ -33,8 +33,9 @@
 //!    carries the entry's first attempt time as `submitted_at`. The log is emptied only when no
 //!    entry in it is open: after the compaction that gave every open entry its row ([`Prior`] →
 //!    [`Compactor::finish`]), and at the end of a run that left nothing in flight
-//!    ([`Journal::finish`]). A dry run, a run of another manifest or shard, a start-up that stops
-//!    early and a second signal empty nothing.
+//!    ([`Journal::finish`]); a long run rewrites it to its open entries once every entry it
+//!    settled has its row on disk. A dry run, a run of another manifest or shard, a start-up that
+//!    stops early and a second signal empty nothing.
 //! 3. **Open entries first.** Before a run sends anything, every open entry gets its row:
 //!    `unknown` (the task may exist), or `failed` when the last attempt was answered in a way that
 //!    proves no task was created — whether or not its request is in this run's manifests.
@@ -576,7 +577,7 @@ impl Compactor {
         let wal = OpenOptions::new().append(true).open(&paths.wal)?;
         let results = OpenOptions::new().append(true).open(&paths.file)?;
         let len = results.metadata()?.len();
-        let writer = WalWriter::start(wal, results.try_clone()?)?;
+        let writer = WalWriter::start(&paths.wal, wal, results.try_clone()?)?;
         let mut states: Vec<(Uuid, Status)> = self
             .prior
             .slots

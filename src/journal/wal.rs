@@ -24,7 +24,9 @@
 //! lines that arrived together with one `write` and one `fdatasync` (a group commit), and only
 //! then lets their requests go: a `sent` line is on disk before its request's first byte leaves.
 //! `done` lines follow an `fdatasync` of the results file, so an entry is settled only by a row
-//! that is on disk. Nothing here runs on the async runtime's thread.
+//! that is on disk. When the log grows past [`COMPACT_OVER`] and every entry it settled has its
+//! row on disk, it is rewritten (atomically) to its open entries alone, so a long run's log stays
+//! small. Nothing here runs on the async runtime's thread.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -40,6 +42,8 @@ use crate::results::World;
 
 /// How often the results file is synced so that `done` lines can follow (also at the end).
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// The size past which a run's log is rewritten to its open entries.
+pub const COMPACT_OVER: u64 = 8 << 20;
 
 /// A `sent` line: one attempt of a request, about to leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,13 +233,30 @@ pub struct WalWriter {
 }
 
 impl WalWriter {
-    /// Start the writer on `wal` (opened for appending) and `results` (a handle on the results
-    /// file that rows are appended to, for syncing it before `done` lines).
-    pub fn start(wal: File, results: File) -> io::Result<WalWriter> {
+    /// Start the writer on the log at `path` (`wal`: opened for appending) and `results` (a
+    /// handle on the results file that rows are appended to, for syncing it before `done` lines).
+    pub fn start(path: &Path, wal: File, results: File) -> io::Result<WalWriter> {
+        Self::start_with(path, wal, results, SYNC_EVERY, COMPACT_OVER)
+    }
+
+    fn start_with(
+        path: &Path,
+        wal: File,
+        results: File,
+        sync_every: Duration,
+        compact_over: u64,
+    ) -> io::Result<WalWriter> {
         let (tx, rx) = mpsc::channel();
+        let log = Log {
+            sync_every,
+            compact_over,
+            len: wal.metadata()?.len(),
+            path: path.to_path_buf(),
+            file: wal,
+        };
         std::thread::Builder::new()
             .name("hidream-batch-wal".into())
-            .spawn(move || serve(&rx, wal, &results))?;
+            .spawn(move || serve(&rx, log, &results))?;
         Ok(WalWriter { tx })
     }
 
@@ -261,13 +282,52 @@ impl WalWriter {
     }
 }
 
-fn serve(rx: &mpsc::Receiver<Msg>, mut wal: File, results: &File) {
-    let mut open: HashMap<Uuid, Sent> = HashMap::new();
+/// The log file, as the writer thread holds it.
+struct Log {
+    sync_every: Duration,
+    compact_over: u64,
+    path: std::path::PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl Log {
+    fn append(&mut self, text: &str) -> io::Result<()> {
+        self.file.write_all(text.as_bytes())?;
+        self.len += text.len() as u64;
+        Ok(())
+    }
+
+    /// Replace the log by one holding only `open` (the entries still in flight): a new file,
+    /// synced, renamed over the old one.
+    fn compact(&mut self, open: &HashMap<Uuid, Entry>) -> io::Result<()> {
+        let mut text = String::new();
+        for e in open.values() {
+            text += &e.sent.line();
+            if let Some(what) = &e.noted {
+                text += &format!("noted {} {} {what}\n", e.sent.id, e.sent.attempt);
+            }
+        }
+        let dir = super::lock::parent(&self.path);
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        tmp.write_all(text.as_bytes())?;
+        tmp.as_file().sync_data()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        super::file::sync_dir(&self.path);
+        self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        self.len = text.len() as u64;
+        Ok(())
+    }
+}
+
+fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
+    let mut open: HashMap<Uuid, Entry> = HashMap::new();
+    // Requests whose rows are written but not yet synced: their `done` lines wait.
     let mut settled: Vec<Uuid> = Vec::new();
     let mut last_sync = Instant::now();
     let mut broken: Option<(io::ErrorKind, String)> = None;
     loop {
-        let first = match rx.recv_timeout(SYNC_EVERY) {
+        let first = match rx.recv_timeout(log.sync_every.max(Duration::from_millis(1))) {
             Ok(m) => Some(m),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -280,10 +340,15 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut wal: File, results: &File) {
                 Msg::Sent(sent, ack) => {
                     buf += &sent.line();
                     acks.push(ack);
-                    open.insert(sent.id, sent);
+                    open.insert(sent.id, Entry { sent, noted: None });
                 }
                 Msg::Noted { id, attempt, what } => {
                     buf += &format!("noted {id} {attempt} {what}\n");
+                    if let Some(e) = open.get_mut(&id)
+                        && e.sent.attempt == attempt
+                    {
+                        e.noted = Some(what);
+                    }
                 }
                 Msg::Settled(ids) => {
                     settled.extend(ids.into_iter().filter(|id| open.remove(id).is_some()));
@@ -293,7 +358,8 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut wal: File, results: &File) {
         }
         if broken.is_none() {
             let mut step = || -> io::Result<()> {
-                if !settled.is_empty() && (finish.is_some() || last_sync.elapsed() >= SYNC_EVERY)
+                if !settled.is_empty()
+                    && (finish.is_some() || last_sync.elapsed() >= log.sync_every)
                 {
                     // The rows are on disk: only now may their entries be settled.
                     results.sync_data()?;
@@ -303,10 +369,14 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut wal: File, results: &File) {
                     last_sync = Instant::now();
                 }
                 if !buf.is_empty() {
-                    wal.write_all(buf.as_bytes())?;
+                    log.append(&buf)?;
                 }
                 if !acks.is_empty() || finish.is_some() {
-                    wal.sync_data()?;
+                    log.file.sync_data()?;
+                }
+                // Every entry the log settled has its row on disk: what is open is all it needs.
+                if settled.is_empty() && log.len > log.compact_over {
+                    log.compact(&open)?;
                 }
                 Ok(())
             };
@@ -322,7 +392,7 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut wal: File, results: &File) {
             let _ = ack.send(result());
         }
         if let Some(reply) = finish {
-            let _ = reply.send(result().map(|()| open.into_values().collect()));
+            let _ = reply.send(result().map(|()| open.into_values().map(|e| e.sent).collect()));
             return;
         }
     }
@@ -411,7 +481,7 @@ mod tests {
         let path = dir.path().join("r.wal");
         let wal = File::create(&path).unwrap();
         let results = File::create(dir.path().join("r.csv")).unwrap();
-        let writer = WalWriter::start(wal, results).unwrap();
+        let writer = WalWriter::start(&path, wal, results).unwrap();
         let handle = writer.handle();
         // Fifty submissions starting together, as `buffer_unordered` starts them.
         futures::future::join_all((0..50u128).map(|i| {
@@ -431,5 +501,38 @@ mod tests {
         let entries = read(&path).unwrap().unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].sent.id, Uuid::from_u128(49));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_log_is_rewritten_to_what_is_still_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.wal");
+        let results = File::create(dir.path().join("r.csv")).unwrap();
+        let wal = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let writer =
+            WalWriter::start_with(&path, wal, results, Duration::ZERO, 4096).unwrap();
+        let handle = writer.handle();
+        for i in 0..200u128 {
+            handle.sent(sent(i, 1)).await.unwrap();
+            if i == 199 {
+                handle.noted(Uuid::from_u128(i), 1, "503");
+            }
+            if i % 40 != 39 {
+                writer.settled(vec![Uuid::from_u128(i)]);
+            }
+        }
+        let open = writer.finish().unwrap();
+        assert_eq!(open.len(), 5);
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len < 4096, "compacted to {len} bytes");
+        let mut entries = read(&path).unwrap().unwrap();
+        entries.sort_by_key(|e| e.sent.id);
+        let ids: Vec<u128> = entries.iter().map(|e| e.sent.id.as_u128()).collect();
+        assert_eq!(ids, [39, 79, 119, 159, 199]);
+        assert_eq!(entries[4].noted.as_deref(), Some("503"), "what was noted survives");
     }
 }
