@@ -213,7 +213,10 @@ fn check_size(path: &std::path::Path, expected: u64, got: u64) -> std::io::Resul
     if expected == got {
         Ok(())
     } else {
-        Err(changed(path, &format!("{expected} bytes validated, {got} now")))
+        Err(changed(
+            path,
+            &format!("{expected} bytes validated, {got} now"),
+        ))
     }
 }
 
@@ -310,8 +313,14 @@ mod tests {
             .take_while(|r| r.is_ok())
             .flat_map(|r| r.as_ref().unwrap().to_vec())
             .collect();
-        let err = items.iter().find_map(|r| r.as_ref().err()).expect("an error");
-        assert!(err.to_string().contains("changed after it was validated"), "{err}");
+        let err = items
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("an error");
+        assert!(
+            err.to_string().contains("changed after it was validated"),
+            "{err}"
+        );
         assert!(
             !String::from_utf8_lossy(&sent).contains("prompt"),
             "nothing after the image left: the body is incomplete"

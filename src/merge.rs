@@ -52,16 +52,24 @@ pub fn merge(
     let mut seen = 0u64;
     for (file, path) in inputs.iter().enumerate() {
         let shown = path.display();
-        let f = File::open(path)
-            .map_err(|e| exit::invalid(format!("cannot read `{shown}`: {e}")))?;
+        let f =
+            File::open(path).map_err(|e| exit::invalid(format!("cannot read `{shown}`: {e}")))?;
         let unreadable = |u: results::Unreadable| {
-            exit::invalid(format!("cannot read `{shown}` completely: line {}: {}", u.line, u.what))
+            exit::invalid(format!(
+                "cannot read `{shown}` completely: line {}: {}",
+                u.line, u.what
+            ))
         };
         let mut reader = results::Reader::open(&f)
             .map_err(|e| exit::invalid(format!("cannot read `{shown}`: {e}")))?
             .map_err(unreadable)?;
         let header = reader.header().to_vec();
-        let col = |name: &str| header.iter().position(|h| h == name).expect("a required column");
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| h == name)
+                .expect("a required column")
+        };
         let (task_col, time_col) = (col("task_id"), col("submitted_at"));
         for h in &header {
             if !union.contains(h) {

@@ -282,7 +282,10 @@ impl Rows {
     }
 
     fn col(&self, name: &str) -> usize {
-        self.leading[LEADING.iter().position(|c| *c == name).expect("a leading column")]
+        self.leading[LEADING
+            .iter()
+            .position(|c| *c == name)
+            .expect("a leading column")]
     }
 
     /// A new row: the request described, with these outcome columns.

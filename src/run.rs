@@ -356,7 +356,12 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
 }
 
 /// A finished outcome's row.
-fn outcome_row<'a>(rows: &Rows, o: &'a Outcome, status: Status, world: World) -> Vec<std::borrow::Cow<'a, str>> {
+fn outcome_row<'a>(
+    rows: &Rows,
+    o: &'a Outcome,
+    status: Status,
+    world: World,
+) -> Vec<std::borrow::Cow<'a, str>> {
     rows.row(
         &o.request,
         OutcomeCols {
@@ -364,7 +369,11 @@ fn outcome_row<'a>(rows: &Rows, o: &'a Outcome, status: Status, world: World) ->
             task_id: &o.task_id,
             sub_task_ids: o.sub_task_ids.join(";").into(),
             attempts: o.attempts.to_string().into(),
-            http_status: o.http_status.map(|s| s.to_string()).unwrap_or_default().into(),
+            http_status: o
+                .http_status
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+                .into(),
             code: o.code.map(|c| c.to_string()).unwrap_or_default().into(),
             message: world.mark(&o.message),
             submitted_at: &o.submitted_at,
@@ -477,7 +486,8 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         ))
     })?;
     let shown = paths.display();
-    let unwritable = |e: std::io::Error| exit::aborted(format!("cannot write the results {shown}: {e}"));
+    let unwritable =
+        |e: std::io::Error| exit::aborted(format!("cannot write the results {shown}: {e}"));
     let _lock = journal::lock(&paths, !args.dry_run).map_err(|e| exit::aborted(e.to_string()))?;
     let world = world(&args.connection, args.timeout).await?;
     let prior = Prior::read(paths).map_err(|e| exit::aborted(e.to_string()))?;
@@ -532,8 +542,12 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     }
     for o in &orphans {
         let what = match o.status() {
-            Status::Failed => "its last attempt was answered with no task: recorded `failed` (sent again)",
-            _ => "recorded `unknown` (check it in the HiDream console; resend with --retry-unknown)",
+            Status::Failed => {
+                "its last attempt was answered with no task: recorded `failed` (sent again)"
+            }
+            _ => {
+                "recorded `unknown` (check it in the HiDream console; resend with --retry-unknown)"
+            }
         };
         let will = if args.dry_run { "will be " } else { "" };
         tracing::warn!(

@@ -60,9 +60,16 @@ mod tests {
     #[test]
     fn settings_that_cannot_work_name_their_flag() {
         assert!(run(&[]).is_ok());
-        assert!(run(&["--timeout", "0s"]).unwrap_err().contains("`--timeout`"));
+        assert!(
+            run(&["--timeout", "0s"])
+                .unwrap_err()
+                .contains("`--timeout`")
+        );
         let err = run(&["--backoff", "10s", "--backoff-max", "1s"]).unwrap_err();
-        assert!(err.contains("`--backoff`") && err.contains("`--backoff-max`"), "{err}");
+        assert!(
+            err.contains("`--backoff`") && err.contains("`--backoff-max`"),
+            "{err}"
+        );
         assert!(run(&["--backoff", "0s", "--backoff-max", "0s"]).is_ok());
     }
 }

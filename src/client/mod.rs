@@ -291,7 +291,12 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<bytes::Bytes, B
     {
         return Err(too_large());
     }
-    let mut next = async || response.chunk().await.map_err(|e| Body::Failed(describe(&e)));
+    let mut next = async || {
+        response
+            .chunk()
+            .await
+            .map_err(|e| Body::Failed(describe(&e)))
+    };
     // The common case, a small answer in one piece, is not copied.
     let Some(first) = next().await? else {
         return Ok(bytes::Bytes::new());

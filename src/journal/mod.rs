@@ -357,7 +357,8 @@ impl Prior {
             let o = &self.orphans[i];
             return Some((o.status(), o.sent.world));
         }
-        self.slot(id).map(|i| (self.slots[i].status, self.slots[i].world))
+        self.slot(id)
+            .map(|i| (self.slots[i].status, self.slots[i].world))
     }
 
     /// Whether the results hold a row of this request.

@@ -178,7 +178,10 @@ fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
             _ => return Err(bad(format!("`{}` is not a write-ahead line", safe(text)))),
         }
     }
-    Ok(order.into_iter().filter_map(|id| open.remove(&id)).collect())
+    Ok(order
+        .into_iter()
+        .filter_map(|id| open.remove(&id))
+        .collect())
 }
 
 fn safe(text: &str) -> String {
@@ -335,7 +338,10 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
         let mut buf = String::new();
         let mut acks = Vec::new();
         let mut finish = None;
-        for msg in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+        for msg in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
             match msg {
                 Msg::Sent(sent, ack) => {
                     buf += &sent.line();
@@ -513,8 +519,7 @@ mod tests {
             .append(true)
             .open(&path)
             .unwrap();
-        let writer =
-            WalWriter::start_with(&path, wal, results, Duration::ZERO, 4096).unwrap();
+        let writer = WalWriter::start_with(&path, wal, results, Duration::ZERO, 4096).unwrap();
         let handle = writer.handle();
         for i in 0..200u128 {
             handle.sent(sent(i, 1)).await.unwrap();
@@ -533,6 +538,10 @@ mod tests {
         entries.sort_by_key(|e| e.sent.id);
         let ids: Vec<u128> = entries.iter().map(|e| e.sent.id.as_u128()).collect();
         assert_eq!(ids, [39, 79, 119, 159, 199]);
-        assert_eq!(entries[4].noted.as_deref(), Some("503"), "what was noted survives");
+        assert_eq!(
+            entries[4].noted.as_deref(),
+            Some("503"),
+            "what was noted survives"
+        );
     }
 }

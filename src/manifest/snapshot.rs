@@ -63,7 +63,9 @@ impl Read for SnapshotReader {
 /// A message for a file that could not be copied: what the path is, or why it cannot be read.
 pub fn describe(shown: &str, path: &Path, e: &io::Error) -> String {
     match e.kind() {
-        io::ErrorKind::NotFound => format!("`{shown}` does not exist (looked for `{}`)", path.display()),
+        io::ErrorKind::NotFound => {
+            format!("`{shown}` does not exist (looked for `{}`)", path.display())
+        }
         _ => format!("`{shown}` cannot be read: {e}"),
     }
 }
@@ -85,6 +87,11 @@ mod tests {
         snap.reader().read_to_string(&mut two).unwrap();
         assert_eq!(one, "a,b\n1,2\n");
         assert_eq!(one, two);
-        assert!(Snapshot::take(dir.path()).unwrap_err().to_string().contains("folder"));
+        assert!(
+            Snapshot::take(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("folder")
+        );
     }
 }

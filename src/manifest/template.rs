@@ -79,7 +79,7 @@ impl Template {
         Ok(Template { segs: segs.into() })
     }
 
-    /// Render with the variable values of one request (indexed like the `vars` of [`parse`]).
+    /// Render with the variable values of one request (indexed like the `vars` of [`Template::parse`]).
     pub fn render<'a>(&'a self, values: &[Arc<str>]) -> Cow<'a, str> {
         match &*self.segs {
             [Seg::Lit(s)] => Cow::Borrowed(s),

@@ -467,7 +467,11 @@ mod tests {
         .unwrap();
         assert_eq!(b.images, 3);
         assert_ne!(a.key, b.key, "another body is another request");
-        let again = submission(Kind::Txt2Img, JSON, br#"{ "request_id":"r1", "prompt":"a" }"#);
+        let again = submission(
+            Kind::Txt2Img,
+            JSON,
+            br#"{ "request_id":"r1", "prompt":"a" }"#,
+        );
         assert_eq!(again.unwrap().key, a.key, "the same body, however written");
         let model = submission(
             Kind::Model,

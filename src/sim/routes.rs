@@ -361,12 +361,15 @@ fn arrive(
     let (task_id, sub_task_ids) = task.ids();
     c.accept(kind, checked.images, checked.key, window_total);
     if let Some(ledger) = &s.ledger {
-        ledger.lock().unwrap_or_else(|e| e.into_inner()).push(Created {
-            kind,
-            request_id: checked.request_id.clone(),
-            task_id: task_id.clone(),
-            key: checked.key,
-        });
+        ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Created {
+                kind,
+                request_id: checked.request_id.clone(),
+                task_id: task_id.clone(),
+                key: checked.key,
+            });
     }
     if draws.drop_after {
         bump(&c.dropped_after);

@@ -182,7 +182,6 @@ pub async fn wait(child: Child) -> std::process::Output {
         .unwrap()
 }
 
-
 /// A child whose stderr is collected as it is written, so a test can wait for a log line.
 pub struct Watched {
     pub child: Child,
@@ -273,7 +272,11 @@ pub fn open_entries(results: &Path) -> std::collections::BTreeSet<String> {
 /// The request ids a manifest expands to, in order (from `expand`).
 pub fn expanded_ids(args: &[&str]) -> Vec<String> {
     let out = bin().arg("expand").args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -103,7 +103,9 @@ async fn interrupted_at_random_no_body_is_accepted_twice_and_no_task_id_is_lost(
                 break;
             }
             let ready = match how {
-                Interruption::KillStarting => read(&sibling(&out, "lock")) == pid.to_string().as_bytes(),
+                Interruption::KillStarting => {
+                    read(&sibling(&out, "lock")) == pid.to_string().as_bytes()
+                }
                 _ => sim.stats().accepted >= target,
             };
             if ready {
@@ -135,11 +137,24 @@ async fn interrupted_at_random_no_body_is_accepted_twice_and_no_task_id_is_lost(
         // In between: a dry run changes nothing; sometimes another manifest runs to its end.
         let before = (read(&out), read(&sibling(&out, "wal")));
         let dry = run_bin(args(&catalog, &["--dry-run"]), vec![]).await;
-        assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
-        assert_eq!(before, (read(&out), read(&sibling(&out, "wal"))), "round {round}: the dry run wrote");
+        assert_eq!(
+            dry.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&dry.stderr)
+        );
+        assert_eq!(
+            before,
+            (read(&out), read(&sibling(&out, "wal"))),
+            "round {round}: the dry run wrote"
+        );
         if rng.u8(0..3) == 0 {
             let o = run_bin(args(&other, &[]), vec![]).await;
-            assert!(matches!(o.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                matches!(o.status.code(), Some(0 | 1)),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             ran_other = true;
         }
     }
@@ -151,8 +166,14 @@ async fn interrupted_at_random_no_body_is_accepted_twice_and_no_task_id_is_lost(
     for m in &manifests {
         for _ in 0..6 {
             let o = run_bin(args(m, &[]), vec![]).await;
-            assert!(matches!(o.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&o.stderr));
-            if !String::from_utf8_lossy(&o.stdout).contains("failed to retry") || results(&out).iter().all(|r| r["status"] != "failed") {
+            assert!(
+                matches!(o.status.code(), Some(0 | 1)),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if !String::from_utf8_lossy(&o.stdout).contains("failed to retry")
+                || results(&out).iter().all(|r| r["status"] != "failed")
+            {
                 break;
             }
         }
@@ -167,7 +188,10 @@ async fn interrupted_at_random_no_body_is_accepted_twice_and_no_task_id_is_lost(
     assert!(catalog_ids.iter().all(|id| by_id.contains_key(id.as_str())));
     assert_eq!(rows.len(), expected);
     let stats = sim.stats();
-    assert_eq!(stats.duplicates, 0, "a body was accepted twice (seed {seed})");
+    assert_eq!(
+        stats.duplicates, 0,
+        "a body was accepted twice (seed {seed})"
+    );
     for created in sim.created() {
         let id = created.request_id.expect("txt2img bodies carry their id");
         let row = by_id

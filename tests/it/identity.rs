@@ -38,7 +38,11 @@ async fn a_manifest_edited_during_a_run_sends_only_what_was_validated() {
     let server = slow_server(Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog.csv");
-    std::fs::write(&catalog, "kind,id,prompt\ntxt2img,a,first a\ntxt2img,b,first b\n").unwrap();
+    std::fs::write(
+        &catalog,
+        "kind,id,prompt\ntxt2img,a,first a\ntxt2img,b,first b\n",
+    )
+    .unwrap();
     let rows = dir.path().join("rows.csv");
     std::fs::write(&rows, "item\nx1\nx2\nx3\n").unwrap();
     let sweep = dir.path().join("sweep.yaml");
@@ -63,7 +67,12 @@ async fn a_manifest_edited_during_a_run_sends_only_what_was_validated() {
     .unwrap();
     std::fs::write(&rows, "item\ny1\ny2\ny3\ny4\n").unwrap();
     let o = wait(child).await;
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let sent: HashSet<String> = submissions(&server)
         .await
         .iter()
@@ -90,19 +99,36 @@ async fn an_image_edited_after_validation_is_not_sent() {
     )
     .unwrap();
     let out = dir.path().join("r.csv");
-    let child = spawn(&run_args(&catalog, &server.uri(), &out, &["--concurrency", "1"]));
+    let child = spawn(&run_args(
+        &catalog,
+        &server.uri(),
+        &out,
+        &["--concurrency", "1"],
+    ));
     until_async("the first request", || async {
         !submissions(&server).await.is_empty()
     })
     .await;
     std::fs::copy(images.join("tee-04.jpg"), dir.path().join("b.png")).unwrap();
     let o = wait(child).await;
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(submissions(&server).await.len(), 1, "the edited image never left");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        submissions(&server).await.len(),
+        1,
+        "the edited image never left"
+    );
     let rows = results(&out);
     let b = rows.iter().find(|r| r["job"] == "b").unwrap();
     assert_eq!(b["status"], "failed");
-    assert!(b["message"].contains("changed after it was validated"), "{b:?}");
+    assert!(
+        b["message"].contains("changed after it was validated"),
+        "{b:?}"
+    );
 }
 
 /// A catalogue folder: `name` with two model rows, and its images.
@@ -137,7 +163,10 @@ async fn a_request_is_its_content_whatever_the_manifest_is_called_or_where_it_li
     assert_eq!(ids(&original), ids(&copy));
     let (first, third) = (ids(&original), ids(&other));
     assert_ne!(first[0], third[0], "another image is another request");
-    assert_eq!(first[1], third[1], "the same dress photo is the same request");
+    assert_eq!(
+        first[1], third[1],
+        "the same dress photo is the same request"
+    );
 
     let out = a.path().join("r.csv");
     let run = |m: &Path| run_bin(run_args(m, &sim.base_url(), &out, &[]), vec![]);
@@ -162,7 +191,10 @@ async fn results_written_with_the_old_ids_stop_the_run_with_a_clear_message() {
     for r in hidream_batch::expand::expand(std::slice::from_ref(&loaded), None) {
         let r = r.unwrap();
         let id = hidream_batch::ids::legacy_request_id(&r.job, &r.body, r.repeat, None);
-        old += &format!("{id},{},txt2img,submitted,task-{id},,1,200,0,,2026-11-20T00:00:00.000Z,9\n", r.job.id);
+        old += &format!(
+            "{id},{},txt2img,submitted,task-{id},,1,200,0,,2026-11-20T00:00:00.000Z,9\n",
+            r.job.id
+        );
     }
     let out = dir.path().join("r.csv");
     std::fs::write(&out, &old).unwrap();
@@ -170,7 +202,10 @@ async fn results_written_with_the_old_ids_stop_the_run_with_a_clear_message() {
     let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("earlier hidream-batch") && stderr.contains("3 of these requests"), "{stderr}");
+    assert!(
+        stderr.contains("earlier hidream-batch") && stderr.contains("3 of these requests"),
+        "{stderr}"
+    );
     assert!(submissions(&server).await.is_empty());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), old);
 }
@@ -192,17 +227,28 @@ async fn a_rehearsal_never_passes_for_a_real_run_nor_the_reverse() {
     )
     .await;
     assert_eq!(o.status.code(), Some(0));
-    assert!(results(&rehearsal).iter().all(|r| r["message"] == "(simulator)"));
+    assert!(
+        results(&rehearsal)
+            .iter()
+            .all(|r| r["message"] == "(simulator)")
+    );
     // The first real run in the same folder stops, says why, and sends nothing.
     let api = accepting_server().await;
     let o = run_bin(run_args(&manifest, &api.uri(), &rehearsal, &[]), vec![]).await;
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("answered by the simulator") && stderr.contains("-o"), "{stderr}");
+    assert!(
+        stderr.contains("answered by the simulator") && stderr.contains("-o"),
+        "{stderr}"
+    );
     assert!(submissions(&api).await.is_empty());
     // The simulator reached through --base-url is the simulator: nothing is sent again.
     let sim = simulator(quiet()).await;
-    let o = run_bin(run_args(&manifest, &sim.base_url(), &rehearsal, &[]), vec![]).await;
+    let o = run_bin(
+        run_args(&manifest, &sim.base_url(), &rehearsal, &[]),
+        vec![],
+    )
+    .await;
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(sim.stats().submitted, 0);
 

@@ -215,7 +215,12 @@ async fn a_request_leaves_only_after_its_log_line_is_synced_and_is_settled_only_
     let (dir, manifest, out) = txt2img_scratch("durable", 6, &[1]);
     let trace = dir.path().join("trace.txt");
     let mut args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "3"]);
-    args.insert(0, assert_cmd::cargo::cargo_bin("hidream-batch").display().to_string());
+    args.insert(
+        0,
+        assert_cmd::cargo::cargo_bin("hidream-batch")
+            .display()
+            .to_string(),
+    );
     let o = tokio::task::spawn_blocking(move || {
         Command::new("strace")
             .args(["-f", "-qq", "-s", "65536", "-y", "-o"])
@@ -327,7 +332,10 @@ async fn a_crash_during_the_backoff_after_an_answer_without_a_task_leaves_the_re
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(submissions(&gateway).await.len(), 1);
     let row = &results(&out)[0];
-    assert_eq!((row["status"].as_str(), row["http_status"].as_str()), ("unknown", "504"));
+    assert_eq!(
+        (row["status"].as_str(), row["http_status"].as_str()),
+        ("unknown", "504")
+    );
 }
 
 /// A results file written by a run, then edited by `edit` (the new bytes, and a write-ahead log
@@ -369,22 +377,37 @@ fn last_row(t: &str) -> usize {
 async fn a_results_file_that_cannot_be_read_completely_stops_the_run_before_anything_is_sent() {
     // Re-saved in another encoding: an accented prompt in Latin-1.
     let (code, stderr, sent, _) = rerun_after_edit("latin1", |t| {
-        let mut bytes = t.replacen("prompt number 1", "cafe number 1", 1).into_bytes();
+        let mut bytes = t
+            .replacen("prompt number 1", "cafe number 1", 1)
+            .into_bytes();
         let at = bytes.windows(4).position(|w| w == b"cafe").unwrap() + 3;
         bytes[at] = 0xe9; // é in Latin-1
         (bytes, None)
     })
     .await;
     assert_eq!((code, sent), (Some(3), 0), "{stderr}");
-    assert!(stderr.contains("line 3") && stderr.contains("UTF-8"), "{stderr}");
-    assert!(stderr.contains("restore the file"), "how to restore it: {stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("UTF-8"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("restore the file"),
+        "how to restore it: {stderr}"
+    );
     // A comma typed into a cell.
     let (code, stderr, sent, _) = rerun_after_edit("comma", |t| {
-        (t.replacen("prompt number 2", "prompt, number 2", 1).into_bytes(), None)
+        (
+            t.replacen("prompt number 2", "prompt, number 2", 1)
+                .into_bytes(),
+            None,
+        )
     })
     .await;
     assert_eq!((code, sent), (Some(3), 0), "{stderr}");
-    assert!(stderr.contains("line 4") && stderr.contains("fields"), "{stderr}");
+    assert!(
+        stderr.contains("line 4") && stderr.contains("fields"),
+        "{stderr}"
+    );
     // A status nobody wrote.
     let (code, stderr, sent, _) = rerun_after_edit("status", |t| {
         (t.replacen(",submitted,", ",done,", 1).into_bytes(), None)
@@ -409,11 +432,14 @@ async fn a_results_file_that_cannot_be_read_completely_stops_the_run_before_anyt
     assert!(stderr.contains("lacks the column `task_id`"), "{stderr}");
     // A last row cut short, which no write-ahead entry explains.
     let (code, stderr, sent, _) = rerun_after_edit("torn", |t| {
-        (t[..last_row(t) + 60].as_bytes().to_vec(), None)
+        (t.as_bytes()[..last_row(t) + 60].to_vec(), None)
     })
     .await;
     assert_eq!((code, sent), (Some(3), 0), "{stderr}");
-    assert!(stderr.contains("line 4") && stderr.contains("incomplete"), "{stderr}");
+    assert!(
+        stderr.contains("line 4") && stderr.contains("incomplete"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +468,7 @@ async fn what_a_spreadsheet_changes_harmlessly_is_read_and_kept() {
         let wal = format!(
             "sent {id} 1 2026-12-01T00:00:00.000Z 2026-12-01T00:00:00.000Z api txt2img j2\n"
         );
-        (t[..start + 60].as_bytes().to_vec(), Some(wal))
+        (t.as_bytes()[..start + 60].to_vec(), Some(wal))
     })
     .await;
     assert_eq!((code, sent), (Some(1), 0), "{stderr}");
@@ -469,7 +495,11 @@ async fn merge_never_drops_a_task_id() {
     let out = dir.path().join("m.csv");
     let merge = |files: &[&str]| {
         let mut args = vec!["merge".to_string()];
-        args.extend(files.iter().map(|f| dir.path().join(f).display().to_string()));
+        args.extend(
+            files
+                .iter()
+                .map(|f| dir.path().join(f).display().to_string()),
+        );
         args.extend(["-o".into(), out.display().to_string()]);
         run_bin(args, vec![])
     };
@@ -493,7 +523,10 @@ async fn merge_never_drops_a_task_id() {
     let o = merge(&["a.csv", "b.csv", "c.csv"]).await;
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("task-a") && stderr.contains("task-c"), "{stderr}");
+    assert!(
+        stderr.contains("task-a") && stderr.contains("task-c"),
+        "{stderr}"
+    );
     // An input that cannot be read completely stops the merge.
     std::fs::write(
         dir.path().join("d.csv"),
@@ -517,16 +550,29 @@ async fn one_lock_per_results_file_however_it_is_reached() {
     let link = dir.path().join("link.csv");
     // A link to a file that does not exist yet: the run creates the file, not a new link.
     std::os::unix::fs::symlink("real.csv", &link).unwrap();
-    let first = spawn(&run_args(&manifest, &sim.base_url(), &link, &["--concurrency", "1"]));
+    let first = spawn(&run_args(
+        &manifest,
+        &sim.base_url(),
+        &link,
+        &["--concurrency", "1"],
+    ));
     until("the first run sending", || sim.stats().accepted >= 1).await;
     let second = run_bin(run_args(&manifest, &sim.base_url(), &real, &[]), vec![]).await;
     assert_eq!(second.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains(&format!("pid {}", first.id())), "{stderr}");
     let o = wait(first).await;
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(
-        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
         "the link is still a link"
     );
     assert_eq!(results(&real).len(), 4);
@@ -590,6 +636,9 @@ async fn edits_that_cost_nothing_show_up_and_another_manifest_wipes_no_column() 
         assert!(r["meta.sku"].starts_with("SKU-"));
     }
     let bags: Vec<_> = rows.iter().filter(|r| r["job"] == "bags").collect();
-    assert!(bags.iter().all(|r| r["meta.note"] == "new" && r["var.color"].is_empty()));
+    assert!(
+        bags.iter()
+            .all(|r| r["meta.note"] == "new" && r["var.color"].is_empty())
+    );
     assert_eq!(sim.stats().accepted, 4);
 }

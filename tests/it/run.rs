@@ -576,7 +576,10 @@ async fn a_retry_after_longer_than_backoff_max_is_capped_and_said() {
         .expect("the wait was capped");
     assert_eq!(o.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("waiting at most --backoff-max 200ms"), "{stderr}");
+    assert!(
+        stderr.contains("waiting at most --backoff-max 200ms"),
+        "{stderr}"
+    );
     assert_eq!(results(&out)[0]["attempts"], "2");
 }
 
