@@ -245,6 +245,11 @@ pub struct SimulateArgs {
     /// Fraction of submissions whose connection is closed without an answer, after the task was created.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub drop_after: f64,
+
+    /// Append one JSON line per task created (kind, request_id, task_id) to FILE: what the server
+    /// holds, to check that a client lost none.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

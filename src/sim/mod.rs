@@ -106,9 +106,20 @@ pub struct SimConfig {
     /// Fraction of submit requests whose connection is closed, without an answer, after the task
     /// was created (it counts as accepted).
     pub drop_after: f64,
-    /// Keep a ledger of every task created ([`Simulator::created`]), for tests that check no task
-    /// id was lost. Memory grows with every task: not for benchmarks.
-    pub ledger: bool,
+    /// Keep a ledger of every task created, for tests and benchmarks that check no task id was
+    /// lost: in memory ([`Simulator::created`]; it grows with every task) or in a file.
+    pub ledger: LedgerConfig,
+}
+
+/// Where the simulator records the tasks it creates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LedgerConfig {
+    #[default]
+    Off,
+    /// In memory: [`Simulator::created`].
+    Memory,
+    /// One JSON line per task (`kind`, `request_id`, `task_id`) appended to this file.
+    File(std::path::PathBuf),
 }
 
 impl Default for SimConfig {
@@ -127,7 +138,7 @@ impl Default for SimConfig {
             refuse_rate: 0.0,
             drop_before: 0.0,
             drop_after: 0.0,
-            ledger: false,
+            ledger: LedgerConfig::Off,
         }
     }
 }
@@ -171,7 +182,10 @@ impl SimConfig {
             refuse_rate: args.refuse_rate,
             drop_before: args.drop_before,
             drop_after: args.drop_after,
-            ledger: false,
+            ledger: args
+                .ledger
+                .clone()
+                .map_or(LedgerConfig::Off, LedgerConfig::File),
         };
         config.check()?;
         Ok(config)
@@ -245,13 +259,10 @@ impl Simulator {
         self.shared.counters.snapshot()
     }
 
-    /// Every task created so far, in order (empty unless [`SimConfig::ledger`] is on).
+    /// Every task created so far, in order (empty unless [`SimConfig::ledger`] is
+    /// [`LedgerConfig::Memory`]).
     pub fn created(&self) -> Vec<Created> {
-        self.shared
-            .ledger
-            .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
-            .unwrap_or_default()
+        self.shared.ledger.created()
     }
 
     /// Stop accepting connections, let the requests in progress finish, and wait.
@@ -282,7 +293,7 @@ pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
     config.check().map_err(invalid_input)?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(config, addr));
+    let shared = Arc::new(Shared::new(config, addr)?);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve_shared(listener, shared.clone(), async move {
         let _ = stopped.await;
@@ -302,7 +313,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     config.check().map_err(invalid_input)?;
-    let shared = Arc::new(Shared::new(config, listener.local_addr()?));
+    let shared = Arc::new(Shared::new(config, listener.local_addr()?)?);
     serve_shared(listener, shared, shutdown).await
 }
 

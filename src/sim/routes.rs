@@ -56,8 +56,56 @@ pub(crate) struct Shared {
     started: Instant,
     /// Where this simulator listens: the image host when a request has no usable `Host` header.
     local_addr: SocketAddr,
-    /// Every task created, when [`SimConfig::ledger`] is on.
-    pub ledger: Option<Mutex<Vec<Created>>>,
+    /// Every task created, when [`SimConfig::ledger`] asks for it.
+    pub ledger: Ledger,
+}
+
+/// The record of created tasks (see [`super::LedgerConfig`]).
+pub(crate) enum Ledger {
+    Off,
+    Memory(Mutex<Vec<Created>>),
+    File(Mutex<std::io::BufWriter<std::fs::File>>),
+}
+
+impl Ledger {
+    fn open(config: &super::LedgerConfig) -> std::io::Result<Ledger> {
+        Ok(match config {
+            super::LedgerConfig::Off => Ledger::Off,
+            super::LedgerConfig::Memory => Ledger::Memory(Mutex::new(Vec::new())),
+            super::LedgerConfig::File(path) => Ledger::File(Mutex::new(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ))),
+        })
+    }
+
+    fn record(&self, created: Created) {
+        match self {
+            Ledger::Off => {}
+            Ledger::Memory(list) => list.lock().unwrap_or_else(|e| e.into_inner()).push(created),
+            Ledger::File(file) => {
+                use std::io::Write;
+                let line = serde_json::json!({
+                    "kind": created.kind,
+                    "request_id": created.request_id,
+                    "task_id": created.task_id,
+                });
+                let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+                if writeln!(f, "{line}").and_then(|()| f.flush()).is_err() {
+                    tracing::warn!("cannot write the ledger");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn created(&self) -> Vec<Created> {
+        match self {
+            Ledger::Memory(list) => list.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A task the simulator created (see [`SimConfig::ledger`]).
@@ -72,9 +120,9 @@ pub struct Created {
 }
 
 impl Shared {
-    pub(crate) fn new(config: SimConfig, local_addr: SocketAddr) -> Shared {
-        let ledger = config.ledger.then(|| Mutex::new(Vec::new()));
-        Shared {
+    pub(crate) fn new(config: SimConfig, local_addr: SocketAddr) -> std::io::Result<Shared> {
+        let ledger = Ledger::open(&config.ledger)?;
+        Ok(Shared {
             config,
             counters: Counters::default(),
             seq: AtomicU64::new(0),
@@ -83,7 +131,7 @@ impl Shared {
             started: Instant::now(),
             local_addr,
             ledger,
-        }
+        })
     }
 
     /// Whether the request carries an acceptable bearer token; `Err` says what is wrong (without
@@ -360,17 +408,12 @@ fn arrive(
     };
     let (task_id, sub_task_ids) = task.ids();
     c.accept(kind, checked.images, checked.key, window_total);
-    if let Some(ledger) = &s.ledger {
-        ledger
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Created {
-                kind,
-                request_id: checked.request_id.clone(),
-                task_id: task_id.clone(),
-                key: checked.key,
-            });
-    }
+    s.ledger.record(Created {
+        kind,
+        request_id: checked.request_id.clone(),
+        task_id: task_id.clone(),
+        key: checked.key,
+    });
     if draws.drop_after {
         bump(&c.dropped_after);
         tracing::debug!(seq, %kind, "hanging up after creating the task (`--drop-after`)");
