@@ -60,7 +60,7 @@ async fn interrupted_at_random_no_body_is_accepted_twice_and_no_task_id_is_lost(
         error_rate: 0.05,
         throttle_rate: 0.05,
         seed,
-        ledger: true,
+        ledger: hidream_batch::sim::LedgerConfig::Memory,
         ..quiet()
     })
     .await;

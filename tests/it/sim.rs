@@ -1209,7 +1209,7 @@ async fn throttle_rate_sheds_submissions_with_429() {
 async fn a_task_exists_once_its_request_has_arrived_whatever_the_client_does_next() {
     let sim = start(SimConfig {
         latency: "3s".parse().unwrap(),
-        ledger: true,
+        ledger: hidream_batch::sim::LedgerConfig::Memory,
         ..SimConfig::default()
     })
     .await;
