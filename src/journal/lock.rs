@@ -161,12 +161,12 @@ pub fn lock(paths: &Paths, create: bool) -> Result<Option<Lock>, LockError> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
     }
-    if create {
-        file.set_len(0).map_err(io_err)?;
-        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        write!(file, "{}", std::process::id()).map_err(io_err)?;
-        file.flush().map_err(io_err)?;
-    }
+    // Whoever holds the lock names itself in it (a dry run included: a run refused meanwhile
+    // names the right process).
+    file.set_len(0).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    write!(file, "{}", std::process::id()).map_err(io_err)?;
+    file.flush().map_err(io_err)?;
     Ok(Some(Lock { _file: file }))
 }
 
