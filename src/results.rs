@@ -543,3 +543,89 @@ fn describe_error(e: &csv::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "6b1f3c1e-9a4d-5e2b-8c7f-0d1a2b3c4d5e";
+
+    fn items(text: &str) -> Vec<Result<String, Unreadable>> {
+        let header = LEADING.join(",");
+        let text = format!("{header}\n{text}");
+        let mut r = Reader::new(text.as_bytes(), text.len() as u64, text.ends_with('\n')).unwrap();
+        std::iter::from_fn(|| r.next_item())
+            .map(|i| {
+                i.map(|i| match i {
+                    Item::Row(r) => format!("row {} {}", r.line, r.status.as_str()),
+                    Item::Torn { line, .. } => format!("torn {line}"),
+                })
+            })
+            .collect()
+    }
+
+    fn row(status: &str) -> String {
+        format!("{ID},j,txt2img,{status},t,,1,200,0,,2026-12-01T00:00:00.000Z,5")
+    }
+
+    #[test]
+    fn a_short_last_line_without_its_end_is_torn_anything_else_unreadable() {
+        let good = row("submitted");
+        assert_eq!(items(&format!("{good}\n")), [Ok("row 2 submitted".into())]);
+        // A complete last row without its line end is a row.
+        assert_eq!(items(&good), [Ok("row 2 submitted".into())]);
+        // Cut short at the end of the file: torn (the caller decides).
+        let cut = &good[..50];
+        assert_eq!(
+            items(&format!("{good}\n{cut}")),
+            [Ok("row 2 submitted".into()), Ok("torn 3".into())]
+        );
+        // The same short row with its line end, or before another row: unreadable.
+        assert_eq!(items(&format!("{cut}\n"))[0].as_ref().unwrap_err().line, 2);
+        assert_eq!(
+            items(&format!("{cut}\n{good}\n"))[0]
+                .as_ref()
+                .unwrap_err()
+                .line,
+            2
+        );
+        // Statuses as a spreadsheet may write them.
+        assert_eq!(items(&row(" Failed ")), [Ok("row 2 failed".into())]);
+        let bad = items(&format!("{}\n", row("done")));
+        assert!(bad[0].as_ref().unwrap_err().what.contains("`done`"));
+        let no_id = items("x,j,txt2img,failed,,,1,,,,,\n");
+        assert!(
+            no_id[0]
+                .as_ref()
+                .unwrap_err()
+                .what
+                .contains("not a request id")
+        );
+    }
+
+    #[test]
+    fn the_header_must_name_every_leading_column_once() {
+        let missing = Reader::new(&b"request_id,status\n"[..], 18, true)
+            .err()
+            .unwrap();
+        assert!(missing.what.contains("`job`"), "{}", missing.what);
+        let twice = format!("{},status\n", LEADING.join(","));
+        let err = Reader::new(twice.as_bytes(), twice.len() as u64, true)
+            .err()
+            .unwrap();
+        assert!(err.what.contains("twice"));
+    }
+
+    #[test]
+    fn a_world_is_told_by_the_mark_or_the_task_id() {
+        assert_eq!(World::of_row("", "(simulator) HTTP 500"), World::Simulator);
+        assert_eq!(World::of_row("", "HTTP 500"), World::Api);
+        assert_eq!(
+            World::of_row("3fe836e2-e1ce-11ee-975a-76ad3c0ace6b", ""),
+            World::Api
+        );
+        assert_eq!(World::Simulator.mark(""), SIM_MARK);
+        assert_eq!(World::Simulator.mark("x"), "(simulator) x");
+        assert_eq!(World::Api.mark("x"), "x");
+    }
+}
