@@ -130,70 +130,97 @@ impl WireBody {
         Ok(out)
     }
 
-    /// A stream of the body's chunks, reading and encoding images as it goes.
-    pub fn stream(&self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        let parts = self.parts.clone();
-        futures::stream::unfold(
-            (parts.into_iter(), None::<Streaming>),
-            |(mut parts, mut file)| async move {
-                loop {
-                    if let Some(Streaming {
+    /// A stream of the body's chunks, reading and encoding images as it goes, and the record of
+    /// its failure: when reading an image fails, or an image is not the one validated, the stream
+    /// ends with that error before anything after the image is sent (the request is never
+    /// complete, so no task can be created), and [`BodyFailure::get`] says why.
+    pub fn stream(
+        &self,
+    ) -> (
+        impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        BodyFailure,
+    ) {
+        let failure = BodyFailure::default();
+        let record = failure.clone();
+        let start = Some((self.parts.clone().into_iter(), None::<Streaming>));
+        let stream = futures::stream::unfold(start, move |state| {
+            let record = record.clone();
+            async move {
+                let (mut parts, mut file) = state?;
+                match next_chunk(&mut parts, &mut file).await? {
+                    Ok(chunk) => Some((Ok(chunk), Some((parts, file)))),
+                    Err(e) => {
+                        let _ = record.0.set(e.to_string());
+                        Some((Err(e), None))
+                    }
+                }
+            }
+        });
+        (stream, failure)
+    }
+}
+
+/// Why a body stream failed, once it has (see [`WireBody::stream`]).
+#[derive(Debug, Clone, Default)]
+pub struct BodyFailure(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl BodyFailure {
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// The next chunk of a body: the next piece of bytes, or the next base64 chunk of the image
+/// being read; `None` at the end.
+async fn next_chunk(
+    parts: &mut std::vec::IntoIter<Part>,
+    file: &mut Option<Streaming>,
+) -> Option<std::io::Result<Bytes>> {
+    loop {
+        if let Some(s) = file.as_mut() {
+            let mut buf = vec![0u8; CHUNK];
+            let mut n = 0;
+            while n < CHUNK {
+                match s.file.read(&mut buf[n..]).await {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if s.read + n as u64 > s.size {
+                return Some(Err(changed(&s.path, "it grew")));
+            }
+            s.read += n as u64;
+            s.hasher.update(&buf[..n]);
+            if n == 0 {
+                // Nothing after the image goes out unless it is the image validated.
+                let done = check_size(&s.path, s.size, s.read)
+                    .and_then(|()| check_hash(&s.path, &s.hash, s.hasher.finalize().as_bytes()));
+                *file = None;
+                if let Err(e) = done {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            let chunk = Bytes::from(base64::engine::general_purpose::STANDARD.encode(&buf[..n]));
+            return Some(Ok(chunk));
+        }
+        match parts.next()? {
+            Part::Bytes(b) => return Some(Ok(b)),
+            Part::Base64File { path, size, hash } => match tokio::fs::File::open(&path).await {
+                Ok(f) => {
+                    *file = Some(Streaming {
                         file: f,
                         path,
                         size,
-                        read,
+                        read: 0,
                         hash,
-                        hasher,
-                    }) = file.as_mut()
-                    {
-                        let mut buf = vec![0u8; CHUNK];
-                        let mut n = 0;
-                        while n < CHUNK {
-                            match f.read(&mut buf[n..]).await {
-                                Ok(0) => break,
-                                Ok(k) => n += k,
-                                Err(e) => return Some((Err(e), (parts, None))),
-                            }
-                        }
-                        *read += n as u64;
-                        hasher.update(&buf[..n]);
-                        if n == 0 {
-                            // Nothing after the image goes out unless it is the image validated.
-                            let done = check_size(path, *size, *read).and_then(|()| {
-                                check_hash(path, hash, hasher.finalize().as_bytes())
-                            });
-                            file = None;
-                            if let Err(e) = done {
-                                return Some((Err(e), (parts, None)));
-                            }
-                            continue;
-                        }
-                        let chunk = Bytes::from(
-                            base64::engine::general_purpose::STANDARD.encode(&buf[..n]),
-                        );
-                        return Some((Ok(chunk), (parts, file)));
-                    }
-                    match parts.next()? {
-                        Part::Bytes(b) => return Some((Ok(b), (parts, None))),
-                        Part::Base64File { path, size, hash } => {
-                            match tokio::fs::File::open(&path).await {
-                                Ok(f) => {
-                                    file = Some(Streaming {
-                                        file: f,
-                                        path,
-                                        size,
-                                        read: 0,
-                                        hash,
-                                        hasher: Box::new(blake3::Hasher::new()),
-                                    })
-                                }
-                                Err(e) => return Some((Err(e), (parts, None))),
-                            }
-                        }
-                    }
+                        hasher: Box::new(blake3::Hasher::new()),
+                    })
                 }
+                Err(e) => return Some(Err(e)),
             },
-        )
+        }
     }
 }
 
@@ -281,6 +308,7 @@ mod tests {
             );
             let streamed: Vec<u8> = body
                 .stream()
+                .0
                 .map(|c| c.unwrap())
                 .collect::<Vec<_>>()
                 .await
@@ -307,7 +335,13 @@ mod tests {
         let body = WireBody::with_files(json.clone(), &["@A@".into()], &files).unwrap();
         // Same size, other bytes (the size check alone would not see it).
         std::fs::write(&a, b"54321").unwrap();
-        let items: Vec<_> = body.stream().collect().await;
+        let (stream, failure) = body.stream();
+        let items: Vec<_> = stream.collect().await;
+        assert!(
+            failure
+                .get()
+                .is_some_and(|w| w.contains("its bytes differ"))
+        );
         let sent: Vec<u8> = items
             .iter()
             .take_while(|r| r.is_ok())

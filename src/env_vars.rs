@@ -10,3 +10,8 @@ pub const RUST_LOG: &str = "RUST_LOG";
 /// Test hook: scales every retry delay (e.g. `0.001`), so retry tests do not wait whole seconds.
 /// Not for production use.
 pub const BACKOFF_SCALE: &str = "HIDREAM_BATCH_BACKOFF_SCALE";
+/// Test hook: abort the process at a named point of the journal, as a power cut would —
+/// `compacted` (the results rewritten at the start of a run, the write-ahead log not yet
+/// emptied), `settled` (the results synced, the `done` lines not yet written), `finished` (the
+/// final rewrite done, the log not yet emptied). Not for production use.
+pub const CRASH_AT: &str = "HIDREAM_BATCH_CRASH_AT";

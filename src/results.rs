@@ -2,7 +2,7 @@
 //! the statuses a request can have, which server a row came from, how a request's row is
 //! rendered, and the strict reader every results file is read with.
 //!
-//! A row has two kinds of columns:
+//! A row has three kinds of columns:
 //! - **outcome** columns (`request_id`, `status`, `task_id`, `sub_task_ids`, `attempts`,
 //!   `http_status`, `code`, `message`, `submitted_at`, `elapsed_ms`): what happened, written once
 //!   and only ever replaced by a newer outcome of the same request;
@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 
+use crate::api::Kind;
 use crate::expand::{Body, ImageRef, Request};
 use crate::manifest::{Field, Manifest, Source};
 
@@ -239,12 +240,10 @@ pub struct OutcomeCols<'a> {
     pub elapsed_ms: Cow<'a, str>,
 }
 
-/// Renders rows aligned with one header.
+/// Renders rows aligned with one header (which starts with [`LEADING`], then the parameters).
 #[derive(Debug)]
 pub struct Rows {
     width: usize,
-    /// Column of each leading column (always present: the header starts with them).
-    leading: [usize; 12],
     /// First column of the parameters.
     params: usize,
     /// Column of each `var.<name>` and `meta.<name>`, by the bare name.
@@ -269,7 +268,6 @@ impl Rows {
         let sweep = vars.values().chain(meta.values()).copied().collect();
         Rows {
             width: header.len(),
-            leading: std::array::from_fn(|i| i),
             params: LEADING.len(),
             vars,
             meta,
@@ -281,11 +279,12 @@ impl Rows {
         self.width
     }
 
-    fn col(&self, name: &str) -> usize {
-        self.leading[LEADING
+    /// The column of a leading column (the header starts with them, in order).
+    fn col(name: &str) -> usize {
+        LEADING
             .iter()
             .position(|c| *c == name)
-            .expect("a leading column")]
+            .expect("a leading column")
     }
 
     /// A new row: the request described, with these outcome columns.
@@ -298,26 +297,33 @@ impl Rows {
 
     /// Put the outcome columns into `row`.
     pub fn set_outcome<'a>(&self, row: &mut [Cow<'a, str>], id: Cow<'a, str>, o: OutcomeCols<'a>) {
-        row[self.col("request_id")] = id;
-        row[self.col("status")] = o.status.into();
-        row[self.col("task_id")] = o.task_id.into();
-        row[self.col("sub_task_ids")] = o.sub_task_ids;
-        row[self.col("attempts")] = o.attempts;
-        row[self.col("http_status")] = o.http_status;
-        row[self.col("code")] = o.code;
-        row[self.col("message")] = match o.message {
+        row[Self::col("request_id")] = id;
+        row[Self::col("status")] = o.status.into();
+        row[Self::col("task_id")] = o.task_id.into();
+        row[Self::col("sub_task_ids")] = o.sub_task_ids;
+        row[Self::col("attempts")] = o.attempts;
+        row[Self::col("http_status")] = o.http_status;
+        row[Self::col("code")] = o.code;
+        row[Self::col("message")] = match o.message {
             Cow::Borrowed(m) => crate::logging::safe(m),
             Cow::Owned(m) => crate::logging::safe(&m).into_owned().into(),
         };
-        row[self.col("submitted_at")] = o.submitted_at.into();
-        row[self.col("elapsed_ms")] = o.elapsed_ms;
+        row[Self::col("submitted_at")] = o.submitted_at.into();
+        row[Self::col("elapsed_ms")] = o.elapsed_ms;
+    }
+
+    /// Put a job and kind into `row` (for a request this run does not know: what its log entry
+    /// says).
+    pub fn set_job<'a>(&self, row: &mut [Cow<'a, str>], job: &'a str, kind: Option<Kind>) {
+        row[Self::col("job")] = job.into();
+        row[Self::col("kind")] = kind.map_or("", |k| k.as_str()).into();
     }
 
     /// Put the descriptive columns of `r` into `row`: job, kind, parameters, and its own `var.*`
     /// and `meta.*` values (the other sweep columns are blank: they belong to other requests).
     pub fn describe<'a>(&self, row: &mut [Cow<'a, str>], r: &'a Request) {
-        row[self.col("job")] = r.job.id.as_str().into();
-        row[self.col("kind")] = r.body.kind().as_str().into();
+        row[Self::col("job")] = r.job.id.as_str().into();
+        row[Self::col("kind")] = r.body.kind().as_str().into();
         for (i, p) in params(&r.body).into_iter().enumerate() {
             row[self.params + i] = p;
         }
@@ -345,9 +351,6 @@ pub struct Unreadable {
     pub what: String,
 }
 
-/// The columns a results file must have.
-pub const REQUIRED: [&str; 12] = LEADING;
-
 /// One row of a results file as read: where it is and what it says.
 #[derive(Debug)]
 pub struct Row {
@@ -360,16 +363,19 @@ pub struct Row {
     pub status: Status,
 }
 
-/// What a strict read yields: rows, or a final line torn by a crash (its text, for the caller
-/// to excuse if the write-ahead log still holds its request).
+/// What a strict read yields: rows, or a final line torn by a crash (its fields so far, for the
+/// caller to excuse if the write-ahead log still holds its request).
 #[derive(Debug)]
 pub enum Item {
     Row(Row),
-    Torn { line: u64, text: String },
+    Torn {
+        line: u64,
+        record: csv::StringRecord,
+    },
 }
 
 /// Reads a results file strictly: UTF-8, every row with the header's number of fields, a request
-/// id and a known status, the [`REQUIRED`] columns present. Anything else is an [`Unreadable`] with
+/// id and a known status, the [`LEADING`] columns present. Anything else is an [`Unreadable`] with
 /// its line, never a row skipped. The one thing it does not decide is a torn final line (no line
 /// end, too few fields or no status): it is returned as [`Item::Torn`].
 pub struct Reader<R: Read> {
@@ -410,7 +416,7 @@ impl<R: Read> Reader<R> {
                 });
             }
         }
-        let missing: Vec<&str> = REQUIRED
+        let missing: Vec<&str> = LEADING
             .iter()
             .copied()
             .filter(|c| !header.iter().any(|h| h == c))
@@ -468,16 +474,11 @@ impl<R: Read> Reader<R> {
         let end = self.csv.position().byte();
         let last = end >= self.len;
         let fail = |what: String| Some(Err(Unreadable { line, what }));
-        let torn = || {
-            Some(Ok(Item::Torn {
-                line,
-                text: record.iter().collect::<Vec<_>>().join(","),
-            }))
-        };
+        let torn = |record: csv::StringRecord| Some(Ok(Item::Torn { line, record }));
         if record.len() != self.header.len() {
             if last && !self.ends_with_newline && record.len() < self.header.len() {
                 self.done = true;
-                return torn();
+                return torn(record);
             }
             return fail(format!(
                 "the row has {} fields but the header has {} (a comma typed into a cell, or a cell pasted across columns?)",
@@ -485,15 +486,14 @@ impl<R: Read> Reader<R> {
                 self.header.len()
             ));
         }
-        let raw_status = &record[self.status_col];
-        let Some(status) = Status::parse(raw_status) else {
+        let Some(status) = Status::parse(&record[self.status_col]) else {
             if last && !self.ends_with_newline {
                 self.done = true;
-                return torn();
+                return torn(record);
             }
             return fail(format!(
                 "the status `{}` is not one of submitted, rejected, failed, unknown",
-                crate::logging::safe(raw_status)
+                crate::logging::safe(&record[self.status_col])
             ));
         };
         let raw_id = record[self.id_col].trim();

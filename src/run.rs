@@ -53,9 +53,6 @@ use crate::{commands, env_vars, exit};
 pub const DEFAULT_RATE: u32 = crate::api::DOCUMENTED_TXT2IMG_RATE;
 /// How often a status line is logged when stderr is not a terminal.
 pub const STATUS_EVERY: Duration = Duration::from_secs(10);
-/// How many requests of a run are checked for rows written under the id scheme before content
-/// identity (a results file of that scheme has a row for every request it ran).
-const LEGACY_PROBE: usize = 1000;
 
 /// The API connection of `run` and `collect`: the client, and the in-process simulator when
 /// `--simulate` started one (kept alive as long as this value).
@@ -202,8 +199,9 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
         }
     };
     let mut rng = fastrand::Rng::new();
-    // What the request is if it stops here: the last attempt's status decides (unknown stays
-    // unknown, transient becomes failed).
+    // What the request is if it stops here without an answer that settles it: `failed` (sent
+    // again) only if no attempt so far may have created a task; once one may have (no answer,
+    // a gateway timeout), `unknown` for good, whatever later attempts say.
     let mut last = Status::Failed;
     loop {
         if let Some(limiter) = ctx.limiters.get(&kind) {
@@ -275,11 +273,9 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             "{}",
             crate::logging::safe(&format!("{verdict:?}"))
         );
-        last = if matches!(verdict, Verdict::Unknown { .. }) {
-            Status::Unknown
-        } else {
-            Status::Failed
-        };
+        if matches!(verdict, Verdict::Unknown { .. }) {
+            last = Status::Unknown;
+        }
         let (retry_after, terminal) = match verdict {
             Verdict::Submitted {
                 task_id,
@@ -295,6 +291,13 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                 out.status = Some(Status::Rejected);
                 out.code = code.or(out.code);
                 out.message = message;
+                break;
+            }
+            Verdict::Failed { reason } => {
+                // Cut off before it was complete: no task, and another attempt would fail alike.
+                ctx.wal.noted(out.request.id, out.attempts, "not-sent");
+                out.status = Some(last);
+                out.message = reason;
                 break;
             }
             Verdict::Unauthorized { message } => {
@@ -519,8 +522,9 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
             if !in_shard(args.shard, &request.id) {
                 continue;
             }
-            if (plan.total as usize) < LEGACY_PROBE
-                && !target.contains(&request.id)
+            // A request the results do not hold may be there under the ids of before content
+            // identity: sending it would pay for it again.
+            if !target.contains(&request.id)
                 && target.contains(&crate::ids::legacy_request_id(
                     &request.job,
                     &request.body,
@@ -601,6 +605,16 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
         stop: AtomicBool::new(false),
         stop_notify: tokio::sync::Notify::new(),
     });
+    // A signal that came while the run started stops it before it dispatches anything.
+    let mut signals = signals.fuse();
+    let mut signalled = 0;
+    while let Some(Some(())) = signals.next().now_or_never() {
+        signalled += 1;
+        ctx.stop.store(true, Ordering::SeqCst);
+    }
+    if signalled > 0 {
+        tracing::warn!("interrupted while starting: nothing is sent");
+    }
     let source_ctx = ctx.clone();
     let source = positioned(&manifests, run_id)
         .filter(|(_, r)| {
@@ -616,8 +630,6 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
     let mut counts: BTreeMap<Status, u64> = BTreeMap::new();
     let mut submitted_images: u64 = 0;
     let mut unauthorized = false;
-    let mut signals = signals.fuse();
-    let mut signalled = 0;
     let mut ticker = tokio::time::interval(STATUS_EVERY);
     ticker.tick().await;
     loop {
@@ -628,11 +640,14 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
                 // together before the loop waits again.
                 let mut next = Some(outcome);
                 let mut finished = false;
+                // The task ids of this batch, named if the results cannot be written.
+                let mut tasks: Vec<(uuid::Uuid, String)> = Vec::new();
                 while let Some(outcome) = next.take() {
                     unauthorized |= outcome.unauthorized;
                     if let Some(status) = outcome.status {
                         if status == Status::Submitted {
                             submitted_images += u64::from(outcome.request.body.images());
+                            tasks.push((outcome.request.id, outcome.task_id.clone()));
                         }
                         let row = outcome_row(&rows, &outcome, status, world);
                         journal.append(outcome.request.id, outcome.pos, &row).map_err(unwritable)?;
@@ -647,7 +662,12 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
                         None => {}
                     }
                 }
-                journal.flush().map_err(unwritable)?;
+                journal.flush().map_err(|e| {
+                    for (id, task) in &tasks {
+                        tracing::error!(request_id = %id, "request {id} was submitted as task `{}`, but its row could not be written", crate::logging::safe(task));
+                    }
+                    unwritable(e)
+                })?;
                 progress.update(&counts);
                 if finished {
                     break;
@@ -661,6 +681,15 @@ pub async fn run(args: RunArgs, signals: impl Stream<Item = ()> + Unpin) -> anyh
                     tracing::warn!("interrupted: no new requests; waiting for those in flight (signal again to stop at once)");
                 } else {
                     tracing::warn!("interrupted again: stopping now; the requests in flight stay in the write-ahead log, and the next run records them `unknown`");
+                    // Outcomes already in (answers that arrived) are kept, not abandoned.
+                    while let Some(Some(outcome)) = stream.next().now_or_never() {
+                        if let Some(status) = outcome.status {
+                            let row = outcome_row(&rows, &outcome, status, world);
+                            journal.append(outcome.request.id, outcome.pos, &row).map_err(unwritable)?;
+                            *counts.entry(status).or_default() += 1;
+                        }
+                    }
+                    journal.flush().map_err(unwritable)?;
                     break;
                 }
             }

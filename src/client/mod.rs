@@ -109,6 +109,9 @@ pub enum Attempt {
     NotSent(String),
     /// The request was sent and no answer came (timeout, connection closed): the task may exist.
     NoAnswer(String),
+    /// Our own body could not be produced whole (a local image unreadable, or not the one
+    /// validated): the request was cut off before it was complete, so no task was created.
+    BodyFailed(String),
 }
 
 /// The shared client and the credentials.
@@ -200,13 +203,22 @@ impl Client {
         let url =
             self.submit_urls[Kind::ALL.iter().position(|k| *k == kind).expect("a kind")].clone();
         let request = self.http.post(url).headers(self.headers(kind));
-        let request = match body.as_bytes() {
-            Some(bytes) => request.body(bytes),
-            None => request
-                .header(CONTENT_LENGTH, body.len())
-                .body(reqwest::Body::wrap_stream(body.stream())),
+        let (request, failure) = match body.as_bytes() {
+            Some(bytes) => (request.body(bytes), None),
+            None => {
+                let (stream, failure) = body.stream();
+                let request = request
+                    .header(CONTENT_LENGTH, body.len())
+                    .body(reqwest::Body::wrap_stream(stream));
+                (request, Some(failure))
+            }
         };
-        answer(request.send().await).await
+        let sent = request.send().await;
+        // reqwest reports a failed body stream as a request error: ask the stream itself.
+        if let Some(why) = failure.as_ref().and_then(|f| f.get()) {
+            return Attempt::BodyFailed(why.to_string());
+        }
+        answer(sent).await
     }
 
     /// One GET of a JSON document on a kind's endpoint family (task results).
@@ -319,11 +331,11 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<bytes::Bytes, B
     Ok(buf.freeze())
 }
 
-/// A transport error: a failure to connect, or to produce our own body (an image unreadable
-/// mid-stream), means no complete request reached the server; anything later means the request
-/// may have been received.
+/// A transport error: a failure to connect means no request reached the server; anything later
+/// means the request may have been received. (A failure of our own body is told by the body
+/// stream itself: see [`Client::submit`].)
 fn transport(e: &reqwest::Error) -> Attempt {
-    if e.is_connect() || e.is_builder() || e.is_body() {
+    if e.is_connect() || e.is_builder() {
         Attempt::NotSent(describe(e))
     } else {
         Attempt::NoAnswer(describe(e))

@@ -6,10 +6,11 @@
 //! | HTTP 200, `code == 0`, no task id; a 2xx body unreadable or over 1 MiB | `Unknown` | maybe |
 //! | HTTP 200, `code != 0` | `Rejected` with code and message | no |
 //! | HTTP 401 / 403 | `Unauthorized`: stop dispatching, exit 3 | no |
-//! | HTTP 504, 524 (a gateway gave up waiting on an upstream that had the request) | `Unknown` | maybe |
+//! | HTTP 504, 524, 598, 599 (a gateway gave up waiting on an upstream that had the request), 520 (the upstream's answer was lost) | `Unknown` | maybe |
 //! | HTTP 408 / 429 / other 5xx | `Retry`, honouring `Retry-After` | no |
 //! | other HTTP statuses (4xx, 3xx, …) | `Rejected` | no |
-//! | not sent (connection refused, DNS, our own body could not be produced) | `Retry` | no |
+//! | not sent (connection refused, DNS) | `Retry` | no |
+//! | our own body could not be produced whole (an image unreadable, or edited since validation) | `Failed`, not retried | no |
 //! | sent, no answer (timeout, connection closed) | `Unknown`; retried only with `--retry-unknown` | maybe |
 //!
 //! Every `Retry` is an answer that proves no task was created: the run notes it in the
@@ -38,6 +39,8 @@ pub enum Verdict {
     Unauthorized { message: String },
     /// Sent, but no usable answer: the API may have created (and billed) the task.
     Unknown { reason: String },
+    /// Our own request could not be sent whole: no task; trying again would fail the same way.
+    Failed { reason: String },
 }
 
 /// Classify one attempt (taking it: its strings move into the verdict).
@@ -48,6 +51,7 @@ pub fn classify(attempt: Attempt) -> Verdict {
             retry_after: None,
         },
         Attempt::NoAnswer(reason) => Verdict::Unknown { reason },
+        Attempt::BodyFailed(reason) => Verdict::Failed { reason },
         Attempt::Answered {
             status,
             retry_after,
@@ -63,7 +67,7 @@ pub fn classify(attempt: Attempt) -> Verdict {
                 401 | 403 => Verdict::Unauthorized {
                     message: format!("HTTP {status}: {}", message(envelope)),
                 },
-                504 | 524 => Verdict::Unknown {
+                504 | 520 | 524 | 598 | 599 => Verdict::Unknown {
                     reason: format!(
                         "HTTP {status}: a gateway gave up waiting for the API, which may have created the task: {}",
                         message(envelope)
@@ -220,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_gateway_timeout_is_unknown() {
-        for s in [504, 524] {
+        for s in [504, 520, 524, 598, 599] {
             assert!(
                 matches!(
                     classify(answered(s, Err("x".into()))),

@@ -151,7 +151,7 @@ type Answer = Result<(u16, Option<Duration>, Result<Envelope<TaskResult>, String
 fn classify(answer: Answer) -> Verdict {
     let (status, retry_after, body) = match answer {
         Ok(a) => a,
-        Err(Attempt::NotSent(r) | Attempt::NoAnswer(r)) => {
+        Err(Attempt::NotSent(r) | Attempt::NoAnswer(r) | Attempt::BodyFailed(r)) => {
             return Verdict::Retry {
                 reason: r,
                 retry_after: None,

@@ -72,7 +72,9 @@ impl Appender {
         }
         buf.clear();
         self.csv = Some(Self::encoder(buf));
-        written.map(|()| std::mem::take(&mut self.pending))
+        // Rows that were not written settle nothing: their entries stay open.
+        let pending = std::mem::take(&mut self.pending);
+        written.map(|()| pending)
     }
 }
 
@@ -144,14 +146,15 @@ pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> io::Result<()> {
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(path);
-    Ok(())
+    sync_dir(path)
 }
 
-/// fsync the folder of `path`, so a rename or a new file in it survives a power loss.
-pub(super) fn sync_dir(path: &Path) {
-    if let Ok(d) = File::open(parent(path)) {
-        let _ = d.sync_all();
+/// fsync the folder of `path`, so a rename or a new file in it survives a power loss. (A file
+/// system that cannot sync a folder says so with `EINVAL`; there is nothing more to do then.)
+pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
+    match File::open(parent(path))?.sync_all() {
+        Err(e) if e.raw_os_error() == Some(22) => Ok(()),
+        other => other,
     }
 }
 

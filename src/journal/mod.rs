@@ -90,12 +90,18 @@ pub struct Orphan {
     pub sent: Sent,
     /// What proved that attempt created no task, if anything did.
     pub noted: Option<String>,
+    /// No attempt of it can have created a task: each was answered without one.
+    pub no_task: bool,
+    /// The task id (and sub-task ids) of a last row cut short by a crash after them.
+    pub recovered: Option<(String, String)>,
 }
 
 impl Orphan {
     /// The status its row gets.
     pub fn status(&self) -> Status {
-        if self.noted.is_some() {
+        if self.recovered.is_some() {
+            Status::Submitted
+        } else if self.no_task {
             Status::Failed
         } else {
             Status::Unknown
@@ -105,7 +111,11 @@ impl Orphan {
     /// Its row's message.
     pub fn message(&self) -> String {
         let s = &self.sent;
-        match &self.noted {
+        if self.recovered.is_some() {
+            return "the row of this task was cut short by a crash; its task id was recovered"
+                .into();
+        }
+        match self.noted.as_ref().filter(|_| self.no_task) {
             Some(what) => format!(
                 "the run stopped after attempt {} ({}) was answered {} (no task was created); it is sent again",
                 s.attempt,
@@ -123,19 +133,34 @@ impl Orphan {
         }
     }
 
-    fn cols(&self) -> (Status, String, String) {
+    /// Its row's outcome columns.
+    fn outcome(&self) -> OrphanCols {
         let http = self
             .noted
             .as_deref()
-            .filter(|w| w.parse::<u16>().is_ok())
+            .filter(|w| self.no_task && w.parse::<u16>().is_ok())
             .unwrap_or("")
             .to_string();
-        (
-            self.status(),
-            self.sent.world.mark(&self.message()).into_owned(),
-            http,
-        )
+        let (task_id, sub_task_ids) = self.recovered.clone().unwrap_or_default();
+        OrphanCols {
+            status: self.status(),
+            task_id,
+            sub_task_ids,
+            attempts: self.sent.attempt.to_string(),
+            http_status: http,
+            message: self.sent.world.mark(&self.message()).into_owned(),
+        }
     }
+}
+
+/// The outcome columns of an orphan's row, owned.
+struct OrphanCols {
+    status: Status,
+    task_id: String,
+    sub_task_ids: String,
+    attempts: String,
+    http_status: String,
+    message: String,
 }
 
 /// Why the journal cannot be used: nothing was sent.
@@ -209,11 +234,6 @@ impl Prior {
                 });
             }
         };
-        // Whether the latest row of an entry's request settles it, by the entry's first attempt.
-        let mut settled: HashMap<Uuid, (&str, bool)> = entries
-            .iter()
-            .map(|e| (e.sent.id, (e.sent.first_at.as_str(), false)))
-            .collect();
         let io_err = |source| OpenError::Io {
             what: format!("the results {}", paths.display()),
             source,
@@ -227,6 +247,14 @@ impl Prior {
             },
             what,
         };
+        // For each open entry: whether a row settles it (a `submitted` one, or the latest one
+        // carrying the entry's first attempt time), and a task id a torn last row still shows.
+        let first_at: HashMap<Uuid, &str> = entries
+            .iter()
+            .map(|e| (e.sent.id, e.sent.first_at.as_str()))
+            .collect();
+        let mut settled: HashMap<Uuid, (bool, bool)> = HashMap::new();
+        let mut recovered: HashMap<Uuid, (String, String)> = HashMap::new();
         let mut header = Vec::new();
         let mut slots = Vec::new();
         let mut torn = false;
@@ -239,26 +267,27 @@ impl Prior {
             Some(f) => f.metadata().map_err(io_err)?.len(),
             None => 0,
         };
+        let mut task_col = 0;
         if let (Some(f), true) = (&file, len > 0) {
             let mut reader = results::Reader::open(f)
                 .map_err(io_err)?
                 .map_err(|u| unreadable(u.line, u.what))?;
-            let col = |name: &str| {
-                reader
-                    .header()
-                    .iter()
-                    .position(|h| h == name)
-                    .expect("a required column")
-            };
-            let (task_col, message_col, at_col) =
-                (col("task_id"), col("message"), col("submitted_at"));
             header = reader.header().to_vec();
+            let col = |name: &str| header.iter().position(|h| h == name).expect("required");
+            task_col = col("task_id");
+            let (status_col, subs_col, message_col, at_col) = (
+                col("status"),
+                col("sub_task_ids"),
+                col("message"),
+                col("submitted_at"),
+            );
             while let Some(item) = reader.next_item() {
                 match item.map_err(|u| unreadable(u.line, u.what))? {
                     Item::Row(r) => {
-                        if let Some((first_at, s)) = settled.get_mut(&r.id) {
-                            *s = r.status == Status::Submitted
-                                || r.record[at_col].trim() == *first_at;
+                        if let Some(first_at) = first_at.get(&r.id) {
+                            let s = settled.entry(r.id).or_default();
+                            s.0 |= r.status == Status::Submitted;
+                            s.1 = r.record[at_col].trim() == *first_at;
                         }
                         slots.push(Slot {
                             id: r.id,
@@ -271,46 +300,40 @@ impl Prior {
                             world: World::of_row(&r.record[task_col], &r.record[message_col]),
                         });
                     }
-                    Item::Torn { line, text } => {
-                        let prefix = text
-                            .split(',')
-                            .next()
-                            .unwrap_or("")
-                            .trim()
-                            .to_ascii_lowercase();
-                        let held = !prefix.is_empty()
-                            && entries
-                                .iter()
-                                .any(|e| e.sent.id.to_string().starts_with(&prefix));
-                        if !held {
+                    Item::Torn { line, record } => {
+                        let prefix = record.get(0).unwrap_or("").trim().to_ascii_lowercase();
+                        let held = entries.iter().find(|e| {
+                            !prefix.is_empty() && e.sent.id.to_string().starts_with(&prefix)
+                        });
+                        let Some(entry) = held else {
                             return Err(unreadable(
                                 line,
                                 "the last row is incomplete (a crash while it was written?) and the write-ahead log does not hold its request".into(),
                             ));
-                        }
+                        };
                         torn = true;
+                        // A field is whole if another one started after it.
+                        let whole = |c: usize| (c + 1 < record.len()).then(|| record[c].trim());
+                        if whole(status_col).and_then(Status::parse) == Some(Status::Submitted)
+                            && let Some(task) = whole(task_col).filter(|t| !t.is_empty())
+                        {
+                            let subs = whole(subs_col).unwrap_or("").to_string();
+                            recovered.insert(entry.sent.id, (task.to_string(), subs));
+                        }
                     }
                 }
             }
         }
-        // The latest row of each request: sort by id, later rows (larger offsets) last.
-        slots.sort_unstable_by_key(|s| (s.id, s.offset));
-        slots.dedup_by(|later, earlier| {
-            if later.id == earlier.id {
-                *earlier = *later;
-                true
-            } else {
-                false
-            }
-        });
-        let settled: std::collections::HashSet<Uuid> = settled
-            .into_iter()
-            .filter_map(|(id, (_, s))| s.then_some(id))
-            .collect();
+        let slots = match &file {
+            Some(f) => latest_rows(slots, f, task_col).map_err(io_err)?,
+            None => slots,
+        };
         let orphans: Vec<Orphan> = entries
             .into_iter()
-            .filter(|e| !settled.contains(&e.sent.id))
+            .filter(|e| !settled.get(&e.sent.id).is_some_and(|(sub, at)| *sub || *at))
             .map(|e| Orphan {
+                no_task: e.no_task(),
+                recovered: recovered.remove(&e.sent.id),
                 sent: e.sent,
                 noted: e.noted,
             })
@@ -418,6 +441,53 @@ impl Prior {
     }
 }
 
+/// The row that stands for each request: its latest `submitted` row if it has one (a task id is
+/// never given up for a later row without one, as `merge` decides too), else its latest row.
+/// Two `submitted` rows with different task ids mean the request was paid for twice: both ids
+/// are named in a warning (the latest row is kept).
+fn latest_rows(mut slots: Vec<Slot>, file: &File, task_col: usize) -> io::Result<Vec<Slot>> {
+    slots.sort_unstable_by_key(|s| (s.id, s.offset));
+    let mut out: Vec<Slot> = Vec::with_capacity(slots.len());
+    let mut window: Option<Window> = None;
+    let mut start = 0;
+    while start < slots.len() {
+        let id = slots[start].id;
+        let end = start + slots[start..].iter().take_while(|s| s.id == id).count();
+        let group = &slots[start..end];
+        let submitted: Vec<&Slot> = group
+            .iter()
+            .filter(|s| s.status == Status::Submitted)
+            .collect();
+        if submitted.len() > 1 {
+            let w = match &mut window {
+                Some(w) => w,
+                None => window.insert(Window::new(file.try_clone()?)),
+            };
+            let mut tasks: Vec<String> = Vec::new();
+            for s in &submitted {
+                let task = parse_row(w.get(s.offset, s.len as usize)?)?
+                    .get(task_col)
+                    .unwrap_or("")
+                    .to_string();
+                if !tasks.contains(&task) {
+                    tasks.push(task);
+                }
+            }
+            if tasks.len() > 1 {
+                tracing::warn!(
+                    request_id = %id,
+                    "request {id} has {} task ids in the results ({}): it was submitted more than once, and each may be billed; the latest is kept",
+                    tasks.len(),
+                    tasks.iter().map(|t| crate::logging::safe(t).into_owned()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        out.push(**submitted.last().unwrap_or(&group.last().expect("a group")));
+        start = end;
+    }
+    Ok(out)
+}
+
 /// A row of the results being written, and where its request is in this run's expansion.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -456,42 +526,69 @@ impl Compactor {
         &self.prior
     }
 
-    /// The request at position `pos` of this run's expansion: its row (an earlier row with the
-    /// current manifest's descriptive columns, or the row that settles its open entry) goes here.
+    /// The request at position `pos` of this run's expansion: its row (its earlier row with the
+    /// current manifest's descriptive columns, and the outcome that settles its open entry if it
+    /// has one) goes here.
     pub fn place(&mut self, pos: u32, request: &Request) -> io::Result<()> {
         let id = request.id;
         let slot = self.prior.slot(&id);
         if let Some(i) = slot {
             self.prior.slots[i].pos = pos;
         }
-        if let Some(&i) = self.prior.by_orphan.get(&id) {
-            if std::mem::replace(&mut self.placed_orphans[i], true) {
-                return Ok(());
-            }
-            let o = self.prior.orphans[i].clone();
-            let (status, message, http) = o.cols();
-            let attempts = o.sent.attempt.to_string();
-            let row = self.rows.row(
-                request,
+        let orphan = self.prior.by_orphan.get(&id).copied();
+        if let Some(i) = orphan
+            && std::mem::replace(&mut self.placed_orphans[i], true)
+        {
+            return Ok(());
+        }
+        if slot.is_none() && orphan.is_none() {
+            return Ok(());
+        }
+        self.write_row(id, pos, slot, orphan, Some(request))
+    }
+
+    /// Write the row of request `id` at position `pos`: its earlier row (`slot`) with every
+    /// column kept, the outcome that settles its open entry (`orphan`) if it has one, and the
+    /// descriptive columns of `request` when this run knows it.
+    fn write_row(
+        &mut self,
+        id: Uuid,
+        pos: u32,
+        slot: Option<usize>,
+        orphan: Option<usize>,
+        request: Option<&Request>,
+    ) -> io::Result<()> {
+        let record = slot.map(|i| self.old_row(i)).transpose()?;
+        let mut row: Vec<Cow<'_, str>> = self
+            .map
+            .iter()
+            .map(|m| Cow::Borrowed(m.and_then(|c| record.as_ref()?.get(c)).unwrap_or("")))
+            .collect();
+        let orphan = orphan.map(|i| self.prior.orphans[i].clone());
+        let settled = orphan.as_ref().map(Orphan::outcome);
+        let id_text = id.to_string();
+        if let (Some(o), Some(c)) = (&orphan, &settled) {
+            self.rows.set_outcome(
+                &mut row,
+                id_text.as_str().into(),
                 OutcomeCols {
-                    status: status.as_str(),
-                    attempts: attempts.into(),
-                    http_status: http.into(),
-                    message: message.into(),
+                    status: c.status.as_str(),
+                    task_id: &c.task_id,
+                    sub_task_ids: c.sub_task_ids.as_str().into(),
+                    attempts: c.attempts.as_str().into(),
+                    http_status: c.http_status.as_str().into(),
+                    message: c.message.as_str().into(),
                     submitted_at: &o.sent.first_at,
                     ..OutcomeCols::default()
                 },
             );
-            return self.push(id, pos, &row);
+            if record.is_none() {
+                self.rows.set_job(&mut row, &o.sent.job, o.sent.kind);
+            }
         }
-        let Some(i) = slot else { return Ok(()) };
-        let record = self.old_row(i)?;
-        let mut row: Vec<Cow<'_, str>> = self
-            .map
-            .iter()
-            .map(|m| Cow::Borrowed(m.and_then(|c| record.get(c)).unwrap_or("")))
-            .collect();
-        self.rows.describe(&mut row, request);
+        if let Some(r) = request {
+            self.rows.describe(&mut row, r);
+        }
         let row: Vec<String> = row.into_iter().map(Cow::into_owned).collect();
         self.push(id, pos, &row)
     }
@@ -524,57 +621,35 @@ impl Compactor {
     /// is ready for this run's rows; the states of the requests before it are returned for the
     /// dispatch to decide from.
     pub fn finish(mut self) -> io::Result<(Journal, Resume)> {
-        // Rows of requests not in this run, in the order they were in.
+        // Rows of requests not in this run, in the order they were in (settling their open
+        // entries, if any).
         let mut rest: Vec<usize> = (0..self.prior.slots.len())
-            .filter(|&i| {
-                let s = &self.prior.slots[i];
-                s.pos == UNPLACED && !self.prior.by_orphan.contains_key(&s.id)
-            })
+            .filter(|&i| self.prior.slots[i].pos == UNPLACED)
             .collect();
         rest.sort_unstable_by_key(|&i| self.prior.slots[i].offset);
         for i in rest {
-            let record = self.old_row(i)?;
-            let row: Vec<String> = self
-                .map
-                .iter()
-                .map(|m| m.and_then(|c| record.get(c)).unwrap_or("").to_string())
-                .collect();
-            self.push(self.prior.slots[i].id, UNPLACED, &row)?;
-        }
-        // Open entries of requests not in this run: settled all the same.
-        for i in 0..self.prior.orphans.len() {
-            if self.placed_orphans[i] {
-                continue;
+            let id = self.prior.slots[i].id;
+            let orphan = self.prior.by_orphan.get(&id).copied();
+            if let Some(o) = orphan {
+                self.placed_orphans[o] = true;
             }
-            let o = self.prior.orphans[i].clone();
-            let (status, message, http) = o.cols();
-            let id = o.sent.id.to_string();
-            let attempts = o.sent.attempt.to_string();
-            let mut row: Vec<Cow<'_, str>> = vec![Cow::Borrowed(""); self.rows.width()];
-            self.rows.set_outcome(
-                &mut row,
-                id.as_str().into(),
-                OutcomeCols {
-                    status: status.as_str(),
-                    attempts: attempts.into(),
-                    http_status: http.into(),
-                    message: message.into(),
-                    submitted_at: &o.sent.first_at,
-                    ..OutcomeCols::default()
-                },
-            );
-            row[1] = o.sent.job.as_str().into();
-            row[2] = o.sent.kind.map_or("", |k| k.as_str()).into();
-            let row: Vec<String> = row.into_iter().map(Cow::into_owned).collect();
-            self.push(o.sent.id, UNPLACED, &row)?;
+            self.write_row(id, UNPLACED, Some(i), orphan, None)?;
+        }
+        // Open entries of requests with no row and not in this run: settled all the same.
+        for i in 0..self.prior.orphans.len() {
+            if !std::mem::replace(&mut self.placed_orphans[i], true) {
+                let id = self.prior.orphans[i].sent.id;
+                self.write_row(id, UNPLACED, None, Some(i), None)?;
+            }
         }
         self.out.flush()?;
         let paths = self.prior.paths.clone();
         persist(self.tmp, &paths.file)?;
+        crash_point("compacted");
         // Every open entry has its row on disk: the log may be emptied (invariant 2).
         let wal = File::create(&paths.wal)?;
         wal.sync_all()?;
-        sync_dir(&paths.wal);
+        sync_dir(&paths.wal)?;
         let wal = OpenOptions::new().append(true).open(&paths.wal)?;
         let results = OpenOptions::new().append(true).open(&paths.file)?;
         let len = results.metadata()?.len();
@@ -695,6 +770,7 @@ impl Journal {
             w.flush()?;
         }
         persist(tmp, &self.paths.file)?;
+        crash_point("finished");
         if open.is_empty() {
             // Everything is recorded: nothing is in flight (invariant 2).
             let wal = OpenOptions::new().write(true).open(&self.paths.wal)?;
@@ -702,6 +778,15 @@ impl Journal {
             wal.sync_all()?;
         }
         Ok(open)
+    }
+}
+
+/// Abort here if the test hook [`crate::env_vars::CRASH_AT`] names this point.
+pub(crate) fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(crate::env_vars::CRASH_AT).ok());
+    if at.as_deref() == Some(name) {
+        std::process::abort();
     }
 }
 

@@ -12,8 +12,9 @@
 //! - `sent`: attempt `attempt` of a request is about to leave. `first at` is the time of the
 //!   request's first attempt in this run, which its outcome row carries as `submitted_at`.
 //! - `noted`: that attempt was answered in a way that proves no task was created (`what`: the HTTP
-//!   status, or `not-sent` when the connection was never made). A request whose last attempt is
-//!   noted is `failed` (sent again), not `unknown`, if the run dies before it gets its row.
+//!   status, or `not-sent` when no complete request left). A request whose every attempt in the
+//!   entry is noted is `failed` (sent again), not `unknown`, if the run dies before it gets its
+//!   row; one attempt without a `noted` line (it may have created a task) keeps it `unknown`.
 //! - `done`: the request's outcome row is on disk.
 //!
 //! An *open entry* is a request with a `sent` line and no `done` line after it.
@@ -88,6 +89,15 @@ pub struct Entry {
     pub sent: Sent,
     /// What proved that last attempt created no task, if anything did.
     pub noted: Option<String>,
+    /// An earlier attempt of the entry was not noted: it may have created a task.
+    pub earlier_unnoted: bool,
+}
+
+impl Entry {
+    /// Whether no attempt of the entry can have created a task.
+    pub fn no_task(&self) -> bool {
+        self.noted.is_some() && !self.earlier_unnoted
+    }
 }
 
 /// A line of the log that cannot be read.
@@ -160,8 +170,21 @@ fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
                     kind,
                     job,
                 };
-                if open.insert(id, Entry { sent, noted: None }).is_none() {
-                    order.push(id);
+                match open.get_mut(&id) {
+                    Some(e) => {
+                        e.earlier_unnoted |= e.noted.is_none();
+                        e.sent = sent;
+                        e.noted = None;
+                    }
+                    None => {
+                        let entry = Entry {
+                            sent,
+                            noted: None,
+                            earlier_unnoted: false,
+                        };
+                        open.insert(id, entry);
+                        order.push(id);
+                    }
                 }
             }
             "noted" => {
@@ -301,30 +324,30 @@ impl Log {
         Ok(())
     }
 
-    /// Replace the log by one holding only `open` (the entries still in flight): a new file,
-    /// synced, renamed over the old one.
-    fn compact(&mut self, open: &HashMap<Uuid, Entry>) -> io::Result<()> {
-        let mut text = String::new();
-        for e in open.values() {
-            text += &e.sent.line();
-            if let Some(what) = &e.noted {
-                text += &format!("noted {} {} {what}\n", e.sent.id, e.sent.attempt);
-            }
-        }
+    /// Replace the log by one holding only `open` (the entries still in flight, every line of
+    /// each): a new file, synced, renamed over the old one.
+    fn compact(&mut self, open: &HashMap<Uuid, Open>) -> io::Result<()> {
+        let text: String = open.values().map(|o| o.lines.as_str()).collect();
         let dir = super::lock::parent(&self.path);
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
         tmp.write_all(text.as_bytes())?;
         tmp.as_file().sync_data()?;
         tmp.persist(&self.path).map_err(|e| e.error)?;
-        super::file::sync_dir(&self.path);
+        super::file::sync_dir(&self.path)?;
         self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
         self.len = text.len() as u64;
         Ok(())
     }
 }
 
+/// An entry the writer holds open: its last attempt, and every line it wrote for it.
+struct Open {
+    sent: Sent,
+    lines: String,
+}
+
 fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
-    let mut open: HashMap<Uuid, Entry> = HashMap::new();
+    let mut open: HashMap<Uuid, Open> = HashMap::new();
     // Requests whose rows are written but not yet synced: their `done` lines wait.
     let mut settled: Vec<Uuid> = Vec::new();
     let mut last_sync = Instant::now();
@@ -344,16 +367,24 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
         {
             match msg {
                 Msg::Sent(sent, ack) => {
-                    buf += &sent.line();
+                    let line = sent.line();
+                    buf += &line;
                     acks.push(ack);
-                    open.insert(sent.id, Entry { sent, noted: None });
+                    match open.get_mut(&sent.id) {
+                        Some(o) => {
+                            o.lines += &line;
+                            o.sent = sent;
+                        }
+                        None => {
+                            open.insert(sent.id, Open { sent, lines: line });
+                        }
+                    }
                 }
                 Msg::Noted { id, attempt, what } => {
-                    buf += &format!("noted {id} {attempt} {what}\n");
-                    if let Some(e) = open.get_mut(&id)
-                        && e.sent.attempt == attempt
-                    {
-                        e.noted = Some(what);
+                    let line = format!("noted {id} {attempt} {what}\n");
+                    buf += &line;
+                    if let Some(o) = open.get_mut(&id) {
+                        o.lines += &line;
                     }
                 }
                 Msg::Settled(ids) => {
@@ -369,6 +400,7 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
                 {
                     // The rows are on disk: only now may their entries be settled.
                     results.sync_data()?;
+                    super::crash_point("settled");
                     for id in settled.drain(..) {
                         buf += &format!("done {id}\n");
                     }
@@ -398,7 +430,7 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
             let _ = ack.send(result());
         }
         if let Some(reply) = finish {
-            let _ = reply.send(result().map(|()| open.into_values().map(|e| e.sent).collect()));
+            let _ = reply.send(result().map(|()| open.into_values().map(|o| o.sent).collect()));
             return;
         }
     }
@@ -446,17 +478,29 @@ mod tests {
         assert_eq!(
             open,
             vec![
-                // b's second attempt was not answered: noted belongs to the first.
+                // b's second attempt was not answered; the 500 belongs to the first.
                 Entry {
                     sent: b2,
-                    noted: None
+                    noted: None,
+                    earlier_unnoted: false,
                 },
                 Entry {
                     sent: c,
-                    noted: Some("429".into())
+                    noted: Some("429".into()),
+                    earlier_unnoted: false,
                 },
             ]
         );
+        assert!(!open[0].no_task() && open[1].no_task());
+        // An attempt that went unanswered, then one answered 503: a task may exist.
+        let d = sent(4, 1);
+        let d2 = Sent {
+            attempt: 2,
+            ..d.clone()
+        };
+        let text = format!("{}{}noted {} 2 503\n", d.line(), d2.line(), d.id);
+        let open = parse(text.as_bytes()).unwrap();
+        assert!(open[0].earlier_unnoted && !open[0].no_task());
     }
 
     #[test]
@@ -543,5 +587,6 @@ mod tests {
             Some("503"),
             "what was noted survives"
         );
+        assert!(entries[4].no_task());
     }
 }

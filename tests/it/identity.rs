@@ -91,7 +91,8 @@ async fn an_image_edited_after_validation_is_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let images = root().join("manifests/images");
     std::fs::copy(images.join("shirt-01.png"), dir.path().join("a.png")).unwrap();
-    std::fs::copy(images.join("dress-02.png"), dir.path().join("b.png")).unwrap();
+    let dress = std::fs::read(images.join("dress-02.png")).unwrap();
+    std::fs::write(dir.path().join("b.png"), &dress).unwrap();
     let catalog = dir.path().join("catalog.csv");
     std::fs::write(
         &catalog,
@@ -109,7 +110,11 @@ async fn an_image_edited_after_validation_is_not_sent() {
         !submissions(&server).await.is_empty()
     })
     .await;
-    std::fs::copy(images.join("tee-04.jpg"), dir.path().join("b.png")).unwrap();
+    // The same size, one byte changed: only the digest, checked while the bytes stream, sees it.
+    let mut edited = dress.clone();
+    let last = edited.len() - 1;
+    edited[last] ^= 0xff;
+    std::fs::write(dir.path().join("b.png"), &edited).unwrap();
     let o = wait(child).await;
     assert_eq!(
         o.status.code(),
@@ -120,15 +125,20 @@ async fn an_image_edited_after_validation_is_not_sent() {
     assert_eq!(
         submissions(&server).await.len(),
         1,
-        "the edited image never left"
+        "the edited image never arrived whole"
     );
     let rows = results(&out);
     let b = rows.iter().find(|r| r["job"] == "b").unwrap();
-    assert_eq!(b["status"], "failed");
+    assert_eq!(
+        (b["status"].as_str(), b["attempts"].as_str()),
+        ("failed", "1"),
+        "{b:?}"
+    );
     assert!(
         b["message"].contains("changed after it was validated"),
         "{b:?}"
     );
+    assert!(open_entries(&out).is_empty());
 }
 
 /// A catalogue folder: `name` with two model rows, and its images.
