@@ -7,7 +7,11 @@
 //!   tasks may be billed: that is reported, never hidden, and the merge exits 1 (the later is kept).
 //!
 //! Inputs are read as strictly as `run` reads its results: a row that cannot be read stops the
-//! merge (exit 2) naming the file and line. Columns are the union of the inputs' headers (first
+//! merge (exit 3) naming the file and line. Every input and the output are locked as a run locks
+//! its results (a shard still running, or a live results file as the output, exits 3), and an
+//! input whose write-ahead log holds requests that were in flight when its run stopped is refused
+//! (exit 3): those requests have no row yet, and the merged file has no log to remember them by.
+//! The output is written to the file itself (a symbolic link stays a link). Columns are the union of the inputs' headers (first
 //! file's order, new columns appended). Like the journal, rows stay on disk: only an index (id →
 //! file, offset, time) is held.
 
@@ -18,8 +22,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::cli::MergeArgs;
-use crate::exit;
 use crate::results::{self, Item, Status};
+use crate::{exit, journal};
 
 struct Pick {
     file: usize,
@@ -188,10 +192,56 @@ fn open(path: &Path) -> anyhow::Result<csv::Reader<File>> {
     Ok(csv::ReaderBuilder::new().flexible(true).from_reader(file))
 }
 
+/// Lock every input and the output (once each, however named), and check that no input (nor the
+/// output) has requests in flight without a row. The locks are held while they live.
+fn guard(inputs: &[PathBuf], out: &Path) -> anyhow::Result<(PathBuf, Vec<journal::Lock>)> {
+    let resolve = |p: &Path| {
+        journal::Paths::resolve(p)
+            .map_err(|e| exit::aborted(format!("cannot use `{}`: {e}", p.display())))
+    };
+    let output = resolve(out)?;
+    let mut locks = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let all = inputs
+        .iter()
+        .map(|p| (p.as_path(), false))
+        .chain([(out, true)]);
+    for (path, is_out) in all {
+        let paths = resolve(path)?;
+        if !seen.insert(paths.file.clone()) {
+            continue;
+        }
+        let create = is_out || paths.file == output.file;
+        if let Some(lock) =
+            journal::lock(&paths, create).map_err(|e| exit::aborted(e.to_string()))?
+        {
+            locks.push(lock);
+        }
+        let shown = paths.display();
+        let prior = journal::Prior::read(paths).map_err(|e| exit::aborted(e.to_string()))?;
+        if !prior.orphans().is_empty() {
+            let ids: Vec<String> = prior
+                .orphans()
+                .iter()
+                .map(|o| o.sent.id.to_string())
+                .collect();
+            return Err(exit::aborted(format!(
+                "{shown} has {} request{} that {} in flight when its run stopped, with no row yet ({}): run that command again (it records them before it sends anything), then merge; nothing was written",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                if ids.len() == 1 { "was" } else { "were" },
+                ids.join(", ")
+            )));
+        }
+    }
+    Ok((output.file, locks))
+}
+
 /// `merge`: exit 0, or 1 when conflicting task ids were found (they are listed).
 pub fn command(args: &MergeArgs) -> anyhow::Result<u8> {
+    let (out, _locks) = guard(&args.inputs, &args.out)?;
     let conflicts = if args.manifest.is_empty() {
-        merge(&args.inputs, &args.out, std::iter::empty())?
+        merge(&args.inputs, &out, std::iter::empty())?
     } else {
         let manifest_args = crate::cli::ManifestArgs {
             manifests: args.manifest.clone(),
@@ -202,7 +252,7 @@ pub fn command(args: &MergeArgs) -> anyhow::Result<u8> {
         let order = crate::expand::expand(&manifests, args.run_id.as_deref())
             .flatten()
             .map(|r| r.id);
-        merge(&args.inputs, &args.out, order)?
+        merge(&args.inputs, &out, order)?
     };
     for c in &conflicts {
         tracing::error!(

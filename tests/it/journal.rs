@@ -534,8 +534,22 @@ async fn merge_never_drops_a_task_id() {
     )
     .unwrap();
     let o = merge(&["a.csv", "d.csv"]).await;
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("d.csv"));
+    // A shard that stopped with requests in flight has no row for them yet: refused.
+    let other = "7c2a4d1e-0b3f-5a6c-9d8e-1f2a3b4c5d6e";
+    std::fs::write(
+        dir.path().join("a.csv.wal"),
+        format!("sent {other} 1 2026-11-23T01:00:00.000Z 2026-11-23T01:00:00.000Z api txt2img j\n"),
+    )
+    .unwrap();
+    let o = merge(&["a.csv", "b.csv"]).await;
+    assert_eq!(o.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(other) && stderr.contains("in flight"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
