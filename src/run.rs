@@ -41,7 +41,7 @@ use crate::cli::{ConnectionArgs, RunArgs};
 use crate::client::retry::{self, Backoff, Verdict};
 use crate::client::{BaseUrl, Client, SIMULATOR_TOKEN, Token};
 use crate::expand::{self, Request};
-use crate::journal::{self, Compactor, Journal, Prior, Sent, WalHandle};
+use crate::journal::{self, Compactor, Journal, Prior, SentLine, WalHandle};
 use crate::manifest::Manifest;
 use crate::plan::{Flags, Plan};
 use crate::rate::Limiter;
@@ -225,14 +225,14 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
             started = Instant::now();
         }
         // Durable before it leaves (journal invariant 1).
-        let sent = Sent {
+        let sent = SentLine {
             id: out.request.id,
             attempt: out.attempts,
-            at,
-            first_at: out.submitted_at.clone(),
+            at: &at,
+            first_at: &out.submitted_at,
             world: ctx.world,
             kind: Some(kind),
-            job: out.request.job.id.clone(),
+            job: &out.request.job.id,
         };
         if let Err(e) = ctx.wal.sent(sent).await {
             out.attempts -= 1;

@@ -71,7 +71,7 @@ use uuid::Uuid;
 
 pub use file::persist;
 pub use lock::{Lock, LockError, Paths, lock, sibling};
-pub use wal::{SYNC_EVERY, Sent, WalHandle};
+pub use wal::{SYNC_EVERY, Sent, SentLine, WalHandle};
 
 use crate::expand::Request;
 use crate::results::{self, Item, OutcomeCols, Rows, Status, World};
@@ -647,10 +647,14 @@ impl Compactor {
         persist(self.tmp, &paths.file)?;
         crash_point("compacted");
         // Every open entry has its row on disk: the log may be emptied (invariant 2).
-        let wal = File::create(&paths.wal)?;
+        let wal = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&paths.wal)?;
         wal.sync_all()?;
         sync_dir(&paths.wal)?;
-        let wal = OpenOptions::new().append(true).open(&paths.wal)?;
         let results = OpenOptions::new().append(true).open(&paths.file)?;
         let len = results.metadata()?.len();
         let writer = WalWriter::start(&paths.wal, wal, results.try_clone()?)?;
