@@ -263,7 +263,6 @@ enum Msg {
         attempt: u32,
         what: String,
     },
-    Settled(Vec<Uuid>),
     Finish(mpsc::Sender<io::Result<Vec<Sent>>>),
 }
 
@@ -305,6 +304,9 @@ impl WalHandle {
 /// The thread that owns the log.
 pub struct WalWriter {
     tx: mpsc::Sender<Msg>,
+    /// Requests whose rows were written: handed over without waking the writer, which takes
+    /// them whenever it wakes for a group (or once every [`SYNC_EVERY`]).
+    written: std::sync::Arc<std::sync::Mutex<Vec<Uuid>>>,
 }
 
 impl WalWriter {
@@ -324,10 +326,12 @@ impl WalWriter {
         let (tx, rx) = mpsc::channel();
         let mut log = Log::open(path, wal, sync_every, compact_over)?;
         log.extend(0)?;
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = written.clone();
         std::thread::Builder::new()
             .name("hidream-batch-wal".into())
-            .spawn(move || serve(&rx, log, &results))?;
-        Ok(WalWriter { tx })
+            .spawn(move || serve(&rx, &shared, log, &results))?;
+        Ok(WalWriter { tx, written })
     }
 
     pub fn handle(&self) -> WalHandle {
@@ -339,7 +343,10 @@ impl WalWriter {
     /// The rows of these requests were written to the results file (`write` returned).
     pub fn settled(&self, ids: Vec<Uuid>) {
         if !ids.is_empty() {
-            let _ = self.tx.send(Msg::Settled(ids));
+            self.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(ids);
         }
     }
 
@@ -436,7 +443,12 @@ impl Log {
     }
 }
 
-fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
+fn serve(
+    rx: &mpsc::Receiver<Msg>,
+    written: &std::sync::Mutex<Vec<Uuid>>,
+    mut log: Log,
+    results: &File,
+) {
     use std::fmt::Write as _;
     // The entries held open: every line written for each.
     let mut open: HashMap<Uuid, String> = HashMap::new();
@@ -475,12 +487,12 @@ fn serve(rx: &mpsc::Receiver<Msg>, mut log: Log, results: &File) {
                         *lines += &line;
                     }
                 }
-                Msg::Settled(ids) => {
-                    settled.extend(ids.into_iter().filter(|id| open.remove(id).is_some()));
-                }
                 Msg::Finish(reply) => finish = Some(reply),
             }
         }
+        // Rows written since the last group (their `sent` lines were all acknowledged before).
+        let rows = std::mem::take(&mut *written.lock().unwrap_or_else(|e| e.into_inner()));
+        settled.extend(rows.into_iter().filter(|id| open.remove(id).is_some()));
         if broken.is_none() {
             let mut step = || -> io::Result<()> {
                 if !settled.is_empty()
