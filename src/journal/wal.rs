@@ -51,8 +51,10 @@ use crate::results::World;
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// The size past which a run's log is rewritten to its open entries.
 pub const COMPACT_OVER: u64 = 8 << 20;
-/// How far ahead of its text the log's zeros are laid down.
+/// How far ahead of its text the log's zeros are laid down, at most: a new log starts with
+/// [`AHEAD_FIRST`] and doubles each time (a small run does not wait for megabytes of zeros).
 pub const AHEAD: u64 = 4 << 20;
+const AHEAD_FIRST: u64 = 256 << 10;
 
 /// A `sent` line: one attempt of a request, about to leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,12 +254,12 @@ fn safe(text: &str) -> String {
     crate::logging::safe(&shown).into_owned()
 }
 
+/// A `sent` line waiting to be written, and whom to tell once it is on disk.
+type Pending = (Uuid, String, tokio::sync::oneshot::Sender<io::Result<()>>);
+
 enum Msg {
-    Sent {
-        id: Uuid,
-        line: String,
-        ack: tokio::sync::oneshot::Sender<io::Result<()>>,
-    },
+    /// The `sent` lines of submissions that started together.
+    Sent(Vec<Pending>),
     Noted {
         id: Uuid,
         attempt: u32,
@@ -271,6 +273,8 @@ enum Msg {
 #[derive(Debug, Clone)]
 pub struct WalHandle {
     tx: mpsc::Sender<Msg>,
+    /// Lines of submissions starting in the same turn of the runtime, handed over together.
+    pending: std::sync::Arc<std::sync::Mutex<Vec<Pending>>>,
 }
 
 fn closed() -> io::Error {
@@ -281,12 +285,15 @@ impl WalHandle {
     /// Log that an attempt is about to leave; returns once the line is on disk (synced).
     pub async fn sent(&self, sent: SentLine<'_>) -> io::Result<()> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        let msg = Msg::Sent {
-            id: sent.id,
-            line: sent.line(),
-            ack,
-        };
-        self.tx.send(msg).map_err(|_| closed())?;
+        let lock = || self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        lock().push((sent.id, sent.line(), ack));
+        // The submissions that start in this turn add their lines too; the first to resume hands
+        // them all over (one message, one group), the others find theirs gone.
+        tokio::task::yield_now().await;
+        let batch = std::mem::take(&mut *lock());
+        if !batch.is_empty() {
+            self.tx.send(Msg::Sent(batch)).map_err(|_| closed())?;
+        }
         done.await.map_err(|_| closed())?
     }
 
@@ -307,6 +314,7 @@ pub struct WalWriter {
     /// Requests whose rows were written: handed over without waking the writer, which takes
     /// them whenever it wakes for a group (or once every [`SYNC_EVERY`]).
     written: std::sync::Arc<std::sync::Mutex<Vec<Uuid>>>,
+    pending: std::sync::Arc<std::sync::Mutex<Vec<Pending>>>,
 }
 
 impl WalWriter {
@@ -331,12 +339,17 @@ impl WalWriter {
         std::thread::Builder::new()
             .name("hidream-batch-wal".into())
             .spawn(move || serve(&rx, &shared, log, &results))?;
-        Ok(WalWriter { tx, written })
+        Ok(WalWriter {
+            tx,
+            written,
+            pending: Default::default(),
+        })
     }
 
     pub fn handle(&self) -> WalHandle {
         WalHandle {
             tx: self.tx.clone(),
+            pending: self.pending.clone(),
         }
     }
 
@@ -404,7 +417,8 @@ impl Log {
         if self.len + need <= self.allocated && self.allocated > self.len {
             return Ok(());
         }
-        let target = self.len + need + AHEAD;
+        let ahead = self.allocated.clamp(AHEAD_FIRST, AHEAD);
+        let target = self.len + need + ahead;
         let zeros = vec![0u8; 1 << 20];
         let mut at = self.allocated;
         while at < target {
@@ -470,13 +484,15 @@ fn serve(
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
             match msg {
-                Msg::Sent { id, line, ack } => {
-                    buf += &line;
-                    acks.push(ack);
-                    match open.get_mut(&id) {
-                        Some(lines) => *lines += &line,
-                        None => {
-                            open.insert(id, line);
+                Msg::Sent(batch) => {
+                    for (id, line, ack) in batch {
+                        buf += &line;
+                        acks.push(ack);
+                        match open.get_mut(&id) {
+                            Some(lines) => *lines += &line,
+                            None => {
+                                open.insert(id, line);
+                            }
                         }
                     }
                 }
