@@ -433,10 +433,12 @@ impl Prior {
             prior: self,
             window,
             tmp,
-            out,
+            written: Written {
+                out,
+                index: Vec::new(),
+            },
             header,
             map,
-            index: Vec::new(),
         })
     }
 }
@@ -497,6 +499,27 @@ struct Placed {
     pos: u32,
 }
 
+/// Rows appended to a file, and where each is.
+struct Written {
+    out: Appender,
+    index: Vec<Placed>,
+}
+
+impl Written {
+    /// Encode the row of request `id` (at position `pos` of the expansion); written with the
+    /// next [`Appender::flush`].
+    fn push<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
+        let (offset, len) = self.out.push(id, row)?;
+        self.index.push(Placed {
+            id,
+            offset,
+            len,
+            pos,
+        });
+        Ok(())
+    }
+}
+
 /// The compaction at the start of a run that sends: a new results file with the latest row of
 /// every request, in this run's expansion order (descriptive columns from the current manifests),
 /// a row for every open entry, then the rows of requests this run does not know.
@@ -504,13 +527,12 @@ pub struct Compactor {
     prior: Prior,
     window: Option<Window>,
     tmp: tempfile::NamedTempFile,
-    out: Appender,
+    written: Written,
     header: Vec<String>,
     rows: Rows,
     /// The old column of each column of the new header.
     map: Vec<Option<usize>>,
     placed_orphans: Vec<bool>,
-    index: Vec<Placed>,
 }
 
 /// Rows are written to the temporary file in pieces of about this size.
@@ -603,15 +625,9 @@ impl Compactor {
     }
 
     fn push<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
-        let (offset, len) = self.out.push(id, row)?;
-        self.index.push(Placed {
-            id,
-            offset,
-            len,
-            pos,
-        });
-        if self.out.buffered() >= PIECE {
-            self.out.flush()?;
+        self.written.push(id, pos, row)?;
+        if self.written.out.buffered() >= PIECE {
+            self.written.out.flush()?;
         }
         Ok(())
     }
@@ -642,7 +658,7 @@ impl Compactor {
                 self.write_row(id, UNPLACED, None, Some(i), None)?;
             }
         }
-        self.out.flush()?;
+        self.written.out.flush()?;
         let paths = self.prior.paths.clone();
         persist(self.tmp, &paths.file)?;
         crash_point("compacted");
@@ -670,8 +686,10 @@ impl Compactor {
         let journal = Journal {
             paths,
             header: self.header,
-            index: self.index,
-            out: Appender::new(results, len),
+            written: Written {
+                out: Appender::new(results, len),
+                index: self.written.index,
+            },
             wal: writer,
         };
         Ok((journal, Resume { states }))
@@ -700,8 +718,7 @@ pub struct Journal {
     header: Vec<String>,
     /// Every row in the file: the compacted ones, then this run's in file order (a request may
     /// appear twice: the later row wins).
-    index: Vec<Placed>,
-    out: Appender,
+    written: Written,
     wal: WalWriter,
 }
 
@@ -713,27 +730,20 @@ impl Journal {
 
     /// Make room for `n` more rows (the run knows how many requests it will send).
     pub fn reserve(&mut self, n: usize) {
-        self.index.reserve_exact(n);
+        self.written.index.reserve_exact(n);
     }
 
     /// Append the outcome row (aligned with the header) of the request at position `pos`, without
     /// writing it yet: outcomes that arrive together are written with one [`Journal::flush`],
     /// which the caller makes before it waits for anything else.
     pub fn append<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
-        let (offset, len) = self.out.push(id, row)?;
-        self.index.push(Placed {
-            id,
-            offset,
-            len,
-            pos,
-        });
-        Ok(())
+        self.written.push(id, pos, row)
     }
 
     /// Write the appended rows to the results file (a crash of the process loses none of them
     /// from then on); their entries are settled in the log once the file is synced.
     pub fn flush(&mut self) -> io::Result<()> {
-        let ids = self.out.flush()?;
+        let ids = self.written.out.flush()?;
         self.wal.settled(ids);
         Ok(())
     }
@@ -747,7 +757,7 @@ impl Journal {
         let open = self.wal.finish()?;
         // The latest row of each request: sort by id, later rows (larger offsets) last; a request
         // keeps the position any of its rows was given.
-        let mut slots = std::mem::take(&mut self.index);
+        let mut slots = std::mem::take(&mut self.written.index);
         slots.sort_unstable_by_key(|s| (s.id, s.offset));
         let mut latest: Vec<Placed> = Vec::with_capacity(slots.len());
         for slot in slots {

@@ -306,3 +306,16 @@ pub async fn accepting_server() -> wiremock::MockServer {
         .await;
     server
 }
+
+/// The header of a results file: its leading columns.
+pub const RESULTS_HEADER: &str = "request_id,job,kind,status,task_id,sub_task_ids,attempts,http_status,code,message,submitted_at,elapsed_ms";
+
+/// Write a results file with the leading columns and these rows (CSV lines, without line ends).
+pub fn write_results(path: &Path, rows: &[String]) {
+    let mut text = format!("{RESULTS_HEADER}\n");
+    for r in rows {
+        text += r;
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}

@@ -196,8 +196,7 @@ async fn results_written_with_the_old_ids_stop_the_run_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = txt2img_manifest(dir.path(), "old", 3, &[1]);
     let loaded = hidream_batch::manifest::load(&manifest, &Default::default()).unwrap();
-    let header = "request_id,job,kind,status,task_id,sub_task_ids,attempts,http_status,code,message,submitted_at,elapsed_ms\n";
-    let mut old = header.to_string();
+    let mut old = format!("{RESULTS_HEADER}\n");
     for r in hidream_batch::expand::expand(std::slice::from_ref(&loaded), None) {
         let r = r.unwrap();
         let id = hidream_batch::ids::legacy_request_id(&r.job, &r.body, r.repeat, None);

@@ -479,19 +479,20 @@ async fn what_a_spreadsheet_changes_harmlessly_is_read_and_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_never_drops_a_task_id() {
     let dir = tempfile::tempdir().unwrap();
-    let header = "request_id,job,kind,status,task_id,sub_task_ids,attempts,http_status,code,message,submitted_at,elapsed_ms\n";
     let id = "6b1f3c1e-9a4d-5e2b-8c7f-0d1a2b3c4d5e";
     // Submitted on the 21st; a later run (another shard file) recorded it failed.
-    std::fs::write(
-        dir.path().join("a.csv"),
-        format!("{header}{id},j,txt2img,submitted,task-a,,1,200,0,,2026-11-21T01:00:00Z,5\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("b.csv"),
-        format!("{header}{id},j,txt2img,failed,,,5,500,,HTTP 500,2026-11-22T01:00:00Z,5\n"),
-    )
-    .unwrap();
+    write_results(
+        &dir.path().join("a.csv"),
+        &[format!(
+            "{id},j,txt2img,submitted,task-a,,1,200,0,,2026-11-21T01:00:00Z,5"
+        )],
+    );
+    write_results(
+        &dir.path().join("b.csv"),
+        &[format!(
+            "{id},j,txt2img,failed,,,5,500,,HTTP 500,2026-11-22T01:00:00Z,5"
+        )],
+    );
     let out = dir.path().join("m.csv");
     let merge = |files: &[&str]| {
         let mut args = vec!["merge".to_string()];
@@ -515,11 +516,12 @@ async fn merge_never_drops_a_task_id() {
         );
     }
     // Two task ids for one request stay a conflict.
-    std::fs::write(
-        dir.path().join("c.csv"),
-        format!("{header}{id},j,txt2img,submitted,task-c,,1,200,0,,2026-11-23T01:00:00Z,5\n"),
-    )
-    .unwrap();
+    write_results(
+        &dir.path().join("c.csv"),
+        &[format!(
+            "{id},j,txt2img,submitted,task-c,,1,200,0,,2026-11-23T01:00:00Z,5"
+        )],
+    );
     let o = merge(&["a.csv", "b.csv", "c.csv"]).await;
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -528,11 +530,10 @@ async fn merge_never_drops_a_task_id() {
         "{stderr}"
     );
     // An input that cannot be read completely stops the merge.
-    std::fs::write(
-        dir.path().join("d.csv"),
-        format!("{header}{id},j,txt2img,Done,,,1,,,,2026-11-23T01:00:00Z,5\n"),
-    )
-    .unwrap();
+    write_results(
+        &dir.path().join("d.csv"),
+        &[format!("{id},j,txt2img,Done,,,1,,,,2026-11-23T01:00:00Z,5")],
+    );
     let o = merge(&["a.csv", "d.csv"]).await;
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("d.csv"));

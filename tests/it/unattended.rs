@@ -218,18 +218,19 @@ async fn shards_submit_every_request_once_and_merge_like_an_unsharded_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_reports_conflicting_task_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let header = "request_id,job,kind,status,task_id,sub_task_ids,attempts,http_status,code,message,submitted_at,elapsed_ms\n";
     let id = "6b1f3c1e-9a4d-5e2b-8c7f-0d1a2b3c4d5e";
-    std::fs::write(
-        dir.path().join("a.csv"),
-        format!("{header}{id},j,txt2img,submitted,task-a,,1,200,0,,2026-11-21T01:00:00Z,5\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("b.csv"),
-        format!("{header}{id},j,txt2img,submitted,task-b,,1,200,0,,2026-11-22T01:00:00Z,5\n"),
-    )
-    .unwrap();
+    write_results(
+        &dir.path().join("a.csv"),
+        &[format!(
+            "{id},j,txt2img,submitted,task-a,,1,200,0,,2026-11-21T01:00:00Z,5"
+        )],
+    );
+    write_results(
+        &dir.path().join("b.csv"),
+        &[format!(
+            "{id},j,txt2img,submitted,task-b,,1,200,0,,2026-11-22T01:00:00Z,5"
+        )],
+    );
     let out = dir.path().join("m.csv");
     let o = run_bin(
         vec![
