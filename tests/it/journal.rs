@@ -526,8 +526,15 @@ async fn merge_never_drops_a_task_id() {
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains("task-a") && stderr.contains("task-c"),
+        stderr.contains("task-a")
+            && stderr.contains("task-c")
+            && stderr.contains("submitted twice"),
         "{stderr}"
+    );
+    assert_eq!(
+        results(&out)[0]["task_id"],
+        "task-c",
+        "the latest task id is kept"
     );
     // An input that cannot be read completely stops the merge.
     write_results(

@@ -216,47 +216,6 @@ async fn shards_submit_every_request_once_and_merge_like_an_unsharded_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_reports_conflicting_task_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = "6b1f3c1e-9a4d-5e2b-8c7f-0d1a2b3c4d5e";
-    write_results(
-        &dir.path().join("a.csv"),
-        &[format!(
-            "{id},j,txt2img,submitted,task-a,,1,200,0,,2026-11-21T01:00:00Z,5"
-        )],
-    );
-    write_results(
-        &dir.path().join("b.csv"),
-        &[format!(
-            "{id},j,txt2img,submitted,task-b,,1,200,0,,2026-11-22T01:00:00Z,5"
-        )],
-    );
-    let out = dir.path().join("m.csv");
-    let o = run_bin(
-        vec![
-            "merge".into(),
-            dir.path().join("a.csv").display().to_string(),
-            dir.path().join("b.csv").display().to_string(),
-            "-o".into(),
-            out.display().to_string(),
-        ],
-        vec![],
-    )
-    .await;
-    assert_eq!(o.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        stderr.contains("task-a")
-            && stderr.contains("task-b")
-            && stderr.contains("submitted twice"),
-        "{stderr}"
-    );
-    let rows = results(&out);
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["task_id"], "task-b", "the latest row wins");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_parse_line_by_line_and_never_hold_the_token() {
     let sim = simulator(SimConfig {
         error_rate: 0.3,
