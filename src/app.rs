@@ -3,6 +3,7 @@
 
 use crate::cli::{Cli, Command};
 use crate::exit;
+use crate::settings;
 
 /// Run the command line and return the exit code.
 pub fn main(cli: Cli) -> u8 {
@@ -33,36 +34,23 @@ pub fn main(cli: Cli) -> u8 {
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
+    use crate::commands;
+    let invalid = crate::exit::invalid;
+    // One shutdown for the whole process: SIGINT and SIGTERM reach the command through it.
+    let shutdown = crate::shutdown::Shutdown::new();
+    shutdown.listen();
     match command {
-        Command::Simulate(args) => crate::sim::run_cli(&args).await,
-        Command::Run(args) => crate::run::run(args, signals()).await,
-        Command::Validate(args) => crate::commands::validate(&args),
-        Command::Expand(args) => crate::commands::expand(&args),
-        Command::Collect(args) => crate::collect::run(args, signals()).await,
-        Command::Merge(args) => crate::merge::command(&args),
-    }
-}
-
-/// One item per SIGINT or SIGTERM.
-fn signals() -> impl futures::Stream<Item = ()> + Unpin {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
-        let tx = tx.clone();
-        match signal(kind) {
-            Ok(mut s) => {
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if tx.send(()).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("cannot listen for signals: {e}"),
+        Command::Simulate(args) => {
+            commands::simulate::run(settings::simulate(args).map_err(invalid)?, shutdown).await
         }
+        Command::Run(args) => {
+            commands::run::run(settings::run(args).map_err(invalid)?, shutdown).await
+        }
+        Command::Validate(args) => commands::validate::validate(&settings::manifest(args)),
+        Command::Expand(args) => commands::expand::expand(&settings::expand(args)),
+        Command::Collect(args) => {
+            commands::collect::run(settings::collect(args).map_err(invalid)?, shutdown).await
+        }
+        Command::Merge(args) => commands::merge::run(&settings::merge(args)),
     }
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|()| ((), rx))
-    }))
 }

@@ -1,11 +1,12 @@
 //! The command line, as clap derive types. Doc comments here are the `--help` text; nothing else
-//! lives in this file. Raw arguments are turned into checked settings by the command that uses them.
+//! lives in this file. `crate::settings` turns them into checked settings (and holds every default).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::settings::defaults::*;
 use crate::units::{Latency, Shard, parse_duration};
 
 /// Submit manifests of HiDream image requests: validated, rate-limited, resumable, never paid twice.
@@ -58,7 +59,7 @@ pub struct ManifestArgs {
     pub manifests: Vec<PathBuf>,
 
     /// Refuse manifests that expand to more than N requests.
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_REQUESTS)]
     pub max_requests: u64,
 
     /// Salt mixed into every request id, so the same manifest can be submitted again as a new run.
@@ -92,7 +93,7 @@ pub struct ConnectionArgs {
     pub simulate: bool,
 
     /// At most N requests in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
     /// At most N images per rolling minute per endpoint (a request for 4 images counts 4); 0 = no limit.
@@ -100,19 +101,19 @@ pub struct ConnectionArgs {
     /// `run` sends a minute's allowance as fast as --concurrency lets it, then waits for the
     /// window; once an endpoint answers HTTP 429 its attempts are spaced evenly (60 s / N per
     /// image) for the rest of the run. `collect` spaces its queries evenly from the start.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE)]
     pub rate: u32,
 
     /// Attempts per request, the first included.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
 
     /// First retry delay; doubles per attempt with full jitter; `Retry-After` is a floor.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_BACKOFF, value_parser = parse_duration)]
     pub backoff: Duration,
 
     /// Longest retry delay.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_BACKOFF_MAX, value_parser = parse_duration)]
     pub backoff_max: Duration,
 }
 
@@ -125,11 +126,11 @@ pub struct RunArgs {
     pub connection: ConnectionArgs,
 
     /// Results CSV; also the resume state.
-    #[arg(short, long, value_name = "PATH", default_value = "results.csv")]
+    #[arg(short, long, value_name = "PATH", default_value = DEFAULT_RESULTS)]
     pub out: PathBuf,
 
     /// Timeout of one attempt.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 
     /// Also resubmit requests that the API rejected in an earlier run.
@@ -163,11 +164,11 @@ pub struct CollectArgs {
     pub connection: ConnectionArgs,
 
     /// The results CSV written by `run`.
-    #[arg(long, value_name = "PATH", default_value = "results.csv")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_RESULTS)]
     pub results: PathBuf,
 
     /// Where images, images.csv and index.html go.
-    #[arg(short, long, value_name = "DIR", default_value = "images")]
+    #[arg(short, long, value_name = "DIR", default_value = DEFAULT_IMAGES_DIR)]
     pub out: PathBuf,
 
     /// Keep polling until every task is finished or `--timeout` passes.
@@ -175,26 +176,26 @@ pub struct CollectArgs {
     pub wait: bool,
 
     /// Pause between polling rounds.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_POLL_INTERVAL, value_parser = parse_duration)]
     pub poll_interval: Duration,
 
     /// How long `--wait` keeps polling.
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_WAIT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 
     /// Timeout of one HTTP attempt (a query or a download).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
     /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: String,
 
     /// Latency per request: a duration, or a range `20ms..200ms`.
-    #[arg(long, value_name = "D", default_value = "50ms")]
+    #[arg(long, value_name = "D", default_value = DEFAULT_LATENCY)]
     pub latency: Latency,
 
     /// Fraction of submissions answered with HTTP 500.
@@ -219,7 +220,7 @@ pub struct SimulateArgs {
     pub throttle_rate: f64,
 
     /// Time a task takes from submission to done.
-    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "D", default_value = DEFAULT_TASK_TIME, value_parser = parse_duration)]
     pub task_time: Duration,
 
     /// Accept only this bearer token (default: any non-empty token).

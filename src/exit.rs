@@ -45,6 +45,14 @@ pub fn aborted(message: impl Into<String>) -> anyhow::Error {
     })
 }
 
+/// Interrupted by a signal before anything was sent (exit 130).
+pub fn interrupted(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Exit {
+        code: INTERRUPTED,
+        message: message.into(),
+    })
+}
+
 /// The exit code for an error that reached `main`: the code of the first [`Exit`] in the chain;
 /// otherwise 3 (an unexpected failure aborts, it never claims that nothing was sent).
 pub fn code_of(err: &anyhow::Error) -> u8 {

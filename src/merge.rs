@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::cli::MergeArgs;
 use crate::results::{self, Item, Status};
 use crate::{exit, journal};
 
@@ -194,7 +193,7 @@ fn open(path: &Path) -> anyhow::Result<csv::Reader<File>> {
 
 /// Lock every input and the output (once each, however named), and check that no input (nor the
 /// output) has requests in flight without a row. The locks are held while they live.
-fn guard(inputs: &[PathBuf], out: &Path) -> anyhow::Result<(PathBuf, Vec<journal::Lock>)> {
+pub fn guard(inputs: &[PathBuf], out: &Path) -> anyhow::Result<(PathBuf, Vec<journal::Lock>)> {
     let resolve = |p: &Path| {
         journal::Paths::resolve(p)
             .map_err(|e| exit::aborted(format!("cannot use `{}`: {e}", p.display())))
@@ -235,49 +234,4 @@ fn guard(inputs: &[PathBuf], out: &Path) -> anyhow::Result<(PathBuf, Vec<journal
         }
     }
     Ok((output.file, locks))
-}
-
-/// `merge`: exit 0, or 1 when conflicting task ids were found (they are listed).
-pub fn command(args: &MergeArgs) -> anyhow::Result<u8> {
-    let (out, _locks) = guard(&args.inputs, &args.out)?;
-    let conflicts = if args.manifest.is_empty() {
-        merge(&args.inputs, &out, std::iter::empty())?
-    } else {
-        let manifest_args = crate::cli::ManifestArgs {
-            manifests: args.manifest.clone(),
-            max_requests: u64::MAX,
-            run_id: args.run_id.clone(),
-        };
-        let (manifests, _) = crate::commands::load_valid(&manifest_args)?;
-        let order = crate::expand::expand(&manifests, args.run_id.as_deref())
-            .flatten()
-            .map(|r| r.id);
-        merge(&args.inputs, &out, order)?
-    };
-    for c in &conflicts {
-        tracing::error!(
-            request_id = %c.request_id,
-            "request {} has two task ids: `{}` (in `{}`, kept) and `{}` (in `{}`); it was submitted twice and both tasks may be billed",
-            c.request_id,
-            c.kept.0,
-            c.kept.1.display(),
-            c.other.0,
-            c.other.1.display()
-        );
-    }
-    println!(
-        "merged {} files into {}{}",
-        args.inputs.len(),
-        args.out.display(),
-        if conflicts.is_empty() {
-            String::new()
-        } else {
-            format!("; {} conflicting task ids", conflicts.len())
-        }
-    );
-    Ok(if conflicts.is_empty() {
-        exit::OK
-    } else {
-        exit::INCOMPLETE
-    })
 }

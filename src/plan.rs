@@ -12,12 +12,20 @@
 //! | `unknown` (sent, no answer; or in flight when a run stopped) | only with `--retry-unknown` |
 //!
 //! Rows answered by another server (a simulator rehearsal in the results of a real run, or the
-//! reverse) never count: a run refuses such results before the plan (see `run`).
+//! reverse) never count: a run refuses such results before the plan (see `commands::run`).
+//!
+//! [`make`] is the plan's one pass over the expansion; a run that will send also lays out the
+//! compacted results in it ([`Target::Compact`]). A first run (no earlier rows, nothing in
+//! flight, no shard) skips the pass: its plan is validation's counts.
 
 use std::collections::BTreeMap;
 
 use crate::api::Kind;
-use crate::results::Status;
+use crate::expand::{self, Request};
+use crate::journal::{self, Compactor, Prior};
+use crate::manifest::Manifest;
+use crate::results::{Status, World};
+use crate::units::Shard;
 
 /// The flags that change what is resent.
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,6 +91,112 @@ impl Plan {
     pub fn images(&self) -> u64 {
         self.images.values().sum()
     }
+}
+
+/// Where the plan's pass puts what it learns: nowhere (a dry run), or the compaction.
+pub enum Target {
+    /// A dry run: the results are only read.
+    Dry(Box<Prior>),
+    /// A run that sends: the compacted results are laid out in this run's order.
+    Compact(Box<Compactor>),
+}
+
+impl Target {
+    fn lookup(&self, id: &uuid::Uuid) -> Option<(Status, World)> {
+        match self {
+            Target::Dry(p) => p.lookup(id),
+            Target::Compact(c) => c.lookup(id),
+        }
+    }
+
+    fn contains(&self, id: &uuid::Uuid) -> bool {
+        match self {
+            Target::Dry(p) => p.contains(id),
+            Target::Compact(c) => c.prior().contains(id),
+        }
+    }
+
+    fn place(&mut self, pos: u32, request: &Request) -> std::io::Result<()> {
+        match self {
+            Target::Dry(_) => Ok(()),
+            Target::Compact(c) => c.place(pos, request),
+        }
+    }
+}
+
+/// Why the plan could not be made.
+#[derive(Debug)]
+pub enum PlanError {
+    /// The compacted results could not be written.
+    Io(std::io::Error),
+    /// This many requests are in the results under the ids of before content identity: sending
+    /// them would pay for them again.
+    Legacy(u64),
+}
+
+/// Whether request `id` belongs to `shard` (every request without one).
+pub fn in_shard(shard: Option<Shard>, id: &uuid::Uuid) -> bool {
+    shard.is_none_or(|s| s.contains(id))
+}
+
+/// The (valid) expansion with each request's position in it.
+pub fn positioned<'a>(
+    manifests: &'a [Manifest],
+    run_id: Option<&'a str>,
+) -> impl Iterator<Item = (u32, Request)> + 'a {
+    expand::expand(manifests, run_id)
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| (u32::try_from(i).unwrap_or(journal::UNPLACED), r))
+}
+
+/// What the run sends, and why: one pass over the expansion, each request counted from its state
+/// in `target`; a run that sends also places each request's row in the compacted results. With
+/// `first_run` (no earlier rows, nothing in flight, no shard) every request is new: the plan is
+/// `counts` and the pass is skipped.
+pub fn make(
+    target: &mut Target,
+    manifests: &[Manifest],
+    run_id: Option<&str>,
+    shard: Option<Shard>,
+    flags: Flags,
+    first_run: Option<&crate::validate::Counts>,
+) -> Result<Plan, PlanError> {
+    let mut plan = Plan::default();
+    if let Some(counts) = first_run {
+        for (kind, (requests, images)) in counts.per_kind() {
+            plan.total += requests;
+            plan.new += requests;
+            *plan.requests.entry(kind).or_default() += requests;
+            *plan.images.entry(kind).or_default() += images;
+        }
+        return Ok(plan);
+    }
+    let mut legacy = 0u64;
+    for (pos, request) in positioned(manifests, run_id) {
+        if !in_shard(shard, &request.id) {
+            continue;
+        }
+        // A request the results do not hold may be there under the ids of before content
+        // identity: sending it would pay for it again.
+        if !target.contains(&request.id)
+            && target.contains(&crate::ids::legacy_request_id(
+                &request.job,
+                &request.body,
+                request.repeat,
+                run_id,
+            ))
+        {
+            legacy += 1;
+        }
+        let before = target.lookup(&request.id).map(|(s, _)| s);
+        plan.count(before, flags, request.body.kind(), request.body.images());
+        target.place(pos, &request).map_err(PlanError::Io)?;
+    }
+    if legacy > 0 {
+        return Err(PlanError::Legacy(legacy));
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::api::{self, Kind};
 use crate::expand::{self, Body, ImageRef, Request};
 use crate::manifest::{self, Field, Manifest};
 use crate::problem::{At, Problem};
+use crate::settings::ManifestSettings;
 
 /// How many distinct problems are listed before the rest are only counted.
 pub const MAX_LISTED: usize = 50;
@@ -401,4 +402,30 @@ fn check_inline(data: &str) -> Result<(), String> {
     let size = imagesize::blob_size(&bytes)
         .map_err(|e| format!("the inline image has an unreadable header: {e}"))?;
     api::check_image_size(size.width, size.height).map_err(|m| format!("the inline image {m}"))
+}
+/// Load and validate the manifests; print warnings; on any problem print them all (stderr) and
+/// fail with exit code 2.
+pub fn load_valid(settings: &ManifestSettings) -> anyhow::Result<(Vec<Manifest>, Report)> {
+    let options = Options {
+        max_requests: settings.max_requests,
+        run_id: settings.run_id.as_deref(),
+    };
+    let (manifests, report) = validate(&settings.manifests, &options);
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if report.is_valid() {
+        return Ok((manifests, report));
+    }
+    for p in &report.problems {
+        crate::logging::error(&p.to_string());
+    }
+    let n = report.problems.len() as u64 + report.more_problems;
+    if report.more_problems > 0 {
+        crate::logging::error(&format!("… and {} more problems", report.more_problems));
+    }
+    Err(crate::exit::invalid(format!(
+        "{n} problem{} in the manifests; nothing was sent",
+        if n == 1 { "" } else { "s" }
+    )))
 }

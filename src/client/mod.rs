@@ -2,7 +2,7 @@
 //! one attempt of a submission. Retrying is not done here but in `run`, through the rate limiter,
 //! so every attempt is counted by the limiter; `retry.rs` decides what an attempt's result means.
 
-pub mod retry;
+pub mod connection;
 
 use std::fmt;
 use std::net::IpAddr;

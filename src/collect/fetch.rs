@@ -13,13 +13,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use crate::api::{Envelope, Kind, RESULTS_SUFFIX, TaskResult};
-use crate::client::retry::Backoff;
-use crate::client::{Attempt, BaseUrl, Client, describe};
+use crate::client::{BaseUrl, Client, describe};
 use crate::rate::Limiter;
+use crate::retry::classify::{self, DownloadVerdict, QueryVerdict};
+use crate::retry::{Ending, Retrier, Step};
 
 use super::batch::{self, SubStatus};
 
@@ -38,38 +37,14 @@ pub fn result_url(base: &BaseUrl, kind: Kind, task_id: &str) -> Result<String, S
 
 /// What every poll shares.
 pub struct Ctx {
+    /// The shared HTTP client.
     pub client: Client,
     /// One per endpoint kind; none with `--rate 0`.
     pub limiters: std::collections::HashMap<Kind, Limiter>,
-    pub backoff: Backoff,
-    pub max_attempts: u32,
+    /// Attempts and delays; stopped by a signal, the `--wait` deadline, or a 401.
+    pub retrier: Retrier,
     /// DIR.
     pub out: PathBuf,
-    /// No new query or download attempt: a signal, the `--wait` deadline, or a 401.
-    pub stop: AtomicBool,
-    pub stop_notify: tokio::sync::Notify,
-}
-
-impl Ctx {
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.stop_notify.notify_waiters();
-    }
-
-    /// Sleep, unless stopping; false when cut short.
-    async fn pause(&self, d: Duration) -> bool {
-        if self.stopping() {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(d) => !self.stopping(),
-            _ = self.stop_notify.notified() => false,
-        }
-    }
 }
 
 /// A task to query, with what the future needs to know about its images.
@@ -135,69 +110,9 @@ pub enum Polled {
     Skipped,
 }
 
-/// How one query attempt ended.
-enum Verdict {
-    Answer(TaskResult),
-    Retry {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    Refused(String),
-    Unauthorized(String),
-}
-
-type Answer = Result<(u16, Option<Duration>, Result<Envelope<TaskResult>, String>), Attempt>;
-
-fn classify(answer: Answer) -> Verdict {
-    let (status, retry_after, body) = match answer {
-        Ok(a) => a,
-        Err(Attempt::NotSent(r) | Attempt::NoAnswer(r) | Attempt::BodyFailed(r)) => {
-            return Verdict::Retry {
-                reason: r,
-                retry_after: None,
-            };
-        }
-        Err(Attempt::Answered { status, .. }) => {
-            return Verdict::Retry {
-                reason: format!("HTTP {status}"),
-                retry_after: None,
-            };
-        }
-    };
-    let message = || match &body {
-        Ok(e) => format!("HTTP {status}: code {}: {}", e.code, e.message),
-        Err(m) => format!("HTTP {status}: {m}"),
-    };
-    match status {
-        401 | 403 => Verdict::Unauthorized(message()),
-        408 | 429 | 500..=599 => Verdict::Retry {
-            reason: message(),
-            retry_after,
-        },
-        200..=299 => match body {
-            Ok(e) if e.code != 0 => Verdict::Refused(format!(
-                "the API refused the query: code {}: {}",
-                e.code, e.message
-            )),
-            Ok(e) => match e.result {
-                Some(r) => Verdict::Answer(r),
-                None => Verdict::Retry {
-                    reason: "the API answered success without a result".into(),
-                    retry_after: None,
-                },
-            },
-            Err(m) => Verdict::Retry {
-                reason: m,
-                retry_after: None,
-            },
-        },
-        _ => Verdict::Refused(format!("the API refused the query: {}", message())),
-    }
-}
-
 /// Query one task, then download its finished images that are not on disk yet.
 pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
-    if ctx.stopping() {
+    if ctx.retrier.shutdown.is_stopping() {
         return Polled::Skipped;
     }
     let url = match result_url(ctx.client.base(), p.kind, &p.task_id) {
@@ -209,58 +124,53 @@ pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
             };
         }
     };
-    let mut rng = fastrand::Rng::new();
-    let mut attempts = 0;
-    let result = loop {
-        if let Some(limiter) = ctx.limiters.get(&p.kind) {
-            tokio::select! {
-                _ = limiter.acquire(1) => {}
-                _ = ctx.stop_notify.notified() => {}
-            }
-        }
-        if ctx.stopping() {
-            return Polled::Skipped;
-        }
-        attempts += 1;
-        let answer = ctx
-            .client
-            .get_json::<Envelope<TaskResult>>(p.kind, &url)
-            .await;
-        match classify(answer) {
-            Verdict::Answer(r) => break r,
-            Verdict::Refused(message) => {
-                return Polled::Refused {
+    let gate = ctx.limiters.get(&p.kind).map(|l| (l, 1));
+    let ending = ctx
+        .retrier
+        .drive(gate, p.kind.as_str(), async |n| {
+            let answer = ctx
+                .client
+                .get_json::<Envelope<TaskResult>>(p.kind, &url)
+                .await;
+            match classify::query(answer) {
+                QueryVerdict::Answer(r) => Step::Done(Ok(r)),
+                QueryVerdict::Refused(message) => Step::Done(Err(Polled::Refused {
                     task: p.task,
                     message: crate::logging::safe(&message).into_owned(),
-                };
-            }
-            Verdict::Unauthorized(message) => {
-                return Polled::Unauthorized {
+                })),
+                QueryVerdict::Unauthorized(message) => Step::Done(Err(Polled::Unauthorized {
                     message: crate::logging::safe(&message).into_owned(),
-                };
-            }
-            Verdict::Retry {
-                reason,
-                retry_after,
-            } => {
-                tracing::debug!(task_id = %p.task_id, attempt = attempts, "query: {}", crate::logging::safe(&reason));
-                let failed = || Polled::Failed {
-                    task: p.task,
-                    message: format!(
-                        "query failed after {attempts} attempt{}: {}",
-                        if attempts == 1 { "" } else { "s" },
-                        crate::logging::safe(&reason)
-                    ),
-                };
-                if attempts >= ctx.max_attempts {
-                    return failed();
-                }
-                let delay = ctx.backoff.delay(attempts, retry_after, &mut rng);
-                if !ctx.pause(delay).await {
-                    return failed();
+                })),
+                QueryVerdict::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    tracing::debug!(task_id = %p.task_id, attempt = n, "query: {}", crate::logging::safe(&reason));
+                    Step::Retry {
+                        reason,
+                        retry_after,
+                    }
                 }
             }
-        }
+        })
+        .await;
+    let failed = |attempts: u32, reason: &str| Polled::Failed {
+        task: p.task,
+        message: format!(
+            "query failed after {attempts} attempt{}: {}",
+            if attempts == 1 { "" } else { "s" },
+            crate::logging::safe(reason)
+        ),
+    };
+    let result = match ending {
+        Ending::Done(Ok(r)) => r,
+        Ending::Done(Err(polled)) => return polled,
+        Ending::Exhausted { attempts, reason }
+        | Ending::Stopped {
+            attempts,
+            reason: Some(reason),
+        } => return failed(attempts, &reason),
+        Ending::Stopped { reason: None, .. } => return Polled::Skipped,
     };
 
     let mut next_index = p.next_index;
@@ -335,57 +245,70 @@ async fn download(ctx: &Ctx, url: &str, stem: &str) -> Result<String, String> {
             parsed.scheme()
         ));
     }
-    let mut rng = fastrand::Rng::new();
-    let mut attempts = 0;
-    loop {
-        if ctx.stopping() {
-            return Err("not downloaded: collect was stopping".into());
-        }
-        attempts += 1;
-        let (reason, retry_after) = match ctx.client.http().get(parsed.clone()).send().await {
-            Err(e) => (format!("download failed: {}", describe(&e)), None),
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = crate::client::retry_after(response.headers());
-                let content_type = response
-                    .headers()
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                match status {
-                    200..=299 => match response.bytes().await {
-                        Ok(bytes) => {
-                            let Some(ext) = extension(content_type.as_deref(), &bytes) else {
-                                return Err(format!(
-                                    "the download is not a PNG, JPEG or WebP image (content type `{}`)",
-                                    content_type.unwrap_or_default()
-                                ));
-                            };
-                            let rel = format!("{stem}.{ext}");
-                            let target = ctx.out.join(&rel);
-                            return tokio::task::spawn_blocking(move || save(&target, &bytes))
-                                .await
-                                .map_err(|e| format!("cannot save the image: {e}"))?
-                                .map(|()| rel)
-                                .map_err(|e| format!("cannot save the image: {e}"));
-                        }
-                        Err(e) => (format!("download failed: {}", describe(&e)), None),
-                    },
-                    408 | 429 | 500..=599 => {
-                        (format!("download failed: HTTP {status}"), retry_after)
-                    }
-                    _ => return Err(format!("download failed: HTTP {status}")),
+    let ending = ctx
+        .retrier
+        .drive(None, "download", async |_| {
+            let response = match ctx.client.http().get(parsed.clone()).send().await {
+                Err(e) => {
+                    return Step::Retry {
+                        reason: format!("download failed: {}", describe(&e)),
+                        retry_after: None,
+                    };
                 }
+                Ok(r) => r,
+            };
+            let status = response.status().as_u16();
+            let retry_after = crate::client::retry_after(response.headers());
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match classify::download(status) {
+                DownloadVerdict::Failed => {
+                    Step::Done(Err(format!("download failed: HTTP {status}")))
+                }
+                DownloadVerdict::Retry => Step::Retry {
+                    reason: format!("download failed: HTTP {status}"),
+                    retry_after,
+                },
+                DownloadVerdict::Image => match response.bytes().await {
+                    Err(e) => Step::Retry {
+                        reason: format!("download failed: {}", describe(&e)),
+                        retry_after: None,
+                    },
+                    Ok(bytes) => Step::Done(Ok((bytes, content_type))),
+                },
             }
-        };
-        if attempts >= ctx.max_attempts {
+        })
+        .await;
+    let (bytes, content_type) = match ending {
+        Ending::Done(Ok(got)) => got,
+        Ending::Done(Err(e)) => return Err(e),
+        Ending::Exhausted { attempts, reason } => {
             return Err(format!("{reason} (after {attempts} attempts)"));
         }
-        let delay = ctx.backoff.delay(attempts, retry_after, &mut rng);
-        if !ctx.pause(delay).await {
-            return Err(reason);
+        Ending::Stopped {
+            reason: Some(reason),
+            ..
+        } => return Err(reason),
+        Ending::Stopped { reason: None, .. } => {
+            return Err("not downloaded: collect was stopping".into());
         }
-    }
+    };
+    let Some(ext) = extension(content_type.as_deref(), &bytes) else {
+        return Err(format!(
+            "the download is not a PNG, JPEG or WebP image (content type `{}`)",
+            content_type.unwrap_or_default()
+        ));
+    };
+    let rel = format!("{stem}.{ext}");
+    let target = ctx.out.join(&rel);
+    tokio::task::spawn_blocking(move || save(&target, &bytes))
+        .await
+        .map_err(|e| format!("cannot save the image: {e}"))?
+        .map(|()| rel)
+        .map_err(|e| format!("cannot save the image: {e}"))
 }
 
 /// Write the bytes to a temporary file next to `target`, sync, and rename it into place.
@@ -438,52 +361,5 @@ mod tests {
             Some("jpg")
         );
         assert_eq!(extension(Some("text/html"), b"<html>"), None);
-    }
-
-    fn env(code: i64, result: Option<TaskResult>) -> Result<Envelope<TaskResult>, String> {
-        Ok(Envelope {
-            code,
-            message: "m".into(),
-            request_id: None,
-            result,
-        })
-    }
-
-    #[test]
-    fn query_answers_are_classified() {
-        let ok = TaskResult {
-            task_id: None,
-            sub_task_results: vec![],
-        };
-        assert!(matches!(
-            classify(Ok((200, None, env(0, Some(ok))))),
-            Verdict::Answer(_)
-        ));
-        assert!(matches!(
-            classify(Ok((200, None, env(1101, None)))),
-            Verdict::Refused(_)
-        ));
-        assert!(matches!(
-            classify(Ok((404, None, Err("x".into())))),
-            Verdict::Refused(_)
-        ));
-        assert!(matches!(
-            classify(Ok((401, None, Err("x".into())))),
-            Verdict::Unauthorized(_)
-        ));
-        match classify(Ok((429, Some(Duration::from_secs(2)), Err("x".into())))) {
-            Verdict::Retry { retry_after, .. } => {
-                assert_eq!(retry_after, Some(Duration::from_secs(2)))
-            }
-            _ => panic!("429 is retried"),
-        }
-        assert!(matches!(
-            classify(Err(Attempt::NoAnswer("timeout".into()))),
-            Verdict::Retry { .. }
-        ));
-        assert!(matches!(
-            classify(Ok((200, None, env(0, None)))),
-            Verdict::Retry { .. }
-        ));
     }
 }

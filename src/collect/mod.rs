@@ -28,20 +28,20 @@ pub mod fetch;
 pub mod html;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::api::{Kind, status};
-use crate::cli::{CollectArgs, ConnectionArgs};
 use crate::client::Client;
-use crate::client::retry::Backoff;
 use crate::exit;
 use crate::rate::Limiter;
+use crate::retry::Retrier;
+use crate::settings::CollectSettings;
+use crate::shutdown::Shutdown;
 
 use batch::{Batch, Sub, SubStatus};
 use fetch::{Ctx, File, Poll, Polled};
@@ -50,57 +50,6 @@ use fetch::{Ctx, File, Poll, Polled};
 pub const IMAGES_CSV: &str = "images.csv";
 /// The contact sheet, in DIR.
 pub const INDEX_HTML: &str = "index.html";
-/// `--poll-interval` default (HiDream's own clients poll every 5 s).
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
-/// `--timeout` default: how long `--wait` polls (HiDream's model-image client caps at 30 minutes).
-pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// Checked settings of one collection.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub results: PathBuf,
-    pub out: PathBuf,
-    pub wait: bool,
-    pub poll_interval: Duration,
-    /// How long `--wait` polls.
-    pub timeout: Duration,
-    pub concurrency: usize,
-    /// Images (here: queries) per minute per endpoint; 0 = no limit.
-    pub rate: u32,
-    pub max_attempts: u32,
-    pub backoff: Backoff,
-}
-
-impl Settings {
-    /// The settings of `hidream-batch collect`.
-    pub fn from_args(args: &CollectArgs) -> Settings {
-        let mut s = Settings::after_run(&args.connection, &args.results, &args.out);
-        s.wait = args.wait;
-        s.poll_interval = args.poll_interval;
-        s.timeout = args.timeout;
-        s
-    }
-
-    /// The settings of `run --collect DIR`: `run`'s connection options, `--wait`, and the default
-    /// poll interval and wait timeout.
-    pub fn after_run(connection: &ConnectionArgs, results: &Path, out: &Path) -> Settings {
-        Settings {
-            results: results.to_path_buf(),
-            out: out.to_path_buf(),
-            wait: true,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            timeout: DEFAULT_WAIT_TIMEOUT,
-            concurrency: connection.concurrency.max(1) as usize,
-            rate: connection.rate,
-            max_attempts: connection.max_attempts.max(1),
-            backoff: Backoff {
-                base: connection.backoff,
-                max: connection.backoff_max,
-            },
-        }
-    }
-}
-
 /// Counts over every image of the submitted tasks, after collecting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -158,26 +107,11 @@ impl Summary {
     }
 }
 
-/// `hidream-batch collect`. `signals` yields once per SIGINT/SIGTERM.
-pub async fn run(args: CollectArgs, signals: impl Stream<Item = ()> + Unpin) -> anyhow::Result<u8> {
-    crate::settings::check_collect(&args).map_err(exit::invalid)?;
-    let settings = Settings::from_args(&args);
-    if !settings.results.exists() {
-        // Before the connection, so a typo is reported as such even without a token.
-        return Err(exit::invalid(format!(
-            "the results `{}` do not exist: give the results CSV written by `run` with --results PATH",
-            settings.results.display()
-        )));
-    }
-    let conn = crate::run::connect(&args.connection, args.request_timeout).await?;
-    collect(&conn.client, &settings, signals).await
-}
-
 /// Collect with a ready client: what `collect` and `run --collect` share.
 pub async fn collect(
     client: &Client,
-    settings: &Settings,
-    signals: impl Stream<Item = ()> + Unpin,
+    settings: &CollectSettings,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let mut batch = batch::load(&settings.results, &settings.out)?;
@@ -187,29 +121,30 @@ pub async fn collect(
             settings.out.display()
         ))
     })?;
+    let connection = &settings.connection;
+    // This collection's own stop (a 401, the `--wait` deadline), and the signals' through it.
+    let stop = shutdown.child();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        limiters: if settings.rate == 0 {
+        limiters: if connection.rate == 0 {
             HashMap::new()
         } else {
             Kind::ALL
                 .iter()
-                .map(|k| (*k, Limiter::even(settings.rate)))
+                .map(|k| (*k, Limiter::even(connection.rate)))
                 .collect()
         },
-        backoff: settings.backoff.clone(),
-        max_attempts: settings.max_attempts,
+        retrier: Retrier::new(connection.retry.clone(), stop.clone()),
         out: settings.out.clone(),
-        stop: AtomicBool::new(false),
-        stop_notify: tokio::sync::Notify::new(),
     });
-    let deadline = settings.wait.then(|| Instant::now() + settings.timeout);
+    let deadline = settings
+        .wait
+        .then(|| Instant::now() + settings.wait_timeout);
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let deadline_sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
     tokio::pin!(deadline_sleep);
 
-    let mut signals = signals.fuse();
-    let mut signalled = 0u32;
+    let mut first_signal_seen = shutdown.is_stopping();
     let mut unauthorized: Option<String> = None;
     let mut timed_out = false;
     let mut rounds = 0u32;
@@ -240,10 +175,12 @@ pub async fn collect(
         rounds += 1;
         tracing::info!("round {rounds}: querying {} tasks", todo.len());
         let source_ctx = ctx.clone();
-        let source = todo.into_iter().take_while(move |_| !source_ctx.stopping());
+        let source = todo
+            .into_iter()
+            .take_while(move |_| !source_ctx.retrier.shutdown.is_stopping());
         let mut stream = futures::stream::iter(source)
             .map(|p| fetch::poll(ctx.clone(), p))
-            .buffer_unordered(settings.concurrency);
+            .buffer_unordered(connection.concurrency);
         loop {
             tokio::select! {
                 next = stream.next() => {
@@ -255,22 +192,20 @@ pub async fn collect(
                         if unauthorized.is_none() {
                             unauthorized = Some(message);
                         }
-                        ctx.request_stop();
+                        stop.stop_dispatch();
                     }
                 }
-                Some(()) = signals.next() => {
-                    signalled += 1;
-                    ctx.request_stop();
-                    if signalled == 1 {
-                        tracing::warn!("interrupted: no new queries; waiting for those in flight (signal again to stop at once)");
-                    } else {
-                        tracing::warn!("interrupted again: stopping now");
-                        break;
-                    }
+                () = shutdown.stopping(), if !first_signal_seen => {
+                    first_signal_seen = true;
+                    tracing::warn!("interrupted: no new queries; waiting for those in flight (signal again to stop at once)");
+                }
+                () = shutdown.stopped_now() => {
+                    tracing::warn!("interrupted again: stopping now");
+                    break;
                 }
                 () = &mut deadline_sleep, if deadline.is_some() && !timed_out => {
                     timed_out = true;
-                    ctx.request_stop();
+                    stop.stop_dispatch();
                     tracing::warn!("--timeout reached: no new queries; waiting for those in flight");
                 }
             }
@@ -278,7 +213,7 @@ pub async fn collect(
         drop(stream);
         let pending = Summary::of(&batch).pending;
         tracing::info!("round {rounds} done: {pending} images pending");
-        if ctx.stopping() || !settings.wait {
+        if stop.is_stopping() || !settings.wait {
             break;
         }
         if !batch.tasks.iter().any(|t| t.needs_query()) {
@@ -291,10 +226,7 @@ pub async fn collect(
                 timed_out = true;
                 break 'rounds;
             }
-            Some(()) = signals.next() => {
-                signalled += 1;
-                break 'rounds;
-            }
+            () = shutdown.stopping() => break 'rounds,
         }
     }
 
@@ -360,7 +292,7 @@ pub async fn collect(
             "the API refused the credentials ({message}): collecting stopped; check HIDREAM_API_TOKEN"
         )));
     }
-    if signalled > 0 {
+    if shutdown.signals() > 0 {
         eprintln!(
             "interrupted: {} and {} written to {}",
             IMAGES_CSV,
@@ -449,25 +381,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.write_all(bytes)?;
     crate::journal::persist(tmp, path)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser as _;
-
-    #[test]
-    fn defaults_match_the_command_line() {
-        let cli = crate::cli::Cli::parse_from(["hidream-batch", "collect"]);
-        let crate::cli::Command::Collect(args) = cli.command else {
-            unreachable!()
-        };
-        assert_eq!(args.poll_interval, DEFAULT_POLL_INTERVAL);
-        assert_eq!(args.timeout, DEFAULT_WAIT_TIMEOUT);
-        let s = Settings::from_args(&args);
-        assert!(!s.wait);
-        let r = Settings::after_run(&args.connection, Path::new("r.csv"), Path::new("d"));
-        assert!(r.wait);
-        assert_eq!(r.poll_interval, DEFAULT_POLL_INTERVAL);
-    }
 }

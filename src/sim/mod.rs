@@ -40,17 +40,15 @@ mod tasks;
 
 use std::fmt;
 use std::future::Future;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::cli::SimulateArgs;
+use crate::settings::defaults;
 use crate::units::Latency;
 
 pub use routes::Created;
@@ -66,9 +64,6 @@ pub fn is_task_id(id: &str) -> bool {
 
 use conn::{Hangup, HangupListener};
 use routes::Shared;
-
-/// Default time a task takes from submission to done.
-pub const DEFAULT_TASK_TIME: Duration = Duration::from_secs(2);
 
 /// How the simulator behaves. [`SimConfig::default`] is a well-behaved server: no latency, no
 /// faults, no limits, tasks done after 2 s, any non-empty bearer token accepted.
@@ -131,7 +126,7 @@ impl Default for SimConfig {
             rate_burst: None,
             max_concurrent: None,
             throttle_rate: 0.0,
-            task_time: DEFAULT_TASK_TIME,
+            task_time: defaults::duration(defaults::DEFAULT_TASK_TIME),
             token: None,
             seed: 0,
             fail_rate: 0.0,
@@ -166,31 +161,6 @@ impl fmt::Debug for SimConfig {
 }
 
 impl SimConfig {
-    /// The settings of `hidream-batch simulate`, checked.
-    pub fn from_args(args: &SimulateArgs) -> Result<SimConfig, String> {
-        let config = SimConfig {
-            latency: args.latency,
-            error_rate: args.error_rate,
-            rate_limit: args.rate_limit,
-            rate_burst: args.rate_burst,
-            max_concurrent: args.max_concurrent,
-            throttle_rate: args.throttle_rate,
-            task_time: args.task_time,
-            token: args.token.clone(),
-            seed: args.seed,
-            fail_rate: args.fail_rate,
-            refuse_rate: args.refuse_rate,
-            drop_before: args.drop_before,
-            drop_after: args.drop_after,
-            ledger: args
-                .ledger
-                .clone()
-                .map_or(LedgerConfig::Off, LedgerConfig::File),
-        };
-        config.check()?;
-        Ok(config)
-    }
-
     /// Check the values a command line could get wrong; the message names the flag.
     pub fn check(&self) -> Result<(), String> {
         for (flag, p) in [
@@ -330,118 +300,4 @@ async fn serve_shared(
 
 fn invalid_input(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
-}
-
-/// `hidream-batch simulate`: listen, print the address, serve until Ctrl-C or SIGTERM.
-pub async fn run_cli(args: &SimulateArgs) -> anyhow::Result<u8> {
-    let config = SimConfig::from_args(args).map_err(crate::exit::invalid)?;
-    let addr = tokio::net::lookup_host(args.listen.as_str())
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            crate::exit::invalid(format!(
-                "`--listen`: `{}` is not an address like `127.0.0.1:8787`",
-                args.listen
-            ))
-        })?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on `{addr}`"))?;
-    let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "hidream-batch simulator listening on http://{addr}")?;
-        out.flush()?;
-    }
-    tracing::info!(
-        latency = %config.latency,
-        error_rate = config.error_rate,
-        rate_limit = ?config.rate_limit,
-        max_concurrent = ?config.max_concurrent,
-        task_time = %humantime::format_duration(config.task_time),
-        token_required = config.token.is_some(),
-        seed = config.seed,
-        "simulator ready"
-    );
-    serve(listener, config, shutdown_signal())
-        .await
-        .context("the simulator stopped")?;
-    tracing::info!("simulator stopped");
-    Ok(crate::exit::OK)
-}
-
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser as _;
-
-    fn args(extra: &[&str]) -> SimulateArgs {
-        let mut argv = vec!["hidream-batch", "simulate"];
-        argv.extend_from_slice(extra);
-        match crate::cli::Cli::parse_from(argv).command {
-            crate::cli::Command::Simulate(args) => args,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn from_args_takes_the_flags() {
-        let config = SimConfig::from_args(&args(&[
-            "--latency",
-            "10ms..20ms",
-            "--rate-limit",
-            "100",
-            "--token",
-            "secret",
-            "--seed",
-            "7",
-        ]))
-        .unwrap();
-        assert_eq!(config.rate_limit, Some(100));
-        assert_eq!(config.seed, 7);
-        assert!(
-            !format!("{config:?}").contains("secret"),
-            "the token is redacted"
-        );
-    }
-
-    #[test]
-    fn from_args_refuses_bad_values_naming_the_flag() {
-        for (argv, flag) in [
-            (&["--error-rate", "1.5"][..], "--error-rate"),
-            (&["--drop-after=-0.1"], "--drop-after"),
-            (
-                &["--fail-rate", "0.6", "--refuse-rate", "0.6"],
-                "--refuse-rate",
-            ),
-            (&["--rate-limit", "0"], "--rate-limit"),
-            (&["--max-concurrent", "0"], "--max-concurrent"),
-            (&["--token", " "], "--token"),
-        ] {
-            let err = SimConfig::from_args(&args(argv)).unwrap_err();
-            assert!(err.contains(&format!("`{flag}`")), "{err}");
-        }
-        let nan = SimConfig {
-            error_rate: f64::NAN,
-            ..SimConfig::default()
-        };
-        assert!(nan.check().is_err());
-    }
 }

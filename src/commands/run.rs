@@ -1,0 +1,179 @@
+//! `run`: validate, plan, submit, record.
+//!
+//! Before anything is sent: the manifests are validated (and read once: every later pass reads
+//! the same bytes), the server identified (the simulator or the API, see [`World`]), the results
+//! locked and read ([`journal::Prior`]), and the plan made in one pass over the expansion
+//! ([`plan::make`]) — which also lays out the compacted results in expansion order. A dry run
+//! stops after the plan and writes nothing. Then the pipeline ([`crate::pipeline`]) sends, the
+//! journal's final rewrite orders the results, and `--collect` collects.
+
+use crate::client::connection::{connect, world};
+use crate::display::{self, Progress};
+use crate::exit;
+use crate::journal::{self, Journal, Prior};
+use crate::pipeline::{self, Dispatch};
+use crate::plan::{self, PlanError, Target};
+use crate::results::{Rows, Status, World};
+use crate::settings::RunSettings;
+use crate::shutdown::Shutdown;
+
+/// `run`, stopped by `shutdown` (the first signal stops dispatching, the second stops at once).
+pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8> {
+    let (manifests, report) = crate::validate::load_valid(&settings.manifest)?;
+    let run_id = settings.manifest.run_id.as_deref();
+    let flags = settings.flags;
+    // A dry run sends nothing and needs no token.
+    let conn = match settings.dry_run {
+        true => None,
+        false => Some(connect(&settings.connection).await?),
+    };
+    let paths = journal::Paths::resolve(&settings.out).map_err(|e| {
+        exit::aborted(format!(
+            "cannot use the results `{}`: {e}",
+            settings.out.display()
+        ))
+    })?;
+    let shown = paths.display();
+    let unwritable =
+        |e: std::io::Error| exit::aborted(format!("cannot write the results {shown}: {e}"));
+    let _lock =
+        journal::lock(&paths, !settings.dry_run).map_err(|e| exit::aborted(e.to_string()))?;
+    let world = world(&settings.connection, &shutdown).await?;
+    let prior = Prior::read(paths).map_err(|e| exit::aborted(e.to_string()))?;
+    check_world(&prior, world)?;
+    let header = crate::results::header(&manifests, prior.header());
+    let rows = Rows::new(&header);
+    let orphans = prior.orphans().to_vec();
+
+    let first_run = prior.is_empty() && settings.shard.is_none();
+    let mut target = if settings.dry_run {
+        Target::Dry(Box::new(prior))
+    } else {
+        Target::Compact(Box::new(prior.compactor(header).map_err(unwritable)?))
+    };
+    let plan = plan::make(
+        &mut target,
+        &manifests,
+        run_id,
+        settings.shard,
+        flags,
+        first_run.then_some(&report.counts),
+    )
+    .map_err(|e| match e {
+        PlanError::Io(e) => unwritable(e),
+        PlanError::Legacy(legacy) => exit::aborted(format!(
+            "the results {shown} were written by an earlier hidream-batch, whose request ids depended on the manifest's file name and job ids: {legacy} of these requests are in them under their old ids, and this run would send them again. Start a new results file (-o NEW.csv) — `collect` still reads the old one — or move it away; nothing was sent"
+        )),
+    })?;
+    for o in &orphans {
+        let what = match o.status() {
+            Status::Failed => {
+                "its last attempt was answered with no task: recorded `failed` (sent again)"
+            }
+            _ => {
+                "recorded `unknown` (check it in the HiDream console; resend with --retry-unknown)"
+            }
+        };
+        let will = if settings.dry_run { "will be " } else { "" };
+        tracing::warn!(
+            request_id = %o.sent.id,
+            job = %o.sent.job,
+            "request {} (job `{}`) was in flight when an earlier run stopped (attempt {} at {}): {will}{what}",
+            o.sent.id,
+            crate::logging::safe(&o.sent.job),
+            o.sent.attempt,
+            o.sent.at
+        );
+    }
+    let images = plan.images();
+    display::print_plan(&plan, flags, settings.connection.rate);
+    if let Some(max) = settings.max_images
+        && images > max
+    {
+        return Err(exit::invalid(format!(
+            "this run would submit {images} images, more than --max-images {max}; nothing was sent"
+        )));
+    }
+    let (mut journal, resume): (Journal, _) = match target {
+        Target::Dry(_) => return Ok(exit::OK),
+        // Open entries get their rows, then the log is emptied: only then is anything sent.
+        Target::Compact(c) => (*c).finish().map_err(unwritable)?,
+    };
+    let conn = conn.expect("a run that sends has a connection");
+
+    journal.reserve(plan.to_send() as usize);
+    let shard = settings.shard;
+    let requests = plan::positioned(&manifests, run_id).filter(|(_, r)| {
+        plan::in_shard(shard, &r.id) && plan::should_send(resume.get(&r.id), flags)
+    });
+    let dispatch = Dispatch {
+        client: conn.client.clone(),
+        world,
+        rate: settings.connection.rate,
+        retry: settings.connection.retry.clone(),
+        retry_unknown: flags.retry_unknown,
+        concurrency: settings.connection.concurrency,
+    };
+    let progress = Progress::new(plan.to_send());
+    let summary = pipeline::run(
+        dispatch,
+        requests,
+        &mut journal,
+        &rows,
+        &progress,
+        &shutdown,
+    )
+    .await
+    .map_err(unwritable)?;
+    progress.finish();
+
+    // Final rewrite: one row per request, in expansion order.
+    let abandoned = journal.finish().map_err(unwritable)?;
+    for s in &abandoned {
+        tracing::warn!(
+            request_id = %s.id,
+            job = %s.job,
+            "request {} (job `{}`) was abandoned in flight (attempt {}): the next run records it `unknown`",
+            s.id,
+            crate::logging::safe(&s.job),
+            s.attempt
+        );
+    }
+    display::print_summary(&summary, &plan, &settings.out);
+    if summary.unauthorized {
+        return Err(exit::aborted(
+            "the API refused the credentials (HTTP 401/403): dispatch stopped; check HIDREAM_API_TOKEN",
+        ));
+    }
+    if shutdown.signals() > 0 {
+        tracing::warn!("interrupted: results written to {}", settings.out.display());
+        return Ok(exit::INTERRUPTED);
+    }
+    let complete = plan.already_submitted + summary.count(Status::Submitted) == plan.total;
+    let code = if complete { exit::OK } else { exit::INCOMPLETE };
+    // `--collect DIR`: wait for the tasks and download their images, with the same client. The
+    // worse of the two outcomes is the exit code (0 only if every request was submitted and every
+    // image is on disk; 130 if a signal stopped the collection; an error, such as 401, wins).
+    if let Some(collect) = &settings.collect {
+        let collected = crate::collect::collect(&conn.client, collect, &shutdown).await?;
+        return Ok(code.max(collected));
+    }
+    Ok(code)
+}
+
+/// A run never takes rows answered by the other server for its own (see [`World`]).
+fn check_world(prior: &Prior, world: World) -> anyhow::Result<()> {
+    let (api, sim) = prior.worlds();
+    let shown = prior.paths().display();
+    match world {
+        World::Api if sim > 0 => Err(exit::invalid(format!(
+            "the results {shown} hold {sim} request{} answered by the simulator (a rehearsal such as `run --simulate`); a run against the HiDream API would take their task ids for its own and skip them. Give this run its own results file (for example `-o results-live.csv`), or move {shown} away; nothing was sent",
+            if sim == 1 { "" } else { "s" }
+        ))),
+        World::Simulator if api > 0 => Err(exit::invalid(format!(
+            "the results {shown} hold {api} request{} answered by the HiDream API; a rehearsal against the simulator would mix its task ids with them. Give the rehearsal its own results file (for example `-o rehearsal.csv`); nothing was sent",
+            if api == 1 { "" } else { "s" }
+        ))),
+        _ => Ok(()),
+    }
+}

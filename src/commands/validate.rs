@@ -1,0 +1,51 @@
+//! `validate`: what the manifests expand to and what a run would send; nothing is sent.
+
+use crate::display::{describe_estimate, estimate};
+use crate::settings::ManifestSettings;
+use crate::settings::defaults::DEFAULT_RATE;
+
+use super::print_out;
+
+/// `validate`: print what the manifests expand to and what a run would send.
+pub fn validate(settings: &ManifestSettings) -> anyhow::Result<u8> {
+    let (_, report) = crate::validate::load_valid(settings)?;
+    let mut out = String::new();
+    let counts = &report.counts;
+    for m in &counts.manifests {
+        out += &format!(
+            "{} ({}): {} job{}, {} request{}\n",
+            m.name,
+            m.path.display(),
+            m.jobs,
+            plural(m.jobs),
+            m.requests,
+            plural(m.requests)
+        );
+    }
+    let jobs: u64 = counts.manifests.iter().map(|m| m.jobs).sum();
+    out += &format!(
+        "total: {jobs} job{}, {} request{}\n",
+        plural(jobs),
+        counts.requests(),
+        plural(counts.requests())
+    );
+    let per_kind = counts.per_kind();
+    for (kind, (requests, images)) in &per_kind {
+        out += &format!(
+            "  {kind}: {requests} request{}, {images} image{} → {}\n",
+            plural(*requests),
+            plural(*images),
+            kind.endpoint(None)
+        );
+    }
+    let rate = DEFAULT_RATE;
+    out += &format!(
+        "at the default rate of {rate} images per minute per endpoint, a run takes {}\n",
+        describe_estimate(estimate(&per_kind, rate))
+    );
+    print_out(&out)
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

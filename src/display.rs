@@ -1,0 +1,200 @@
+//! What `run` shows a person: the plan before it sends, the progress while it sends (a bar on a
+//! terminal, a status line every [`STATUS_EVERY`] otherwise), and the summary at the end. Nothing
+//! here decides anything.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use crate::api::Kind;
+use crate::pipeline::Summary;
+use crate::plan::{Flags, Plan};
+use crate::results::Status;
+
+/// How often a status line is logged when stderr is not a terminal.
+pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// "1 submitted, 0 rejected, …" in the order of [`Status::ALL`].
+pub fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
+    Status::ALL
+        .iter()
+        .map(|s| format!("{} {}", counts.get(s).copied().unwrap_or(0), s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The plan, on stdout.
+pub fn print_plan(plan: &Plan, flags: Flags, rate: u32) {
+    let mut out = format!(
+        "plan: {} requests: {} new, {} already submitted (skipped), {} failed to retry, {} rejected ({}), {} unknown ({})\n",
+        plan.total,
+        plan.new,
+        plan.already_submitted,
+        plan.to_retry_failed,
+        plan.rejected_skipped + plan.rejected_retry,
+        if flags.retry_rejected {
+            "to resend"
+        } else {
+            "skipped"
+        },
+        plan.unknown_skipped + plan.unknown_retry,
+        if flags.retry_unknown {
+            "to resend"
+        } else {
+            "skipped"
+        },
+    );
+    for (kind, images) in &plan.images {
+        out += &format!(
+            "  {kind}: {} requests, {images} images to send\n",
+            plan.requests.get(kind).copied().unwrap_or(0)
+        );
+    }
+    let per_kind: BTreeMap<Kind, (u64, u64)> = plan
+        .images
+        .iter()
+        .map(|(k, i)| (*k, (plan.requests.get(k).copied().unwrap_or(0), *i)))
+        .collect();
+    if rate > 0 {
+        out += &format!(
+            "at --rate {rate} images per minute per endpoint this takes {}\n",
+            describe_estimate(estimate(&per_kind, rate))
+        );
+    }
+    print!("{out}");
+}
+
+/// The end of a run, on stdout.
+pub fn print_summary(summary: &Summary, plan: &Plan, results: &std::path::Path) {
+    // Per minute of the run; a run shorter than a minute sent all its images in one minute.
+    let per_minute =
+        summary.submitted_images as f64 * 60.0 / summary.elapsed.as_secs_f64().max(60.0);
+    println!(
+        "done: {} this run ({}); {} already submitted earlier; {} images submitted in {:.1}s ({:.0} images/min); results in {}",
+        summary.total(),
+        describe_counts(&summary.counts),
+        plan.already_submitted,
+        summary.submitted_images,
+        summary.elapsed.as_secs_f64(),
+        per_minute,
+        results.display()
+    );
+    if plan.rejected_skipped + plan.unknown_skipped > 0 {
+        println!(
+            "not sent: {} rejected and {} unknown from earlier runs (use --retry-rejected / --retry-unknown)",
+            plan.rejected_skipped, plan.unknown_skipped
+        );
+    }
+}
+
+/// How long `rate` images per minute per endpoint make a run take, for its busiest endpoint
+/// (see [`crate::rate`]): as the window allows (a minute's allowance per window), and paced evenly
+/// (what an endpoint that answers 429 gets).
+pub fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> (Duration, Duration) {
+    let images = per_kind.values().map(|(_, i)| *i).max().unwrap_or(0);
+    let rate = u64::from(rate.max(1));
+    let windows = images.div_ceil(rate).saturating_sub(1);
+    (
+        crate::rate::WINDOW * u32::try_from(windows).unwrap_or(u32::MAX),
+        Duration::from_secs_f64(images as f64 * 60.0 / rate as f64),
+    )
+}
+
+/// "under a minute", or "about 2m 1s, or about 2m 40s paced evenly (…)" when the two differ.
+pub fn describe_estimate((window, paced): (Duration, Duration)) -> String {
+    let one = |d: Duration| {
+        if d.as_secs() < 60 {
+            "under a minute".to_string()
+        } else {
+            let whole = Duration::from_secs(d.as_secs());
+            format!("about {}", humantime::format_duration(whole))
+        }
+    };
+    let (window, paced) = (one(window), one(paced));
+    if window == paced {
+        window
+    } else {
+        format!("{window}, or {paced} paced evenly (after the API answers HTTP 429)")
+    }
+}
+
+/// A progress bar on a terminal; otherwise a status line every [`STATUS_EVERY`].
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+}
+
+impl Progress {
+    /// Progress towards `total` outcomes.
+    pub fn new(total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Progress { bar, total }
+    }
+
+    /// No bar: the caller logs [`Progress::status`] every [`STATUS_EVERY`].
+    pub fn is_hidden(&self) -> bool {
+        self.bar.is_none()
+    }
+
+    /// Show the counts so far (several outcomes may have finished together).
+    pub fn update(&self, counts: &BTreeMap<Status, u64>) {
+        if let Some(b) = &self.bar {
+            b.set_position(counts.values().sum());
+            b.set_message(describe_counts(counts));
+        }
+    }
+
+    /// The status line (no terminal).
+    pub fn status(&self, counts: &BTreeMap<Status, u64>) {
+        tracing::info!(
+            "progress: {} of {} requests done ({})",
+            counts.values().sum::<u64>(),
+            self.total,
+            describe_counts(counts)
+        );
+    }
+
+    /// Remove the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_count_windows_for_the_busiest_endpoint_and_the_even_pace() {
+        let per_kind = BTreeMap::from([(Kind::Txt2Img, (1500, 1500)), (Kind::Model, (10, 40))]);
+        let (window, paced) = estimate(&per_kind, 1200);
+        assert_eq!(window, Duration::from_millis(60_500));
+        assert_eq!(paced, Duration::from_secs(75));
+        assert_eq!(
+            describe_estimate((window, paced)),
+            "about 1m, or about 1m 15s paced evenly (after the API answers HTTP 429)"
+        );
+        // Within one allowance: no window to wait for; two allowances: one window.
+        let one = BTreeMap::from([(Kind::Txt2Img, (100, 100))]);
+        assert_eq!(estimate(&one, 100).0, Duration::ZERO);
+        assert_eq!(
+            describe_estimate(estimate(&one, 100)),
+            "under a minute, or about 1m paced evenly (after the API answers HTTP 429)"
+        );
+        let two = BTreeMap::from([(Kind::Txt2Img, (200, 200))]);
+        assert_eq!(estimate(&two, 100).0, Duration::from_millis(60_500));
+        let small = BTreeMap::from([(Kind::Txt2Img, (5, 20))]);
+        assert_eq!(describe_estimate(estimate(&small, 100)), "under a minute");
+    }
+}

@@ -1,0 +1,443 @@
+//! The pipeline of `run`: `stream::iter(lazily expanded requests).map(submit)
+//! .buffer_unordered(--concurrency)`, consumed by one loop that is the only owner of the results
+//! journal and the counters. It returns a [`Summary`] and prints nothing (the display is
+//! [`crate::display`]'s).
+//!
+//! `submit` builds the body (and the base64 of local images) only when the request is dispatched,
+//! so memory is bounded by what is in flight, and it always returns an [`Outcome`]: a failed
+//! request is data, not an error, so the stream never stops early. Its attempts go through the
+//! one retry driver ([`crate::retry::Retrier`]); each is logged durably in the write-ahead log
+//! before it leaves, and an answer that proves no task was created is noted there too (see
+//! [`crate::journal`]).
+//!
+//! Stopping: a 401/403 stops this run's dispatch (in-flight requests finish; exit 3); the first
+//! signal does the same (exit 130); the second drops what is in flight at once — their
+//! write-ahead entries stay open, and the next run records them `unknown` and names them.
+//!
+//! Where the time goes (overhead-bound benchmark, one thread): about two thirds in reqwest, hyper
+//! and the kernel's TCP; the rest is expansion, the journal and the rows. Measured and kept: the
+//! current-thread runtime, write-ahead lines group-committed on a thread of their own, rows of
+//! outcomes that finish together in one write. Measured and dropped: a work-stealing runtime (one
+//! or two workers), and expanding on a thread of its own (the channel costs more than the
+//! expansion it moves).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+
+use crate::api::Kind;
+use crate::client::Client;
+use crate::display::{Progress, STATUS_EVERY};
+use crate::expand::Request;
+use crate::journal::{self, Journal, SentLine, WalHandle};
+use crate::rate::Limiter;
+use crate::results::{OutcomeCols, Rows, Status, World};
+use crate::retry::classify::{self, Verdict};
+use crate::retry::{Ending, Retrier, RetryPolicy, Step};
+use crate::shutdown::Shutdown;
+
+/// What happened to one dispatched request.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The request.
+    pub request: Request,
+    /// The request's position in the expansion (orders the final results).
+    pub pos: u32,
+    /// `None`: never attempted (the run was stopping); no row is written.
+    pub status: Option<Status>,
+    /// The task id, when submitted.
+    pub task_id: String,
+    /// The sub-task ids, when submitted.
+    pub sub_task_ids: Vec<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's HTTP status.
+    pub http_status: Option<u16>,
+    /// The last answer's `code`.
+    pub code: Option<i64>,
+    /// The last attempt's message.
+    pub message: String,
+    /// When the first attempt went (RFC 3339).
+    pub submitted_at: String,
+    /// From the first attempt to the outcome.
+    pub elapsed: Duration,
+    /// The credentials were refused.
+    pub unauthorized: bool,
+}
+
+impl Outcome {
+    fn new(request: Request, pos: u32) -> Outcome {
+        Outcome {
+            submitted_at: String::new(),
+            request,
+            pos,
+            status: None,
+            task_id: String::new(),
+            sub_task_ids: Vec::new(),
+            attempts: 0,
+            http_status: None,
+            code: None,
+            message: String::new(),
+            elapsed: Duration::ZERO,
+            unauthorized: false,
+        }
+    }
+}
+
+/// What a run's pipeline did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Outcomes of this run per status.
+    pub counts: BTreeMap<Status, u64>,
+    /// Images of the requests submitted by this run.
+    pub submitted_images: u64,
+    /// From the first dispatch to the last outcome.
+    pub elapsed: Duration,
+    /// The API refused the credentials.
+    pub unauthorized: bool,
+}
+
+impl Summary {
+    /// Outcomes of this run.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// Outcomes of this run with `status`.
+    pub fn count(&self, status: Status) -> u64 {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+}
+
+/// What the pipeline sends with.
+pub struct Dispatch {
+    /// The shared HTTP client.
+    pub client: Client,
+    /// The server's world, written in every row.
+    pub world: World,
+    /// Images per rolling minute per endpoint; 0 = no limit.
+    pub rate: u32,
+    /// Attempts and delays.
+    pub retry: RetryPolicy,
+    /// `--retry-unknown`: an attempt without an answer is tried again.
+    pub retry_unknown: bool,
+    /// HTTP requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// What every submission shares.
+struct Ctx {
+    client: Client,
+    world: World,
+    limiters: BTreeMap<Kind, Limiter>,
+    /// Stopped by the run's shutdown, or by a 401/403 (this run's own stop).
+    retrier: Retrier,
+    retry_unknown: bool,
+    wal: WalHandle,
+}
+
+/// Submit `requests` (each with its position in the expansion), append their rows to `journal`,
+/// and return what happened. An error is a results file that cannot be written.
+pub async fn run(
+    dispatch: Dispatch,
+    requests: impl Iterator<Item = (u32, Request)>,
+    journal: &mut Journal,
+    rows: &Rows,
+    progress: &Progress,
+    shutdown: &Shutdown,
+) -> Result<Summary, std::io::Error> {
+    let ctx = Arc::new(Ctx {
+        client: dispatch.client,
+        world: dispatch.world,
+        limiters: if dispatch.rate == 0 {
+            BTreeMap::new()
+        } else {
+            Kind::ALL
+                .iter()
+                .map(|k| (*k, Limiter::new(dispatch.rate)))
+                .collect()
+        },
+        retrier: Retrier::new(dispatch.retry, shutdown.child()),
+        retry_unknown: dispatch.retry_unknown,
+        wal: journal.wal(),
+    });
+    let world = ctx.world;
+    // A signal that came while the run started stops it before it dispatches anything.
+    let mut stop_seen = shutdown.is_stopping();
+    if stop_seen {
+        tracing::warn!("interrupted while starting: nothing is sent");
+    }
+    let source_ctx = ctx.clone();
+    let source = requests.take_while(move |_| !source_ctx.retrier.shutdown.is_stopping());
+    let mut stream = futures::stream::iter(source)
+        .map(|(pos, r)| submit(ctx.clone(), pos, r))
+        .buffer_unordered(dispatch.concurrency);
+
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let mut ticker = tokio::time::interval(STATUS_EVERY);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            next = stream.next() => {
+                let Some(outcome) = next else { break };
+                // This outcome and any others already finished are appended, then written
+                // together before the loop waits again.
+                let mut next = Some(outcome);
+                let mut finished = false;
+                // The task ids of this batch, named if the results cannot be written.
+                let mut tasks: Vec<(uuid::Uuid, String)> = Vec::new();
+                while let Some(outcome) = next.take() {
+                    record(&mut summary, journal, rows, world, &outcome, Some(&mut tasks))?;
+                    match stream.next().now_or_never() {
+                        Some(Some(o)) => next = Some(o),
+                        Some(None) => finished = true,
+                        None => {}
+                    }
+                }
+                journal.flush().inspect_err(|_| {
+                    for (id, task) in &tasks {
+                        tracing::error!(request_id = %id, "request {id} was submitted as task `{}`, but its row could not be written", crate::logging::safe(task));
+                    }
+                })?;
+                progress.update(&summary.counts);
+                if finished {
+                    break;
+                }
+            }
+            () = shutdown.stopping(), if !stop_seen => {
+                stop_seen = true;
+                tracing::warn!("interrupted: no new requests; waiting for those in flight (signal again to stop at once)");
+            }
+            () = shutdown.stopped_now() => {
+                tracing::warn!("interrupted again: stopping now; the requests in flight stay in the write-ahead log, and the next run records them `unknown`");
+                // Outcomes already in (answers that arrived) are kept, not abandoned.
+                while let Some(Some(outcome)) = stream.next().now_or_never() {
+                    record(&mut summary, journal, rows, world, &outcome, None)?;
+                }
+                journal.flush()?;
+                break;
+            }
+            _ = ticker.tick(), if progress.is_hidden() => {
+                progress.status(&summary.counts);
+            }
+        }
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Count an outcome and append its row (if it was attempted).
+fn record(
+    summary: &mut Summary,
+    journal: &mut Journal,
+    rows: &Rows,
+    world: World,
+    outcome: &Outcome,
+    tasks: Option<&mut Vec<(uuid::Uuid, String)>>,
+) -> std::io::Result<()> {
+    summary.unauthorized |= outcome.unauthorized;
+    let Some(status) = outcome.status else {
+        return Ok(());
+    };
+    if status == Status::Submitted {
+        summary.submitted_images += u64::from(outcome.request.body.images());
+        if let Some(tasks) = tasks {
+            tasks.push((outcome.request.id, outcome.task_id.clone()));
+        }
+    }
+    let row = outcome_row(rows, outcome, status, world);
+    journal.append(outcome.request.id, outcome.pos, &row)?;
+    *summary.counts.entry(status).or_default() += 1;
+    if status != Status::Submitted {
+        tracing::info!(
+            request_id = %outcome.request.id,
+            job = %outcome.request.job.id,
+            status = status.as_str(),
+            http_status = outcome.http_status,
+            code = outcome.code,
+            attempt = outcome.attempts,
+            "{} {}: {}",
+            outcome.request.job.id,
+            status.as_str(),
+            crate::logging::safe(&outcome.message)
+        );
+    }
+    Ok(())
+}
+
+/// Submit one request: every attempt through the rate limiter, logged in the write-ahead log
+/// before it leaves, retried as [`crate::retry::classify::submission`] says.
+async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
+    let mut out = Outcome::new(request, pos);
+    if ctx.retrier.shutdown.is_stopping() {
+        return out;
+    }
+    let kind = out.request.body.kind();
+    let images = out.request.body.images();
+    let body = match out.request.wire() {
+        Ok(b) => b,
+        Err(e) => {
+            out.status = Some(Status::Failed);
+            out.submitted_at = journal::now_rfc3339();
+            out.message = format!("cannot read a local image: {e}");
+            return out;
+        }
+    };
+    let mut started = Instant::now();
+    // What the request is if it stops here without an answer that settles it: `failed` (sent
+    // again) only if no attempt so far may have created a task; once one may have (no answer,
+    // a gateway timeout), `unknown` for good, whatever later attempts say.
+    let mut last = Status::Failed;
+    let gate = ctx.limiters.get(&kind).map(|l| (l, images));
+    let ending = ctx
+        .retrier
+        .drive(gate, kind.as_str(), async |n| {
+            out.attempts = n;
+            let at = journal::now_rfc3339();
+            if n == 1 {
+                out.submitted_at = at.clone();
+                started = Instant::now();
+            }
+            // Durable before it leaves (journal invariant 1).
+            let sent = SentLine {
+                id: out.request.id,
+                attempt: n,
+                at: &at,
+                first_at: &out.submitted_at,
+                world: ctx.world,
+                kind: Some(kind),
+                job: &out.request.job.id,
+            };
+            if let Err(e) = ctx.wal.sent(sent).await {
+                out.attempts = n - 1;
+                out.message = format!("cannot write the write-ahead log, so it was not sent: {e}");
+                return Step::Done(if n == 1 { Status::Failed } else { last });
+            }
+            let attempt = ctx.client.submit(kind, &body).await;
+            if let crate::client::Attempt::Answered {
+                status, envelope, ..
+            } = &attempt
+            {
+                out.http_status = Some(*status);
+                out.code = envelope.as_ref().ok().map(|e| e.code);
+                if *status == 429
+                    && let Some(limiter) = ctx.limiters.get(&kind)
+                    && limiter.slow_down()
+                {
+                    tracing::warn!(
+                        "{kind}: the API answered HTTP 429; sending evenly at --rate from now on"
+                    );
+                }
+            } else {
+                out.http_status = None;
+                out.code = None;
+            }
+            let verdict = classify::submission(attempt);
+            tracing::debug!(
+                request_id = %out.request.id,
+                job = %out.request.job.id,
+                attempt = n,
+                http_status = out.http_status,
+                code = out.code,
+                "{}",
+                crate::logging::safe(&format!("{verdict:?}"))
+            );
+            match verdict {
+                Verdict::Submitted {
+                    task_id,
+                    sub_task_ids,
+                } => {
+                    out.task_id = task_id;
+                    out.sub_task_ids = sub_task_ids;
+                    out.message.clear();
+                    Step::Done(Status::Submitted)
+                }
+                Verdict::Rejected { code, message } => {
+                    out.code = code.or(out.code);
+                    out.message = message;
+                    Step::Done(Status::Rejected)
+                }
+                Verdict::Failed { reason } => {
+                    // Cut off before it was complete: no task, and another attempt would fail
+                    // alike.
+                    ctx.wal.noted(out.request.id, n, "not-sent");
+                    out.message = reason;
+                    Step::Done(last)
+                }
+                Verdict::Unauthorized { message } => {
+                    ctx.retrier.shutdown.stop_dispatch();
+                    out.unauthorized = true;
+                    out.message = message;
+                    Step::Done(Status::Failed)
+                }
+                Verdict::Unknown { reason } => {
+                    last = Status::Unknown;
+                    out.message.clone_from(&reason);
+                    if ctx.retry_unknown {
+                        Step::Retry {
+                            reason,
+                            retry_after: None,
+                        }
+                    } else {
+                        Step::Done(Status::Unknown)
+                    }
+                }
+                Verdict::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    // This answer proves no task was created: a crash from here on leaves the
+                    // request `failed`, not `unknown`.
+                    let what = out
+                        .http_status
+                        .map_or_else(|| "not-sent".to_string(), |s| s.to_string());
+                    ctx.wal.noted(out.request.id, n, &what);
+                    out.message.clone_from(&reason);
+                    Step::Retry {
+                        reason,
+                        retry_after,
+                    }
+                }
+            }
+        })
+        .await;
+    out.status = match ending {
+        Ending::Done(status) => Some(status),
+        // Stopped before any attempt went out: no row.
+        Ending::Stopped { attempts: 0, .. } => None,
+        // Out of attempts, or stopped between them: a retry after a transient error becomes
+        // `failed` (resent next run); after an unknown outcome it stays `unknown`.
+        Ending::Exhausted { .. } | Ending::Stopped { .. } => Some(last),
+    };
+    out.elapsed = started.elapsed();
+    out
+}
+/// A finished outcome's row.
+fn outcome_row<'a>(
+    rows: &Rows,
+    o: &'a Outcome,
+    status: Status,
+    world: World,
+) -> Vec<std::borrow::Cow<'a, str>> {
+    rows.row(
+        &o.request,
+        OutcomeCols {
+            status: status.as_str(),
+            task_id: &o.task_id,
+            sub_task_ids: o.sub_task_ids.join(";").into(),
+            attempts: o.attempts.to_string().into(),
+            http_status: o
+                .http_status
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+                .into(),
+            code: o.code.map(|c| c.to_string()).unwrap_or_default().into(),
+            message: world.mark(&o.message),
+            submitted_at: &o.submitted_at,
+            elapsed_ms: o.elapsed.as_millis().to_string().into(),
+        },
+    )
+}

@@ -1,0 +1,403 @@
+//! What an attempt's result means, for each of the three kinds of attempt side by side: a
+//! submission ([`submission`]), a task query ([`query`]) and an image download ([`download`]).
+//! They share one rule, [`transient`]: HTTP 408, 429 and 5xx are worth another attempt after a
+//! backoff. They differ where money is at stake: a query or a download is a GET and safe to
+//! repeat after any failure, a submission only after an answer that proves no task was created.
+//!
+//! Submissions:
+//!
+//! | result | verdict | did it create a task? |
+//! |---|---|---|
+//! | HTTP 200, `code == 0`, a task id | `Submitted` | yes |
+//! | HTTP 200, `code == 0`, no task id; a 2xx body unreadable or over 1 MiB | `Unknown` | maybe |
+//! | HTTP 200, `code != 0` | `Rejected` with code and message | no |
+//! | HTTP 401 / 403 | `Unauthorized`: stop dispatching, exit 3 | no |
+//! | HTTP 504, 524, 598, 599 (a gateway gave up waiting on an upstream that had the request), 520 (the upstream's answer was lost) | `Unknown` | maybe |
+//! | HTTP 408 / 429 / other 5xx | `Retry`, honouring `Retry-After` | no |
+//! | other HTTP statuses (4xx, 3xx, …) | `Rejected` | no |
+//! | not sent (connection refused, DNS) | `Retry` | no |
+//! | our own body could not be produced whole (an image unreadable, or edited since validation) | `Failed`, not retried | no |
+//! | sent, no answer (timeout, connection closed) | `Unknown`; retried only with `--retry-unknown` | maybe |
+//!
+//! Every `Retry` is an answer that proves no task was created: the run notes it in the
+//! write-ahead log, so a crash during the backoff leaves the request `failed` (sent again), not
+//! `unknown`.
+//!
+//! Task queries ([`query`]): an answer with `code == 0` and a result is the answer; `code != 0`
+//! and other 4xx are a refusal (not asked again this run); 401/403 stop everything; transient
+//! statuses, transport failures and unreadable answers are retried.
+//!
+//! Downloads ([`download`]): 2xx is the image; transient statuses are retried; any other status
+//! is a failure recorded for the image.
+
+use std::time::Duration;
+
+use crate::api::{Envelope, TaskResult};
+use crate::client::Attempt;
+
+/// The one rule the three share: an HTTP status worth another attempt after a backoff (the
+/// server was busy or failed; it did nothing with the request).
+pub fn transient(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
+/// What an attempt means for the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Submitted {
+        task_id: String,
+        sub_task_ids: Vec<String>,
+    },
+    /// Transient, and no task was created: try again after a backoff (at least `retry_after`).
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The API refused the request: never resent automatically.
+    Rejected { code: Option<i64>, message: String },
+    /// The credentials were refused.
+    Unauthorized { message: String },
+    /// Sent, but no usable answer: the API may have created (and billed) the task.
+    Unknown { reason: String },
+    /// Our own request could not be sent whole: no task; trying again would fail the same way.
+    Failed { reason: String },
+}
+
+/// Classify one submission attempt (taking it: its strings move into the verdict).
+pub fn submission(attempt: Attempt) -> Verdict {
+    match attempt {
+        Attempt::NotSent(reason) => Verdict::Retry {
+            reason,
+            retry_after: None,
+        },
+        Attempt::NoAnswer(reason) => Verdict::Unknown { reason },
+        Attempt::BodyFailed(reason) => Verdict::Failed { reason },
+        Attempt::Answered {
+            status,
+            retry_after,
+            envelope,
+        } => {
+            let code = envelope.as_ref().ok().map(|e| e.code);
+            let message = |envelope: Result<
+                crate::api::Envelope<crate::api::Submitted>,
+                String,
+            >| match envelope {
+                Ok(e) => e.message,
+                Err(m) => m,
+            };
+            match status {
+                401 | 403 => Verdict::Unauthorized {
+                    message: format!("HTTP {status}: {}", message(envelope)),
+                },
+                504 | 520 | 524 | 598 | 599 => Verdict::Unknown {
+                    reason: format!(
+                        "HTTP {status}: a gateway gave up waiting for the API, which may have created the task: {}",
+                        message(envelope)
+                    ),
+                },
+                s if transient(s) => Verdict::Retry {
+                    reason: format!("HTTP {status}: {}", message(envelope)),
+                    retry_after,
+                },
+                200..=299 => match envelope {
+                    Ok(e) if e.code != 0 => Verdict::Rejected {
+                        code: Some(e.code),
+                        message: e.message,
+                    },
+                    Ok(e) => match e.result {
+                        Some(r) if !r.task_id.is_empty() => Verdict::Submitted {
+                            task_id: r.task_id,
+                            sub_task_ids: r.sub_task_ids,
+                        },
+                        _ => Verdict::Unknown {
+                            reason: "the API answered success without a task id".into(),
+                        },
+                    },
+                    Err(m) => Verdict::Unknown { reason: m },
+                },
+                _ => Verdict::Rejected {
+                    code,
+                    message: format!("HTTP {status}: {}", message(envelope)),
+                },
+            }
+        }
+    }
+}
+
+/// What a task query's answer means.
+#[derive(Debug)]
+pub enum QueryVerdict {
+    /// The task's state.
+    Answer(TaskResult),
+    /// Worth another attempt after a backoff (at least `retry_after`).
+    Retry {
+        /// What went wrong.
+        reason: String,
+        /// The server's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The API refused the query: not asked again this run.
+    Refused(String),
+    /// The credentials were refused.
+    Unauthorized(String),
+}
+
+/// A task query's answer: status, `Retry-After`, the envelope (or why it is unreadable); or an
+/// attempt that got no answer.
+pub type QueryAnswer =
+    Result<(u16, Option<Duration>, Result<Envelope<TaskResult>, String>), Attempt>;
+
+/// Classify one task query attempt.
+pub fn query(answer: QueryAnswer) -> QueryVerdict {
+    let (status, retry_after, body) = match answer {
+        Ok(a) => a,
+        Err(Attempt::NotSent(r) | Attempt::NoAnswer(r) | Attempt::BodyFailed(r)) => {
+            return QueryVerdict::Retry {
+                reason: r,
+                retry_after: None,
+            };
+        }
+        Err(Attempt::Answered { status, .. }) => {
+            return QueryVerdict::Retry {
+                reason: format!("HTTP {status}"),
+                retry_after: None,
+            };
+        }
+    };
+    let message = || match &body {
+        Ok(e) => format!("HTTP {status}: code {}: {}", e.code, e.message),
+        Err(m) => format!("HTTP {status}: {m}"),
+    };
+    match status {
+        401 | 403 => QueryVerdict::Unauthorized(message()),
+        s if transient(s) => QueryVerdict::Retry {
+            reason: message(),
+            retry_after,
+        },
+        200..=299 => match body {
+            Ok(e) if e.code != 0 => QueryVerdict::Refused(format!(
+                "the API refused the query: code {}: {}",
+                e.code, e.message
+            )),
+            Ok(e) => match e.result {
+                Some(r) => QueryVerdict::Answer(r),
+                None => QueryVerdict::Retry {
+                    reason: "the API answered success without a result".into(),
+                    retry_after: None,
+                },
+            },
+            Err(m) => QueryVerdict::Retry {
+                reason: m,
+                retry_after: None,
+            },
+        },
+        _ => QueryVerdict::Refused(format!("the API refused the query: {}", message())),
+    }
+}
+
+/// What a download's HTTP status means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadVerdict {
+    /// The body is the image.
+    Image,
+    /// Worth another attempt.
+    Retry,
+    /// A failure recorded for the image.
+    Failed,
+}
+
+/// Classify a download's HTTP status (a transport failure is always retried).
+pub fn download(status: u16) -> DownloadVerdict {
+    match status {
+        200..=299 => DownloadVerdict::Image,
+        s if transient(s) => DownloadVerdict::Retry,
+        _ => DownloadVerdict::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Submitted;
+
+    fn answered(status: u16, body: Result<Envelope<Submitted>, String>) -> Attempt {
+        Attempt::Answered {
+            status,
+            retry_after: Some(Duration::from_secs(3)),
+            envelope: body,
+        }
+    }
+
+    fn env(code: i64, task: Option<&str>) -> Result<Envelope<Submitted>, String> {
+        Ok(Envelope {
+            code,
+            message: if code == 0 {
+                "Success".into()
+            } else {
+                "bad resolution".into()
+            },
+            request_id: None,
+            result: task.map(|t| Submitted {
+                task_id: t.into(),
+                sub_task_ids: vec![format!("{t}-0")],
+            }),
+        })
+    }
+
+    #[test]
+    fn success_with_task_id_is_submitted() {
+        assert_eq!(
+            submission(answered(200, env(0, Some("t1")))),
+            Verdict::Submitted {
+                task_id: "t1".into(),
+                sub_task_ids: vec!["t1-0".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn success_without_task_id_or_unreadable_is_unknown() {
+        assert!(matches!(
+            submission(answered(200, env(0, None))),
+            Verdict::Unknown { .. }
+        ));
+        assert!(matches!(
+            submission(answered(200, Err("html".into()))),
+            Verdict::Unknown { .. }
+        ));
+    }
+
+    #[test]
+    fn business_error_is_rejected_with_code() {
+        assert_eq!(
+            submission(answered(200, env(1001, None))),
+            Verdict::Rejected {
+                code: Some(1001),
+                message: "bad resolution".into()
+            }
+        );
+    }
+
+    #[test]
+    fn auth_failures_stop() {
+        for s in [401, 403] {
+            assert!(
+                matches!(
+                    submission(answered(s, env(1, None))),
+                    Verdict::Unauthorized { .. }
+                ),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn transient_statuses_retry_with_retry_after() {
+        for s in [408, 429, 500, 501, 502, 503, 507] {
+            match submission(answered(s, Err("x".into()))) {
+                Verdict::Retry { retry_after, .. } => {
+                    assert_eq!(retry_after, Some(Duration::from_secs(3)))
+                }
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_gateway_timeout_is_unknown() {
+        for s in [504, 520, 524, 598, 599] {
+            assert!(
+                matches!(
+                    submission(answered(s, Err("x".into()))),
+                    Verdict::Unknown { .. }
+                ),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_client_errors_are_rejected() {
+        for s in [400, 404, 409, 413, 422, 301] {
+            assert!(
+                matches!(
+                    submission(answered(s, Err("x".into()))),
+                    Verdict::Rejected { .. }
+                ),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn transport_errors() {
+        assert!(matches!(
+            submission(Attempt::NotSent("refused".into())),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            submission(Attempt::NoAnswer("timeout".into())),
+            Verdict::Unknown { .. }
+        ));
+    }
+
+    fn query_env(code: i64, result: Option<TaskResult>) -> Result<Envelope<TaskResult>, String> {
+        Ok(Envelope {
+            code,
+            message: "m".into(),
+            request_id: None,
+            result,
+        })
+    }
+
+    #[test]
+    fn query_answers_are_classified() {
+        let ok = TaskResult {
+            task_id: None,
+            sub_task_results: vec![],
+        };
+        assert!(matches!(
+            query(Ok((200, None, query_env(0, Some(ok))))),
+            QueryVerdict::Answer(_)
+        ));
+        assert!(matches!(
+            query(Ok((200, None, query_env(1101, None)))),
+            QueryVerdict::Refused(_)
+        ));
+        assert!(matches!(
+            query(Ok((404, None, Err("x".into())))),
+            QueryVerdict::Refused(_)
+        ));
+        assert!(matches!(
+            query(Ok((401, None, Err("x".into())))),
+            QueryVerdict::Unauthorized(_)
+        ));
+        match query(Ok((429, Some(Duration::from_secs(2)), Err("x".into())))) {
+            QueryVerdict::Retry { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(2)))
+            }
+            _ => panic!("429 is retried"),
+        }
+        assert!(matches!(
+            query(Err(Attempt::NoAnswer("timeout".into()))),
+            QueryVerdict::Retry { .. }
+        ));
+        assert!(matches!(
+            query(Ok((200, None, query_env(0, None)))),
+            QueryVerdict::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn the_three_share_the_transient_rule() {
+        for s in [408, 429, 500, 502, 503, 507] {
+            assert!(transient(s), "{s}");
+            assert_eq!(download(s), DownloadVerdict::Retry, "{s}");
+        }
+        for s in [400, 404, 301] {
+            assert!(!transient(s), "{s}");
+            assert_eq!(download(s), DownloadVerdict::Failed, "{s}");
+        }
+        assert_eq!(download(200), DownloadVerdict::Image);
+    }
+}

@@ -1,0 +1,383 @@
+//! Settings: the one place where what clap parsed becomes checked values (ripgrep's `lowargs` →
+//! `hiargs`). `cli` parses; the functions here turn its types into [`RunSettings`],
+//! [`CollectSettings`], [`ConnectionSettings`], [`SimSettings`] (and the small settings of
+//! `validate`, `expand` and `merge`) once, and nothing past this module sees a clap type.
+//!
+//! Settings that parse but cannot work are refused before anything is sent (exit 2), naming the
+//! flag: a zero timeout would send (and pay for) a request whose answer can never arrive, and a
+//! first retry delay above the longest one is a typo. Every default lives in [`defaults`].
+
+pub mod defaults;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{
+    CollectArgs, ConnectionArgs, ExpandArgs, ManifestArgs, MergeArgs, RunArgs, SimulateArgs,
+};
+use crate::client::BaseUrl;
+use crate::plan::Flags;
+use crate::retry::{Backoff, RetryPolicy};
+use crate::sim::{LedgerConfig, SimConfig};
+use crate::units::Shard;
+
+/// What every manifest command reads.
+#[derive(Debug, Clone)]
+pub struct ManifestSettings {
+    /// The manifests, expanded in this order.
+    pub manifests: Vec<PathBuf>,
+    /// Manifests that expand to more requests are refused.
+    pub max_requests: u64,
+    /// Salt of every request id (`--run-id`).
+    pub run_id: Option<String>,
+}
+
+/// The server requests go to.
+#[derive(Debug, Clone)]
+pub enum Server {
+    /// The HiDream API at its real hosts.
+    Api,
+    /// `--base-url`: the API or the simulator behind one origin (a run asks which).
+    Url {
+        /// The checked origin.
+        url: BaseUrl,
+        /// As the user wrote it, for messages.
+        text: String,
+    },
+    /// `--simulate`: the simulator, started in-process.
+    Simulator,
+}
+
+/// How to reach the API: `run`'s and `collect`'s connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// Where requests go.
+    pub server: Server,
+    /// HTTP requests in flight at once.
+    pub concurrency: usize,
+    /// Images (for `collect`: queries) per rolling minute per endpoint; 0 = no limit.
+    pub rate: u32,
+    /// Attempts and the delays between them.
+    pub retry: RetryPolicy,
+    /// One HTTP attempt, whole.
+    pub timeout: Duration,
+}
+
+/// `run`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// The manifests.
+    pub manifest: ManifestSettings,
+    /// The server, the pace and the retries.
+    pub connection: ConnectionSettings,
+    /// The results CSV (also the resume state).
+    pub out: PathBuf,
+    /// What is resent of earlier outcomes.
+    pub flags: Flags,
+    /// Refuse to start if the run would submit more images.
+    pub max_images: Option<u64>,
+    /// Only the requests of this shard.
+    pub shard: Option<Shard>,
+    /// Print the plan, send and write nothing.
+    pub dry_run: bool,
+    /// `--collect DIR`: collect after submitting.
+    pub collect: Option<CollectSettings>,
+}
+
+/// `collect`, and `run --collect`.
+#[derive(Debug, Clone)]
+pub struct CollectSettings {
+    /// The connection (`run --collect`: the run's).
+    pub connection: ConnectionSettings,
+    /// The results CSV read.
+    pub results: PathBuf,
+    /// Where images, images.csv and index.html go.
+    pub out: PathBuf,
+    /// Poll until every task is finished or `wait_timeout` passes.
+    pub wait: bool,
+    /// The pause between polling rounds.
+    pub poll_interval: Duration,
+    /// How long `wait` polls.
+    pub wait_timeout: Duration,
+}
+
+/// `simulate`.
+#[derive(Debug, Clone)]
+pub struct SimSettings {
+    /// The address to listen on, as given.
+    pub listen: String,
+    /// What the simulator does.
+    pub config: SimConfig,
+}
+
+/// `expand`.
+#[derive(Debug, Clone)]
+pub struct ExpandSettings {
+    /// The manifests.
+    pub manifest: ManifestSettings,
+    /// Local images as the base64 that would be sent.
+    pub full: bool,
+    /// Endpoints shown on this origin.
+    pub base_url: Option<String>,
+}
+
+/// `merge`.
+#[derive(Debug, Clone)]
+pub struct MergeSettings {
+    /// The results CSVs merged.
+    pub inputs: Vec<PathBuf>,
+    /// The merged results CSV.
+    pub out: PathBuf,
+    /// Order rows as these manifests expand.
+    pub order: Option<ManifestSettings>,
+}
+
+fn positive(flag: &str, d: Duration) -> Result<(), String> {
+    if d.is_zero() {
+        Err(format!(
+            "`{flag}` must be longer than zero (an attempt that cannot wait for its answer is paid for and recorded `unknown`)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The manifest options.
+pub fn manifest(args: ManifestArgs) -> ManifestSettings {
+    ManifestSettings {
+        manifests: args.manifests,
+        max_requests: args.max_requests,
+        run_id: args.run_id,
+    }
+}
+
+/// The connection options shared by `run` and `collect`; `timeout` bounds one attempt.
+pub fn connection(
+    args: ConnectionArgs,
+    timeout_flag: &str,
+    timeout: Duration,
+) -> Result<ConnectionSettings, String> {
+    positive(timeout_flag, timeout)?;
+    if args.backoff > args.backoff_max {
+        return Err(format!(
+            "`--backoff` ({}) is longer than `--backoff-max` ({}): the first retry delay cannot exceed the longest",
+            humantime::format_duration(args.backoff),
+            humantime::format_duration(args.backoff_max)
+        ));
+    }
+    let server = match (args.simulate, args.base_url) {
+        (true, _) => Server::Simulator,
+        (false, None) => Server::Api,
+        (false, Some(text)) => Server::Url {
+            url: BaseUrl::parse(&text).map_err(|m| format!("--base-url: {m}"))?,
+            text,
+        },
+    };
+    Ok(ConnectionSettings {
+        server,
+        concurrency: args.concurrency.max(1) as usize,
+        rate: args.rate,
+        retry: RetryPolicy {
+            max_attempts: args.max_attempts.max(1),
+            backoff: Backoff {
+                base: args.backoff,
+                max: args.backoff_max,
+            },
+        },
+        timeout,
+    })
+}
+
+/// `run`'s options.
+pub fn run(args: RunArgs) -> Result<RunSettings, String> {
+    let connection = connection(args.connection, "--timeout", args.timeout)?;
+    let collect = args
+        .collect
+        .map(|dir| CollectSettings::after_run(&connection, &args.out, dir));
+    Ok(RunSettings {
+        manifest: manifest(args.manifest),
+        connection,
+        out: args.out,
+        flags: Flags {
+            retry_rejected: args.retry_rejected,
+            retry_unknown: args.retry_unknown,
+        },
+        max_images: args.max_images,
+        shard: args.shard,
+        dry_run: args.dry_run,
+        collect,
+    })
+}
+
+impl CollectSettings {
+    /// `run --collect DIR`: the run's connection and results, `--wait`, and `collect`'s default
+    /// poll interval and wait timeout.
+    pub fn after_run(
+        connection: &ConnectionSettings,
+        results: &std::path::Path,
+        out: PathBuf,
+    ) -> CollectSettings {
+        CollectSettings {
+            connection: connection.clone(),
+            results: results.to_path_buf(),
+            out,
+            wait: true,
+            poll_interval: defaults::duration(defaults::DEFAULT_POLL_INTERVAL),
+            wait_timeout: defaults::duration(defaults::DEFAULT_WAIT_TIMEOUT),
+        }
+    }
+}
+
+/// `collect`'s options.
+pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
+    positive("--poll-interval", args.poll_interval)?;
+    positive("--timeout", args.timeout)?;
+    Ok(CollectSettings {
+        connection: connection(args.connection, "--request-timeout", args.request_timeout)?,
+        results: args.results,
+        out: args.out,
+        wait: args.wait,
+        poll_interval: args.poll_interval,
+        wait_timeout: args.timeout,
+    })
+}
+
+/// `simulate`'s options.
+pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
+    let config = SimConfig {
+        latency: args.latency,
+        error_rate: args.error_rate,
+        rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
+        max_concurrent: args.max_concurrent,
+        throttle_rate: args.throttle_rate,
+        task_time: args.task_time,
+        token: args.token,
+        seed: args.seed,
+        fail_rate: args.fail_rate,
+        refuse_rate: args.refuse_rate,
+        drop_before: args.drop_before,
+        drop_after: args.drop_after,
+        ledger: args.ledger.map_or(LedgerConfig::Off, LedgerConfig::File),
+    };
+    config.check()?;
+    Ok(SimSettings {
+        listen: args.listen,
+        config,
+    })
+}
+
+/// `expand`'s options.
+pub fn expand(args: ExpandArgs) -> ExpandSettings {
+    ExpandSettings {
+        manifest: manifest(args.manifest),
+        full: args.full,
+        base_url: args.base_url,
+    }
+}
+
+/// `merge`'s options: `--manifest` orders the rows (every request, however many).
+pub fn merge(args: MergeArgs) -> MergeSettings {
+    MergeSettings {
+        inputs: args.inputs,
+        out: args.out,
+        order: (!args.manifest.is_empty()).then_some(ManifestSettings {
+            manifests: args.manifest,
+            max_requests: u64::MAX,
+            run_id: args.run_id,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn run(extra: &[&str]) -> Result<(), String> {
+        let mut argv = vec!["hidream-batch", "run", "m.yaml"];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).command {
+            Command::Run(args) => super::run(args).map(|_| ()),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_name_their_flag() {
+        assert!(run(&[]).is_ok());
+        assert!(
+            run(&["--timeout", "0s"])
+                .unwrap_err()
+                .contains("`--timeout`")
+        );
+        let err = run(&["--backoff", "10s", "--backoff-max", "1s"]).unwrap_err();
+        assert!(
+            err.contains("`--backoff`") && err.contains("`--backoff-max`"),
+            "{err}"
+        );
+        assert!(run(&["--backoff", "0s", "--backoff-max", "0s"]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod sim_tests {
+    use crate::cli::SimulateArgs;
+    use crate::sim::SimConfig;
+    use clap::Parser as _;
+
+    fn args(extra: &[&str]) -> SimulateArgs {
+        let mut argv = vec!["hidream-batch", "simulate"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::parse_from(argv).command {
+            crate::cli::Command::Simulate(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn from_args_takes_the_flags() {
+        let config = super::simulate(args(&[
+            "--latency",
+            "10ms..20ms",
+            "--rate-limit",
+            "100",
+            "--token",
+            "secret",
+            "--seed",
+            "7",
+        ]))
+        .unwrap()
+        .config;
+        assert_eq!(config.rate_limit, Some(100));
+        assert_eq!(config.seed, 7);
+        assert!(
+            !format!("{config:?}").contains("secret"),
+            "the token is redacted"
+        );
+    }
+
+    #[test]
+    fn from_args_refuses_bad_values_naming_the_flag() {
+        for (argv, flag) in [
+            (&["--error-rate", "1.5"][..], "--error-rate"),
+            (&["--drop-after=-0.1"], "--drop-after"),
+            (
+                &["--fail-rate", "0.6", "--refuse-rate", "0.6"],
+                "--refuse-rate",
+            ),
+            (&["--rate-limit", "0"], "--rate-limit"),
+            (&["--max-concurrent", "0"], "--max-concurrent"),
+            (&["--token", " "], "--token"),
+        ] {
+            let err = super::simulate(args(argv)).map(|s| s.config).unwrap_err();
+            assert!(err.contains(&format!("`{flag}`")), "{err}");
+        }
+        let nan = SimConfig {
+            error_rate: f64::NAN,
+            ..SimConfig::default()
+        };
+        assert!(nan.check().is_err());
+    }
+}
