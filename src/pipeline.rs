@@ -197,11 +197,7 @@ pub async fn run(
                         None => {}
                     }
                 }
-                journal.flush().inspect_err(|_| {
-                    for (id, task) in &tasks {
-                        tracing::error!(request_id = %id, "request {id} was submitted as task `{}`, but its row could not be written", crate::logging::safe(task));
-                    }
-                })?;
+                journal.flush(tasks)?;
                 progress.update(&summary.counts);
                 if finished {
                     break;
@@ -217,7 +213,7 @@ pub async fn run(
                 while let Some(Some(outcome)) = stream.next().now_or_never() {
                     record(&mut summary, journal, rows, world, &outcome, None)?;
                 }
-                journal.flush()?;
+                journal.flush(Vec::new())?;
                 break;
             }
             _ = ticker.tick(), if progress.is_hidden() => {

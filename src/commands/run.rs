@@ -7,41 +7,169 @@
 //! stops after the plan and writes nothing. Then the pipeline ([`crate::pipeline`]) sends, the
 //! journal's final rewrite orders the results, and `--collect` collects.
 
+use std::sync::Arc;
+
 use crate::client::connection::{connect, world};
 use crate::display::{self, Progress};
 use crate::exit;
-use crate::journal::{self, Journal, Prior};
+use crate::journal::{self, Journal, Prior, Resume};
+use crate::manifest::Manifest;
 use crate::pipeline::{self, Dispatch};
-use crate::plan::{self, PlanError, Target};
+use crate::plan::{self, Plan, PlanError, Target};
 use crate::results::{Rows, Status, World};
 use crate::settings::RunSettings;
 use crate::shutdown::Shutdown;
+use crate::validate::Counts;
+
+/// What the start of a run that sends leaves: the journal open for this run's rows, the states
+/// before it, the plan, the rows' layout, and the lock held until the end.
+struct Ready {
+    journal: Journal,
+    resume: Resume,
+    plan: Plan,
+    rows: Rows,
+    /// The results, as messages name them.
+    shown: String,
+    _lock: Option<journal::Lock>,
+}
 
 /// `run`, stopped by `shutdown` (the first signal stops dispatching, the second stops at once).
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8> {
     let (manifests, report) = crate::validate::load_valid(&settings.manifest)?;
-    let run_id = settings.manifest.run_id.as_deref();
-    let flags = settings.flags;
     // A dry run sends nothing and needs no token.
     let conn = match settings.dry_run {
         true => None,
         false => Some(connect(&settings.connection).await?),
     };
+    // The results are locked, read, planned and compacted on a blocking thread: file I/O and
+    // fsync never run on the runtime's thread (the in-process simulator shares it). The lock
+    // comes first: a second run on the same results asks nothing of any server.
+    let settings = Arc::new(settings);
+    let locked = {
+        let settings = settings.clone();
+        blocking(move || lock(&settings)).await?
+    };
+    let world = world(&settings.connection, &shutdown).await?;
+    let manifests = Arc::new(manifests);
+    let ready = {
+        let (manifests, settings) = (manifests.clone(), settings.clone());
+        blocking(move || start(&settings, locked, &manifests, &report.counts, world)).await?
+    };
+    let Some(Ready {
+        mut journal,
+        resume,
+        plan,
+        rows,
+        shown,
+        _lock,
+    }) = ready
+    else {
+        return Ok(exit::OK);
+    };
+    let conn = conn.expect("a run that sends has a connection");
+    let (shard, flags) = (settings.shard, settings.flags);
+    let requests =
+        plan::positioned(&manifests, settings.manifest.run_id.as_deref()).filter(|(_, r)| {
+            plan::in_shard(shard, &r.id) && plan::should_send(resume.get(&r.id), flags)
+        });
+    let dispatch = Dispatch {
+        client: conn.client.clone(),
+        world,
+        rate: settings.connection.rate,
+        retry: settings.connection.retry.clone(),
+        retry_unknown: flags.retry_unknown,
+        concurrency: settings.connection.concurrency,
+    };
+    let progress = Progress::new(plan.to_send());
+    let summary = pipeline::run(
+        dispatch,
+        requests,
+        &mut journal,
+        &rows,
+        &progress,
+        &shutdown,
+    )
+    .await
+    .map_err(|e| unwritable(&shown, e))?;
+    progress.finish();
+
+    // Final rewrite: one row per request, in expansion order.
+    let abandoned = blocking(move || journal.finish().map_err(|e| unwritable(&shown, e))).await?;
+    for s in &abandoned {
+        tracing::warn!(
+            request_id = %s.id,
+            job = %s.job,
+            "request {} (job `{}`) was abandoned in flight (attempt {}): the next run records it `unknown`",
+            s.id,
+            crate::logging::safe(&s.job),
+            s.attempt
+        );
+    }
+    display::print_summary(&summary, &plan, &settings.out);
+    if summary.unauthorized {
+        return Err(exit::aborted(
+            "the API refused the credentials (HTTP 401/403): dispatch stopped; check HIDREAM_API_TOKEN",
+        ));
+    }
+    if shutdown.signals() > 0 {
+        tracing::warn!("interrupted: results written to {}", settings.out.display());
+        return Ok(exit::INTERRUPTED);
+    }
+    let complete = plan.already_submitted + summary.count(Status::Submitted) == plan.total;
+    let code = if complete { exit::OK } else { exit::INCOMPLETE };
+    // `--collect DIR`: wait for the tasks and download their images, with the same client. The
+    // worse of the two outcomes is the exit code (0 only if every request was submitted and every
+    // image is on disk; 130 if a signal stopped the collection; an error, such as 401, wins).
+    if let Some(collect) = &settings.collect {
+        let collected = crate::collect::collect(&conn.client, collect, &shutdown).await?;
+        return Ok(code.max(collected));
+    }
+    Ok(code)
+}
+
+/// The results cannot be written: the run stops (exit 3).
+fn unwritable(shown: &str, e: std::io::Error) -> anyhow::Error {
+    exit::aborted(format!("cannot write the results {shown}: {e}"))
+}
+
+/// Run `f` on the blocking pool (file I/O and fsync), off the runtime's thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| exit::aborted(format!("the results' thread failed: {e}")))?
+}
+
+/// The results' paths, locked (a dry run locks only a lock file that exists).
+fn lock(settings: &RunSettings) -> anyhow::Result<(journal::Paths, Option<journal::Lock>)> {
     let paths = journal::Paths::resolve(&settings.out).map_err(|e| {
         exit::aborted(format!(
             "cannot use the results `{}`: {e}",
             settings.out.display()
         ))
     })?;
-    let shown = paths.display();
-    let unwritable =
-        |e: std::io::Error| exit::aborted(format!("cannot write the results {shown}: {e}"));
-    let _lock =
+    let lock =
         journal::lock(&paths, !settings.dry_run).map_err(|e| exit::aborted(e.to_string()))?;
-    let world = world(&settings.connection, &shutdown).await?;
+    Ok((paths, lock))
+}
+
+/// The start of a run: read the locked results, make the plan (and, for a run that sends, the
+/// compacted results with every open entry settled), print it. `None`: a dry run, done.
+fn start(
+    settings: &RunSettings,
+    (paths, lock): (journal::Paths, Option<journal::Lock>),
+    manifests: &[Manifest],
+    counts: &Counts,
+    world: World,
+) -> anyhow::Result<Option<Ready>> {
+    let run_id = settings.manifest.run_id.as_deref();
+    let flags = settings.flags;
+    let shown = paths.display();
+    let unwritable = |e: std::io::Error| unwritable(&shown.to_string(), e);
     let prior = Prior::read(paths).map_err(|e| exit::aborted(e.to_string()))?;
     check_world(&prior, world)?;
-    let header = crate::results::header(&manifests, prior.header());
+    let header = crate::results::header(manifests, prior.header());
     let rows = Rows::new(&header);
     let orphans = prior.orphans().to_vec();
 
@@ -53,11 +181,11 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     };
     let plan = plan::make(
         &mut target,
-        &manifests,
+        manifests,
         run_id,
         settings.shard,
         flags,
-        first_run.then_some(&report.counts),
+        first_run.then_some(counts),
     )
     .map_err(|e| match e {
         PlanError::Io(e) => unwritable(e),
@@ -94,71 +222,20 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
             "this run would submit {images} images, more than --max-images {max}; nothing was sent"
         )));
     }
-    let (mut journal, resume): (Journal, _) = match target {
-        Target::Dry(_) => return Ok(exit::OK),
+    let (mut journal, resume) = match target {
+        Target::Dry(_) => return Ok(None),
         // Open entries get their rows, then the log is emptied: only then is anything sent.
         Target::Compact(c) => (*c).finish().map_err(unwritable)?,
     };
-    let conn = conn.expect("a run that sends has a connection");
-
     journal.reserve(plan.to_send() as usize);
-    let shard = settings.shard;
-    let requests = plan::positioned(&manifests, run_id).filter(|(_, r)| {
-        plan::in_shard(shard, &r.id) && plan::should_send(resume.get(&r.id), flags)
-    });
-    let dispatch = Dispatch {
-        client: conn.client.clone(),
-        world,
-        rate: settings.connection.rate,
-        retry: settings.connection.retry.clone(),
-        retry_unknown: flags.retry_unknown,
-        concurrency: settings.connection.concurrency,
-    };
-    let progress = Progress::new(plan.to_send());
-    let summary = pipeline::run(
-        dispatch,
-        requests,
-        &mut journal,
-        &rows,
-        &progress,
-        &shutdown,
-    )
-    .await
-    .map_err(unwritable)?;
-    progress.finish();
-
-    // Final rewrite: one row per request, in expansion order.
-    let abandoned = journal.finish().map_err(unwritable)?;
-    for s in &abandoned {
-        tracing::warn!(
-            request_id = %s.id,
-            job = %s.job,
-            "request {} (job `{}`) was abandoned in flight (attempt {}): the next run records it `unknown`",
-            s.id,
-            crate::logging::safe(&s.job),
-            s.attempt
-        );
-    }
-    display::print_summary(&summary, &plan, &settings.out);
-    if summary.unauthorized {
-        return Err(exit::aborted(
-            "the API refused the credentials (HTTP 401/403): dispatch stopped; check HIDREAM_API_TOKEN",
-        ));
-    }
-    if shutdown.signals() > 0 {
-        tracing::warn!("interrupted: results written to {}", settings.out.display());
-        return Ok(exit::INTERRUPTED);
-    }
-    let complete = plan.already_submitted + summary.count(Status::Submitted) == plan.total;
-    let code = if complete { exit::OK } else { exit::INCOMPLETE };
-    // `--collect DIR`: wait for the tasks and download their images, with the same client. The
-    // worse of the two outcomes is the exit code (0 only if every request was submitted and every
-    // image is on disk; 130 if a signal stopped the collection; an error, such as 401, wins).
-    if let Some(collect) = &settings.collect {
-        let collected = crate::collect::collect(&conn.client, collect, &shutdown).await?;
-        return Ok(code.max(collected));
-    }
-    Ok(code)
+    Ok(Some(Ready {
+        journal,
+        resume,
+        plan,
+        rows,
+        shown: shown.to_string(),
+        _lock: lock,
+    }))
 }
 
 /// A run never takes rows answered by the other server for its own (see [`World`]).

@@ -2,7 +2,7 @@
 //! file atomically.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use uuid::Uuid;
@@ -10,21 +10,21 @@ use uuid::Uuid;
 use super::lock::parent;
 
 /// Rows on their way to a file: CSV-encoded one by one into a buffer (so each row's offset and
-/// length are known), written with one `write` per [`Appender::flush`].
-pub(super) struct Appender {
-    pub(super) file: File,
-    /// Bytes in the file.
+/// length in the file are known before it is written), then taken with [`Encoder::take`] and
+/// written by whoever owns the file (the compaction itself, or the journal's writer thread).
+pub(super) struct Encoder {
+    /// Bytes in the file, and taken to be written there.
     len: u64,
-    /// Rows encoded, not yet written (`None` only inside `flush`).
+    /// Rows encoded, not yet taken (`None` only inside `take`).
     csv: Option<csv::Writer<Vec<u8>>>,
-    /// The requests of the rows not yet written.
-    pub(super) pending: Vec<Uuid>,
+    /// The requests of the rows not yet taken.
+    pending: Vec<Uuid>,
 }
 
-impl Appender {
-    pub(super) fn new(file: File, len: u64) -> Appender {
-        Appender {
-            file,
+impl Encoder {
+    /// Rows that follow the `len` bytes of a file.
+    pub(super) fn new(len: u64) -> Encoder {
+        Encoder {
             len,
             csv: Some(Self::encoder(Vec::new())),
             pending: Vec::new(),
@@ -38,10 +38,10 @@ impl Appender {
     }
 
     fn csv(&mut self) -> &mut csv::Writer<Vec<u8>> {
-        self.csv.as_mut().expect("an encoder outside flush")
+        self.csv.as_mut().expect("an encoder outside take")
     }
 
-    /// Bytes encoded and not yet written.
+    /// Bytes encoded and not yet taken.
     pub(super) fn buffered(&mut self) -> usize {
         self.csv().get_ref().len()
     }
@@ -59,22 +59,16 @@ impl Appender {
         Ok((self.len + start as u64, len))
     }
 
-    /// Write the encoded rows; the requests whose rows were written.
-    pub(super) fn flush(&mut self) -> io::Result<Vec<Uuid>> {
-        if self.csv().get_ref().is_empty() {
-            return Ok(std::mem::take(&mut self.pending));
-        }
+    /// The rows encoded since the last take, as bytes to append to the file, and their
+    /// requests. The offsets given by [`Encoder::push`] hold once the bytes are written.
+    pub(super) fn take(&mut self) -> (Vec<u8>, Vec<Uuid>) {
         let csv = self.csv.take().expect("an encoder");
-        let mut buf = csv.into_inner().map_err(|e| e.into_error())?;
-        let written = self.file.write_all(&buf);
-        if written.is_ok() {
-            self.len += buf.len() as u64;
-        }
-        buf.clear();
-        self.csv = Some(Self::encoder(buf));
-        // Rows that were not written settle nothing: their entries stay open.
-        let pending = std::mem::take(&mut self.pending);
-        written.map(|()| pending)
+        let bytes = csv
+            .into_inner()
+            .expect("rows are flushed into memory as they are pushed");
+        self.len += bytes.len() as u64;
+        self.csv = Some(Self::encoder(Vec::with_capacity(bytes.capacity())));
+        (bytes, std::mem::take(&mut self.pending))
     }
 }
 
@@ -194,7 +188,7 @@ mod tests {
             data.extend(std::iter::repeat_n((i % 251) as u8, len));
         }
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
-        tmp.write_all(&data).unwrap();
+        std::io::Write::write_all(&mut tmp, &data).unwrap();
         let mut window = Window::new(tmp.reopen().unwrap());
         // Nearly in order (as a run writes them), then backwards, then scattered.
         let mut order: Vec<usize> = (0..rows.len()).collect();
