@@ -157,51 +157,8 @@ pub fn layout(tasks: &[&Task], nvars: usize) -> Layout {
     }
 }
 
-const CSS: &str = r#"
-:root { --tile: 168px; color-scheme: light; }
-* { box-sizing: border-box; }
-body { margin: 0; padding: 24px 32px 48px; background: #f5f5f4; color: #1c1917;
-  font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC",
-    "PingFang SC", "Microsoft YaHei", sans-serif; }
-header h1 { font-size: 22px; margin: 0 0 6px; }
-header .summary { color: #57534e; margin: 0 0 8px; }
-header .summary b { color: #1c1917; }
-nav.jobs a { display: inline-block; margin: 0 14px 4px 0; color: #1d4ed8; text-decoration: none; }
-nav.jobs a:hover { text-decoration: underline; }
-section.job { background: #fff; border: 1px solid #e7e5e4; border-radius: 10px; padding: 16px 20px 20px;
-  margin: 20px 0; }
-section.job > h2 { font-size: 18px; margin: 0 0 12px; }
-section.job > h2 .info { font-weight: 400; color: #78716c; font-size: 13px; margin-left: 10px; }
-h3.group { font-size: 14px; font-weight: 600; margin: 18px 0 8px; color: #44403c; }
-.k { color: #78716c; font-weight: 400; }
-.scroll { overflow-x: auto; }
-table.grid { border-collapse: collapse; }
-table.grid th, table.grid td { border: 1px solid #e7e5e4; padding: 8px; vertical-align: top; text-align: left; }
-table.grid thead th { background: #fafaf9; font-size: 13px; }
-table.grid tbody th { background: #fafaf9; font-size: 13px; max-width: 180px; }
-table.grid th.corner { color: #78716c; font-weight: 400; font-size: 12px; }
-td.empty { background: repeating-linear-gradient(45deg, #fafaf9, #fafaf9 6px, #f5f5f4 6px, #f5f5f4 12px); }
-.cell, .tiles, .strip { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
-.row-layout { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
-.column { border: 1px solid #e7e5e4; border-radius: 8px; padding: 8px; background: #fafaf9; }
-.column > .label { font-size: 13px; font-weight: 600; margin: 0 0 6px; }
-figure.tile { margin: 0; width: var(--tile); }
-figure.tile a { display: block; }
-figure.tile img { display: block; width: 100%; height: auto; border-radius: 6px; background: #e7e5e4; }
-.placeholder { width: var(--tile); aspect-ratio: 1 / 1; border-radius: 6px; padding: 10px;
-  display: flex; flex-direction: column; align-items: center; justify-content: center; text-align: center;
-  font-size: 12px; background: #f5f5f4; color: #57534e; border: 1px dashed #a8a29e; }
-.status-failed .placeholder, .status-refused .placeholder { background: #fef2f2; color: #991b1b; border: 1px solid #fecaca; }
-.status-done .placeholder { background: #fffbeb; color: #92400e; border: 1px solid #fde68a; }
-.badge { font-weight: 700; text-transform: uppercase; letter-spacing: .05em; }
-.why { margin-top: 6px; overflow-wrap: anywhere; }
-figcaption { font-size: 12px; color: #44403c; margin-top: 4px; overflow-wrap: anywhere; }
-figcaption > span { display: block; }
-.k { margin-right: 4px; }
-p.job-meta { margin: -6px 0 12px; font-size: 13px; }
-p.job-meta > span { margin-right: 16px; }
-footer { color: #78716c; font-size: 12px; margin-top: 24px; }
-"#;
+/// The contact sheet's style (`sheet.css`, kept apart from the markup).
+const CSS: &str = concat!("\n", include_str!("sheet.css"));
 
 /// The whole page.
 pub fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
