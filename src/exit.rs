@@ -1,4 +1,4 @@
-//! The exit codes of SPEC §6, and the error types that carry them to `main`.
+//! The exit codes (README "Exit codes"), and the error types that carry them to `main`.
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! Expansion: manifests become a lazy iterator of typed API requests, each with its request id.
 //!
-//! Order (SPEC §2): manifests as given; jobs in file order; within a job, `for_each` rows in file
+//! Order: manifests as given; jobs in file order; within a job, `for_each` rows in file
 //! order, then the matrix in key order with the last key varying fastest, then `repeat`. Nothing
 //! proportional to the number of requests is built: rows are streamed from their CSV files, the
 //! matrix is an odometer, and local images stay paths until a body is sent ([`Request::wire`]).

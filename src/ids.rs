@@ -1,4 +1,4 @@
-//! Request identity: a request's id is its content (SPEC §4).
+//! Request identity: a request's id is its content (README "Request ids").
 //!
 //! The id is a UUIDv5 over the request's kind, its canonical body with every local image replaced
 //! by the BLAKE3 digest of its bytes, the repeat index and `--run-id`. So:

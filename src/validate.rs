@@ -1,4 +1,4 @@
-//! Validation (SPEC §7): the API contract's checks on every expanded request, all problems at
+//! Validation: the API contract's checks on every expanded request, all problems at
 //! once, before anything is sent.
 //!
 //! The checks that depend only on a value live in [`crate::api`] (shared with the simulator);

@@ -1,4 +1,4 @@
-//! `collect` (SPEC §8): poll the tasks of a results CSV, download every finished image once, and
+//! `collect` (README "`collect`"): poll the tasks of a results CSV, download every finished image once, and
 //! write `DIR/images.csv` and the contact sheet `DIR/index.html`.
 //!
 //! Submitting is half the job: this module turns task ids into files a catalog team can find and

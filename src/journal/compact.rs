@@ -18,7 +18,7 @@ use crate::results::{OutcomeCols, Rows, Status, World};
 
 impl Prior {
     /// Start the compaction that opens the journal for a run that will send, with this run's
-    /// `header` (see [`results::header`]).
+    /// `header` (see [`crate::results::header`]).
     pub fn compactor(self, header: Vec<String>) -> io::Result<Compactor> {
         let dir = parent(&self.paths.file);
         let tmp = tempfile::NamedTempFile::new_in(&dir)?;

@@ -1,4 +1,4 @@
-//! The results journal (SPEC §4): the record of what was sent and what came back, from which every
+//! The results journal (README "Results CSV"): the record of what was sent and what came back, from which every
 //! run decides what to send. It decides what gets paid for, so it is a small state machine whose
 //! invariants hold on every path: a kill, a second signal, a dry run, another manifest or shard on
 //! the same results, a crash while starting up, a file re-saved by a spreadsheet.

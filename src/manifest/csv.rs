@@ -1,4 +1,4 @@
-//! CSV files: CSV manifests (SPEC §3, one request per row) and the `for_each` tables of YAML jobs.
+//! CSV files: CSV manifests (one request per row; README "Manifest reference") and the `for_each` tables of YAML jobs.
 //!
 //! Both are read the way spreadsheets export them: UTF-8 with or without a BOM, quoted fields with
 //! newlines, CRLF line ends. Neither is held in memory: rows are streamed from a private copy taken

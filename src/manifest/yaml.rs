@@ -1,4 +1,4 @@
-//! YAML manifests (SPEC §2): the serde model (strict: an unknown key anywhere is an error), then the
+//! YAML manifests (README "Manifest reference"): the serde model (strict: an unknown key anywhere is an error), then the
 //! checks serde cannot make (ids, kinds, fields of the kind, defaults, placeholders, matrix,
 //! `for_each`), all reported at once.
 

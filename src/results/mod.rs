@@ -1,4 +1,4 @@
-//! The results CSV's schema (SPEC §4), shared by the journal, `merge` and `collect`: the columns,
+//! The results CSV's schema (README "Results CSV"), shared by the journal, `merge` and `collect`: the columns,
 //! the statuses a request can have, which server a row came from, how a request's row is
 //! rendered, and the strict reader every results file is read with.
 //!
@@ -27,7 +27,7 @@ use crate::api::Kind;
 use crate::expand::{Body, ImageRef, Request};
 use crate::manifest::{Field, Manifest, Source};
 
-/// The leading columns, in order (SPEC §4).
+/// The leading columns, in order.
 pub const LEADING: [&str; 12] = [
     "request_id",
     "job",
