@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod identity;
 mod journal;
+mod layout;
 mod manifests;
 mod run;
 mod sim;
