@@ -1,4 +1,5 @@
-//! Request bodies as sent: the JSON of a request, with each local image streamed as base64 from
+//! Request bodies: the typed [`Body`] of an expanded request (with its [`ImageRef`]s), and the
+//! body as sent ([`WireBody`]): the JSON of a request, with each local image streamed as base64 from
 //! its file while the request goes out, never held whole in memory.
 //!
 //! A model request with a 6 MB photo would otherwise hold the file, its base64 and the JSON that
@@ -14,14 +15,90 @@
 //! ends the stream with an error, so the server never receives a complete body and creates no
 //! task.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use bytes::Bytes;
 use futures::Stream;
 use tokio::io::AsyncReadExt;
 
-use crate::ids::Digest;
+use serde::{Serialize, Serializer};
+
+use crate::api::Kind;
+use crate::api::model::ModelBody;
+use crate::api::txt2img::Txt2ImgBody;
+use crate::digest::Digest;
+
+/// An image given to a model request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// An http(s) URL, sent as is.
+    Url(String),
+    /// A local file: `shown` as written in the manifest, `path` resolved against it.
+    File { shown: String, path: PathBuf },
+    /// Base64 given inline (a `data:` URI whose prefix was stripped).
+    Inline(String),
+}
+
+impl ImageRef {
+    /// Classify a rendered `image`/`mask` value. The flag is true when a `data:` prefix was
+    /// stripped (the API wants bare base64; validation warns).
+    pub fn parse(value: &str, dir: &Path) -> (ImageRef, bool) {
+        if value.starts_with("https://") || value.starts_with("http://") {
+            (ImageRef::Url(value.to_string()), false)
+        } else if let Some(rest) = value.strip_prefix("data:") {
+            let data = rest.split_once(',').map_or(rest, |(_, d)| d);
+            (ImageRef::Inline(data.to_string()), true)
+        } else {
+            (
+                ImageRef::File {
+                    shown: value.to_string(),
+                    path: dir.join(value),
+                },
+                false,
+            )
+        }
+    }
+
+    /// How it is shown: the URL, the path as written, or the data.
+    pub fn shown(&self) -> &str {
+        match self {
+            ImageRef::Url(s) | ImageRef::Inline(s) => s,
+            ImageRef::File { shown, .. } => shown,
+        }
+    }
+}
+
+impl Serialize for ImageRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.shown())
+    }
+}
+
+/// A typed request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    Txt2Img(Txt2ImgBody),
+    Model(ModelBody<ImageRef>),
+}
+
+impl Body {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Txt2Img(_) => Kind::Txt2Img,
+            Body::Model(_) => Kind::Model,
+        }
+    }
+
+    /// Images the request asks for: what the per-minute limit counts.
+    pub fn images(&self) -> u32 {
+        match self {
+            Body::Txt2Img(b) => b.images(),
+            Body::Model(b) => b.images(),
+        }
+    }
+}
 
 /// Bytes read per chunk of an image: a multiple of 3.
 const CHUNK: usize = 48 * 1024;
@@ -296,8 +373,8 @@ mod tests {
             std::fs::write(&b, &data[..size / 2]).unwrap();
             let json = br#"{"image":"@A@","mask":"@B@","prompt":"x"}"#.to_vec();
             let files = [
-                (a.clone(), crate::ids::digest_file(&a).unwrap()),
-                (b.clone(), crate::ids::digest_file(&b).unwrap()),
+                (a.clone(), crate::digest::digest_file(&a).unwrap()),
+                (b.clone(), crate::digest::digest_file(&b).unwrap()),
             ];
             let body = WireBody::with_files(json, &["@A@".into(), "@B@".into()], &files).unwrap();
             let engine = base64::engine::general_purpose::STANDARD;
@@ -329,7 +406,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.bin");
         std::fs::write(&a, b"12345").unwrap();
-        let digest = crate::ids::digest_file(&a).unwrap();
+        let digest = crate::digest::digest_file(&a).unwrap();
         let files = [(a.clone(), digest)];
         let json = br#"{"image":"@A@","prompt":"x"}"#.to_vec();
         let body = WireBody::with_files(json.clone(), &["@A@".into()], &files).unwrap();

@@ -1,5 +1,5 @@
 //! What `run` shows a person: the plan before it sends, the progress while it sends (a bar on a
-//! terminal, a status line every [`STATUS_EVERY`] otherwise), and the summary at the end. Nothing
+//! terminal, a status line every [`crate::pipeline::STATUS_EVERY`] otherwise), and the summary at the end. Nothing
 //! here decides anything.
 
 use std::collections::BTreeMap;
@@ -7,12 +7,9 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use crate::api::Kind;
-use crate::pipeline::Summary;
+use crate::pipeline::{Observer, Summary};
 use crate::plan::{Flags, Plan};
 use crate::results::Status;
-
-/// How often a status line is logged when stderr is not a terminal.
-pub const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// "1 submitted, 0 rejected, …" in the order of [`Status::ALL`].
 pub fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
@@ -118,7 +115,8 @@ pub fn describe_estimate((window, paced): (Duration, Duration)) -> String {
     }
 }
 
-/// A progress bar on a terminal; otherwise a status line every [`STATUS_EVERY`].
+/// A progress bar on a terminal; otherwise a status line every
+/// [`crate::pipeline::STATUS_EVERY`].
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: u64,
@@ -140,34 +138,33 @@ impl Progress {
         Progress { bar, total }
     }
 
-    /// No bar: the caller logs [`Progress::status`] every [`STATUS_EVERY`].
-    pub fn is_hidden(&self) -> bool {
-        self.bar.is_none()
+    /// Remove the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
+}
 
-    /// Show the counts so far (several outcomes may have finished together).
-    pub fn update(&self, counts: &BTreeMap<Status, u64>) {
+impl Observer for Progress {
+    fn update(&self, counts: &BTreeMap<Status, u64>) {
         if let Some(b) = &self.bar {
             b.set_position(counts.values().sum());
             b.set_message(describe_counts(counts));
         }
     }
 
-    /// The status line (no terminal).
-    pub fn status(&self, counts: &BTreeMap<Status, u64>) {
+    fn wants_status(&self) -> bool {
+        self.bar.is_none()
+    }
+
+    fn status(&self, counts: &BTreeMap<Status, u64>) {
         tracing::info!(
             "progress: {} of {} requests done ({})",
             counts.values().sum::<u64>(),
             self.total,
             describe_counts(counts)
         );
-    }
-
-    /// Remove the bar.
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
     }
 }
 

@@ -10,92 +10,17 @@
 //! does not (a spreadsheet's notes column, a SKU caption) must not cause a second, paid submission.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
-use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::api::Kind;
 use crate::api::model::{ModelBody, ModelTemplate};
 use crate::api::txt2img::Txt2ImgBody;
-use crate::body::WireBody;
+use crate::body::{Body, ImageRef, WireBody};
 use crate::manifest::{self, Field, FieldSet, Job, JobInfo, Manifest, Source, Template};
 use crate::problem::{At, Problem};
-
-/// `--max-requests` default.
-pub const DEFAULT_MAX_REQUESTS: u64 = 1_000_000;
-
-/// An image given to a model request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageRef {
-    /// An http(s) URL, sent as is.
-    Url(String),
-    /// A local file: `shown` as written in the manifest, `path` resolved against it.
-    File { shown: String, path: PathBuf },
-    /// Base64 given inline (a `data:` URI whose prefix was stripped).
-    Inline(String),
-}
-
-impl ImageRef {
-    /// Classify a rendered `image`/`mask` value. The flag is true when a `data:` prefix was
-    /// stripped (the API wants bare base64; validation warns).
-    pub fn parse(value: &str, dir: &Path) -> (ImageRef, bool) {
-        if value.starts_with("https://") || value.starts_with("http://") {
-            (ImageRef::Url(value.to_string()), false)
-        } else if let Some(rest) = value.strip_prefix("data:") {
-            let data = rest.split_once(',').map_or(rest, |(_, d)| d);
-            (ImageRef::Inline(data.to_string()), true)
-        } else {
-            (
-                ImageRef::File {
-                    shown: value.to_string(),
-                    path: dir.join(value),
-                },
-                false,
-            )
-        }
-    }
-
-    /// How it is shown: the URL, the path as written, or the data.
-    pub fn shown(&self) -> &str {
-        match self {
-            ImageRef::Url(s) | ImageRef::Inline(s) => s,
-            ImageRef::File { shown, .. } => shown,
-        }
-    }
-}
-
-impl Serialize for ImageRef {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.shown())
-    }
-}
-
-/// A typed request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum Body {
-    Txt2Img(Txt2ImgBody),
-    Model(ModelBody<ImageRef>),
-}
-
-impl Body {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Body::Txt2Img(_) => Kind::Txt2Img,
-            Body::Model(_) => Kind::Model,
-        }
-    }
-
-    /// Images the request asks for: what the per-minute limit counts.
-    pub fn images(&self) -> u32 {
-        match self {
-            Body::Txt2Img(b) => b.images(),
-            Body::Model(b) => b.images(),
-        }
-    }
-}
 
 /// Where a request came from, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

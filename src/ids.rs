@@ -19,17 +19,13 @@
 //! read whole once, when validation first meets it. The bytes sent are checked against the same
 //! digest while they stream (`body.rs`): an image edited after validation is never sent.
 
-use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
 use base64::Engine as _;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::api::Kind;
-use crate::expand::{Body, ImageRef};
+use crate::body::{Body, ImageRef};
+use crate::digest::{Digest, Digests};
 use crate::manifest::JobInfo;
 
 /// The UUIDv5 namespace of hidream-batch request ids. Never change it: ids would change.
@@ -37,83 +33,6 @@ pub const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c1e_9a4d_5e2b_8c7f_0d1a_2b3c
 
 /// The id scheme; part of the hashed material.
 const SCHEME: u8 = 2;
-
-/// The BLAKE3 digest of a file's bytes, with its length when it was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Digest {
-    pub hash: [u8; 32],
-    /// `None`: the file could not be read (its request cannot pass validation).
-    pub len: Option<u64>,
-}
-
-impl Digest {
-    fn text(&self) -> String {
-        let hex: String = self.hash.iter().map(|b| format!("{b:02x}")).collect();
-        match self.len {
-            Some(_) => format!("blake3:{hex}"),
-            None => format!("unreadable:{hex}"),
-        }
-    }
-}
-
-/// The digests of the local images a run has met, by path.
-#[derive(Debug, Default)]
-pub struct Digests {
-    map: Mutex<HashMap<PathBuf, Digest>>,
-}
-
-impl Digests {
-    /// The digest of the file at `path`, read whole the first time it is asked for. A path that is
-    /// not a readable regular file gets a digest of its name (its request is refused by
-    /// validation, so the id is never used to send).
-    pub fn get(&self, path: &Path) -> Digest {
-        let cached = self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(path)
-            .copied();
-        if let Some(d) = cached {
-            return d;
-        }
-        let digest = digest_file(path).unwrap_or_else(|_| Digest {
-            hash: *blake3::hash(format!("unreadable\0{}", path.display()).as_bytes()).as_bytes(),
-            len: None,
-        });
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_path_buf(), digest);
-        digest
-    }
-}
-
-/// Hash a regular file's bytes.
-pub fn digest_file(path: &Path) -> std::io::Result<Digest> {
-    let mut file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut len = 0u64;
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                len += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Digest {
-        hash: *hasher.finalize().as_bytes(),
-        len: Some(len),
-    })
-}
 
 /// How an image takes part in the id: a URL as written, anything else as the digest of its bytes.
 fn image_identity(image: &ImageRef, digests: &Digests) -> String {
@@ -206,6 +125,7 @@ fn hash<T: Serialize>(material: &T) -> Uuid {
 mod tests {
     use super::*;
     use crate::api::model::{ModelBody, ModelTemplate};
+    use std::path::Path;
 
     fn model(image: ImageRef) -> Body {
         Body::Model(ModelBody {

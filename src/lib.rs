@@ -86,6 +86,7 @@ pub mod cli;
 pub mod client;
 pub mod collect;
 pub mod commands;
+pub mod digest;
 pub mod display;
 pub mod env_vars;
 pub mod exit;

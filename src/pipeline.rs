@@ -29,7 +29,6 @@ use futures::{FutureExt, StreamExt};
 
 use crate::api::Kind;
 use crate::client::Client;
-use crate::display::{Progress, STATUS_EVERY};
 use crate::expand::Request;
 use crate::journal::{self, Journal, SentLine, WalHandle};
 use crate::rate::Limiter;
@@ -84,6 +83,19 @@ impl Outcome {
             unauthorized: false,
         }
     }
+}
+
+/// How often [`Observer::status`] is called when it wants status lines.
+pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// Whoever shows the pipeline's progress (the pipeline itself prints nothing).
+pub trait Observer {
+    /// The outcomes so far (several may have finished together).
+    fn update(&self, counts: &BTreeMap<Status, u64>);
+    /// Whether [`Observer::status`] is wanted every [`STATUS_EVERY`] (no progress bar).
+    fn wants_status(&self) -> bool;
+    /// The periodic status.
+    fn status(&self, counts: &BTreeMap<Status, u64>);
 }
 
 /// What a run's pipeline did.
@@ -145,7 +157,7 @@ pub async fn run(
     requests: impl Iterator<Item = (u32, Request)>,
     journal: &mut Journal,
     rows: &Rows,
-    progress: &Progress,
+    progress: &impl Observer,
     shutdown: &Shutdown,
 ) -> Result<Summary, std::io::Error> {
     let ctx = Arc::new(Ctx {
@@ -216,7 +228,7 @@ pub async fn run(
                 journal.flush(Vec::new())?;
                 break;
             }
-            _ = ticker.tick(), if progress.is_hidden() => {
+            _ = ticker.tick(), if progress.wants_status() => {
                 progress.status(&summary.counts);
             }
         }

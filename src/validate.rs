@@ -11,10 +11,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::api::{self, Kind};
-use crate::expand::{self, Body, ImageRef, Request};
+use crate::body::{Body, ImageRef};
+use crate::expand::{self, Request};
 use crate::manifest::{self, Field, Manifest};
 use crate::problem::{At, Problem};
-use crate::settings::ManifestSettings;
 
 /// How many distinct problems are listed before the rest are only counted.
 pub const MAX_LISTED: usize = 50;
@@ -81,7 +81,7 @@ pub struct Options<'a> {
 pub fn load_all(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<Problem>) {
     let mut manifests = Vec::new();
     let mut problems = Vec::new();
-    let digests = std::sync::Arc::new(crate::ids::Digests::default());
+    let digests = std::sync::Arc::new(crate::digest::Digests::default());
     for path in paths {
         match manifest::load(path, &digests) {
             Ok(m) => manifests.push(m),
@@ -405,12 +405,11 @@ fn check_inline(data: &str) -> Result<(), String> {
 }
 /// Load and validate the manifests; print warnings; on any problem print them all (stderr) and
 /// fail with exit code 2.
-pub fn load_valid(settings: &ManifestSettings) -> anyhow::Result<(Vec<Manifest>, Report)> {
-    let options = Options {
-        max_requests: settings.max_requests,
-        run_id: settings.run_id.as_deref(),
-    };
-    let (manifests, report) = validate(&settings.manifests, &options);
+pub fn load_valid(
+    paths: &[PathBuf],
+    options: &Options<'_>,
+) -> anyhow::Result<(Vec<Manifest>, Report)> {
+    let (manifests, report) = validate(paths, options);
     for w in &report.warnings {
         tracing::warn!("{w}");
     }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The JSON body of a model-image submission, generic over how the images are carried: a
-/// [`crate::expand::ImageRef`] (a path or URL, for display and ids) or a `String` (the value sent:
+/// [`crate::body::ImageRef`] (a path or URL, for display and ids) or a `String` (the value sent:
 /// a URL or base64 without a `data:` prefix). Field order is canonical for request ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelBody<I = String> {

@@ -10,7 +10,7 @@ use super::broken_pipe;
 
 /// `expand`: one JSON line per request.
 pub fn expand(settings: &ExpandSettings) -> anyhow::Result<u8> {
-    let (manifests, _) = crate::validate::load_valid(&settings.manifest)?;
+    let (manifests, _) = settings.manifest.load_valid()?;
     let endpoints: Vec<(Kind, String)> = Kind::ALL
         .iter()
         .map(|k| (*k, k.endpoint(settings.base_url.as_deref())))

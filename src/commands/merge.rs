@@ -10,7 +10,7 @@ pub fn run(settings: &MergeSettings) -> anyhow::Result<u8> {
     let conflicts = match &settings.order {
         None => merge(&settings.inputs, &out, std::iter::empty())?,
         Some(order) => {
-            let (manifests, _) = crate::validate::load_valid(order)?;
+            let (manifests, _) = order.load_valid()?;
             let ids = crate::expand::expand(&manifests, order.run_id.as_deref())
                 .flatten()
                 .map(|r| r.id);

@@ -35,7 +35,7 @@ struct Ready {
 
 /// `run`, stopped by `shutdown` (the first signal stops dispatching, the second stops at once).
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8> {
-    let (manifests, report) = crate::validate::load_valid(&settings.manifest)?;
+    let (manifests, report) = settings.manifest.load_valid()?;
     // A dry run sends nothing and needs no token.
     let conn = match settings.dry_run {
         true => None,

@@ -8,7 +8,7 @@ use super::print_out;
 
 /// `validate`: print what the manifests expand to and what a run would send.
 pub fn validate(settings: &ManifestSettings) -> anyhow::Result<u8> {
-    let (_, report) = crate::validate::load_valid(settings)?;
+    let (_, report) = settings.load_valid()?;
     let mut out = String::new();
     let counts = &report.counts;
     for m in &counts.manifests {

@@ -14,7 +14,7 @@ use csv::StringRecord;
 use super::snapshot::{Snapshot, SnapshotReader};
 use super::{Field, FieldSet, JobInfo, Manifest, Source, Template};
 use crate::api::Kind;
-use crate::ids::Digests;
+use crate::digest::Digests;
 use crate::problem::{At, Problem};
 
 /// A column of a CSV manifest.

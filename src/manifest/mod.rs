@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::api::Kind;
-use crate::ids::Digests;
+use crate::digest::Digests;
 use crate::problem::{At, Problem};
 pub use template::Template;
 

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{Field, FieldSet, ForEach, Job, JobInfo, Manifest, Source, Template};
 use crate::api::Kind;
-use crate::ids::Digests;
+use crate::digest::Digests;
 use crate::problem::{At, Problem};
 
 /// A YAML scalar (string, number or boolean) kept as text: every field is a template until a

@@ -24,7 +24,8 @@ use std::collections::HashMap;
 pub use reader::{Item, Reader, Row, Unreadable};
 
 use crate::api::Kind;
-use crate::expand::{Body, ImageRef, Request};
+use crate::body::{Body, ImageRef};
+use crate::expand::Request;
 use crate::manifest::{Field, Manifest, Source};
 
 /// The leading columns, in order.

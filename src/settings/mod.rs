@@ -32,6 +32,19 @@ pub struct ManifestSettings {
     pub run_id: Option<String>,
 }
 
+impl ManifestSettings {
+    /// Validate and load the manifests (exit 2 on any problem, every problem printed).
+    pub fn load_valid(
+        &self,
+    ) -> anyhow::Result<(Vec<crate::manifest::Manifest>, crate::validate::Report)> {
+        let options = crate::validate::Options {
+            max_requests: self.max_requests,
+            run_id: self.run_id.as_deref(),
+        };
+        crate::validate::load_valid(&self.manifests, &options)
+    }
+}
+
 /// The server requests go to.
 #[derive(Debug, Clone)]
 pub enum Server {
