@@ -8,6 +8,7 @@ mod journal;
 mod layout;
 mod manifests;
 mod run;
+mod shutdown;
 mod sim;
 mod unattended;
 mod usage;
