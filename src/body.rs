@@ -174,10 +174,6 @@ impl WireBody {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The whole body in memory, when it has no file (cheap to clone).
     pub fn as_bytes(&self) -> Option<Bytes> {
         match self.parts.as_slice() {

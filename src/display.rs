@@ -12,7 +12,7 @@ use crate::plan::{Flags, Plan};
 use crate::results::Status;
 
 /// "1 submitted, 0 rejected, …" in the order of [`Status::ALL`].
-pub fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
+pub(crate) fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
     Status::ALL
         .iter()
         .map(|s| format!("{} {}", counts.get(s).copied().unwrap_or(0), s.as_str()))
@@ -21,7 +21,7 @@ pub fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
 }
 
 /// The plan, on stdout.
-pub fn print_plan(plan: &Plan, flags: Flags, rate: u32) {
+pub(crate) fn print_plan(plan: &Plan, flags: Flags, rate: u32) {
     let mut out = format!(
         "plan: {} requests: {} new, {} already submitted (skipped), {} failed to retry, {} rejected ({}), {} unknown ({})\n",
         plan.total,
@@ -62,7 +62,7 @@ pub fn print_plan(plan: &Plan, flags: Flags, rate: u32) {
 }
 
 /// The end of a run, on stdout.
-pub fn print_summary(summary: &Summary, plan: &Plan, results: &std::path::Path) {
+pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path::Path) {
     // Per minute of the run; a run shorter than a minute sent all its images in one minute.
     let per_minute =
         summary.submitted_images as f64 * 60.0 / summary.elapsed.as_secs_f64().max(60.0);
@@ -87,7 +87,7 @@ pub fn print_summary(summary: &Summary, plan: &Plan, results: &std::path::Path) 
 /// How long `rate` images per minute per endpoint make a run take, for its busiest endpoint
 /// (see [`crate::rate`]): as the window allows (a minute's allowance per window), and paced evenly
 /// (what an endpoint that answers 429 gets).
-pub fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> (Duration, Duration) {
+pub(crate) fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> (Duration, Duration) {
     let images = per_kind.values().map(|(_, i)| *i).max().unwrap_or(0);
     let rate = u64::from(rate.max(1));
     let windows = images.div_ceil(rate).saturating_sub(1);
@@ -98,7 +98,7 @@ pub fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> (Duration, 
 }
 
 /// "under a minute", or "about 2m 1s, or about 2m 40s paced evenly (…)" when the two differ.
-pub fn describe_estimate((window, paced): (Duration, Duration)) -> String {
+pub(crate) fn describe_estimate((window, paced): (Duration, Duration)) -> String {
     let one = |d: Duration| {
         if d.as_secs() < 60 {
             "under a minute".to_string()
@@ -117,14 +117,14 @@ pub fn describe_estimate((window, paced): (Duration, Duration)) -> String {
 
 /// A progress bar on a terminal; otherwise a status line every
 /// [`crate::pipeline::STATUS_EVERY`].
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: u64,
 }
 
 impl Progress {
     /// Progress towards `total` outcomes.
-    pub fn new(total: u64) -> Progress {
+    pub(crate) fn new(total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
@@ -139,7 +139,7 @@ impl Progress {
     }
 
     /// Remove the bar.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

@@ -3,20 +3,20 @@
 use std::fmt;
 
 /// Every request has a task id (in this run or an earlier one).
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// The run finished, but some requests are rejected, failed or unknown.
-pub const INCOMPLETE: u8 = 1;
+pub(crate) const INCOMPLETE: u8 = 1;
 /// Bad usage or invalid input: nothing was sent.
-pub const INVALID: u8 = 2;
+pub(crate) const INVALID: u8 = 2;
 /// Aborted: credentials refused, results file locked or unwritable.
-pub const ABORTED: u8 = 3;
+pub(crate) const ABORTED: u8 = 3;
 /// Interrupted by a signal, after writing the results.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// An error that ends the process with a given exit code. Wrap a cause with [`invalid`] or
 /// [`aborted`]; `main` finds it anywhere in the `anyhow` chain.
 #[derive(Debug)]
-pub struct Exit {
+pub(crate) struct Exit {
     pub code: u8,
     pub message: String,
 }
@@ -30,7 +30,7 @@ impl fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 /// Invalid input (exit 2).
-pub fn invalid(message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn invalid(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Exit {
         code: INVALID,
         message: message.into(),
@@ -38,7 +38,7 @@ pub fn invalid(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Aborted (exit 3).
-pub fn aborted(message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn aborted(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Exit {
         code: ABORTED,
         message: message.into(),
@@ -46,7 +46,7 @@ pub fn aborted(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Interrupted by a signal before anything was sent (exit 130).
-pub fn interrupted(message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn interrupted(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Exit {
         code: INTERRUPTED,
         message: message.into(),
@@ -55,7 +55,7 @@ pub fn interrupted(message: impl Into<String>) -> anyhow::Error {
 
 /// The exit code for an error that reached `main`: the code of the first [`Exit`] in the chain;
 /// otherwise 3 (an unexpected failure aborts, it never claims that nothing was sent).
-pub fn code_of(err: &anyhow::Error) -> u8 {
+pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
     err.chain()
         .find_map(|e| e.downcast_ref::<Exit>().map(|x| x.code))
         .unwrap_or(ABORTED)

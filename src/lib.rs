@@ -79,31 +79,33 @@
 //!
 //! See the README for the user's view: commands, manifest reference, results columns, exit codes.
 
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod api;
 pub mod app;
 pub mod body;
 pub mod cli;
-pub mod client;
-pub mod collect;
+pub(crate) mod client;
+pub(crate) mod collect;
 pub mod commands;
 pub mod digest;
-pub mod display;
+pub(crate) mod display;
 pub mod env_vars;
-pub mod exit;
+pub(crate) mod exit;
 pub mod expand;
 pub mod ids;
-pub mod journal;
-pub mod logging;
+pub(crate) mod journal;
+pub(crate) mod logging;
 pub mod manifest;
-pub mod merge;
-pub mod pipeline;
-pub mod plan;
-pub mod problem;
-pub mod rate;
-pub mod results;
-pub mod retry;
+pub(crate) mod merge;
+pub(crate) mod pipeline;
+pub(crate) mod plan;
+pub(crate) mod problem;
+pub(crate) mod rate;
+pub(crate) mod results;
+pub(crate) mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod sim;
 pub mod units;
-pub mod validate;
+pub(crate) mod validate;

@@ -13,7 +13,7 @@ static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 
 /// Report a fatal error once: `error: …` on stderr, or a JSON log line with `--log-format json`
 /// (so every stderr line of a JSON run parses).
-pub fn error(message: &str) {
+pub(crate) fn error(message: &str) {
     if JSON.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::error!("{message}");
     } else {
@@ -21,13 +21,8 @@ pub fn error(message: &str) {
     }
 }
 
-/// Whether logs are JSON.
-pub fn is_json() -> bool {
-    JSON.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Install the global subscriber. `verbosity`: -1 quiet, 0 default (info), 1 debug, ≥2 trace.
-pub fn init(format: LogFormat, verbosity: i8) {
+pub(crate) fn init(format: LogFormat, verbosity: i8) {
     let default = match verbosity {
         i8::MIN..=-1 => "warn",
         0 => "info",
@@ -61,7 +56,7 @@ pub fn init(format: LogFormat, verbosity: i8) {
 
 /// Text from outside (a prompt, an API message) made safe for a terminal and a log line: control
 /// characters, escape sequences included, are shown escaped.
-pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn safe(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return text.into();
     }

@@ -35,7 +35,7 @@ struct Pick {
 
 /// A conflict: one request with two different task ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     pub request_id: Uuid,
     pub kept: (String, PathBuf),
     pub other: (String, PathBuf),
@@ -43,7 +43,7 @@ pub struct Conflict {
 
 /// Merge `inputs` into `out` (written atomically), rows in `order` first (ids not in the inputs
 /// are skipped), then the rest in order of first appearance. Returns the conflicts found.
-pub fn merge(
+pub(crate) fn merge(
     inputs: &[PathBuf],
     out: &Path,
     order: impl Iterator<Item = Uuid>,
@@ -193,7 +193,7 @@ fn open(path: &Path) -> anyhow::Result<csv::Reader<File>> {
 
 /// Lock every input and the output (once each, however named), and check that no input (nor the
 /// output) has requests in flight without a row. The locks are held while they live.
-pub fn guard(inputs: &[PathBuf], out: &Path) -> anyhow::Result<(PathBuf, Vec<journal::Lock>)> {
+pub(crate) fn guard(inputs: &[PathBuf], out: &Path) -> anyhow::Result<(PathBuf, Vec<journal::Lock>)> {
     let resolve = |p: &Path| {
         journal::Paths::resolve(p)
             .map_err(|e| exit::aborted(format!("cannot use `{}`: {e}", p.display())))

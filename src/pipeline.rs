@@ -39,7 +39,7 @@ use crate::shutdown::Shutdown;
 
 /// What happened to one dispatched request.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The request.
     pub request: Request,
     /// The request's position in the expansion (orders the final results).
@@ -86,10 +86,10 @@ impl Outcome {
 }
 
 /// How often [`Observer::status`] is called when it wants status lines.
-pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// Whoever shows the pipeline's progress (the pipeline itself prints nothing).
-pub trait Observer {
+pub(crate) trait Observer {
     /// The outcomes so far (several may have finished together).
     fn update(&self, counts: &BTreeMap<Status, u64>);
     /// Whether [`Observer::status`] is wanted every [`STATUS_EVERY`] (no progress bar).
@@ -100,7 +100,7 @@ pub trait Observer {
 
 /// What a run's pipeline did.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Outcomes of this run per status.
     pub counts: BTreeMap<Status, u64>,
     /// Images of the requests submitted by this run.
@@ -113,18 +113,18 @@ pub struct Summary {
 
 impl Summary {
     /// Outcomes of this run.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.counts.values().sum()
     }
 
     /// Outcomes of this run with `status`.
-    pub fn count(&self, status: Status) -> u64 {
+    pub(crate) fn count(&self, status: Status) -> u64 {
         self.counts.get(&status).copied().unwrap_or(0)
     }
 }
 
 /// What the pipeline sends with.
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     /// The shared HTTP client.
     pub client: Client,
     /// The server's world, written in every row.
@@ -152,7 +152,7 @@ struct Ctx {
 
 /// Submit `requests` (each with its position in the expansion), append their rows to `journal`,
 /// and return what happened. An error is a results file that cannot be written.
-pub async fn run(
+pub(crate) async fn run(
     dispatch: Dispatch,
     requests: impl Iterator<Item = (u32, Request)>,
     journal: &mut Journal,

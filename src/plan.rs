@@ -35,7 +35,7 @@ pub struct Flags {
 }
 
 /// Whether a request in state `before` is sent by a run with `flags` (the table above).
-pub fn should_send(before: Option<Status>, flags: Flags) -> bool {
+pub(crate) fn should_send(before: Option<Status>, flags: Flags) -> bool {
     match before {
         None | Some(Status::Failed) => true,
         Some(Status::Submitted) => false,
@@ -46,7 +46,7 @@ pub fn should_send(before: Option<Status>, flags: Flags) -> bool {
 
 /// What a run will do, counted per reason.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub total: u64,
     pub new: u64,
     pub already_submitted: u64,
@@ -63,7 +63,7 @@ pub struct Plan {
 
 impl Plan {
     /// Count one request of the run: its state before, and whether it is sent.
-    pub fn count(&mut self, before: Option<Status>, flags: Flags, kind: Kind, images: u32) -> bool {
+    pub(crate) fn count(&mut self, before: Option<Status>, flags: Flags, kind: Kind, images: u32) -> bool {
         self.total += 1;
         match before {
             None => self.new += 1,
@@ -83,18 +83,18 @@ impl Plan {
     }
 
     /// Requests the run sends.
-    pub fn to_send(&self) -> u64 {
+    pub(crate) fn to_send(&self) -> u64 {
         self.new + self.to_retry_failed + self.rejected_retry + self.unknown_retry
     }
 
     /// Images the run sends.
-    pub fn images(&self) -> u64 {
+    pub(crate) fn images(&self) -> u64 {
         self.images.values().sum()
     }
 }
 
 /// Where the plan's pass puts what it learns: nowhere (a dry run), or the compaction.
-pub enum Target {
+pub(crate) enum Target {
     /// A dry run: the results are only read.
     Dry(Box<Prior>),
     /// A run that sends: the compacted results are laid out in this run's order.
@@ -126,7 +126,7 @@ impl Target {
 
 /// Why the plan could not be made.
 #[derive(Debug)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     /// The compacted results could not be written.
     Io(std::io::Error),
     /// This many requests are in the results under the ids of before content identity: sending
@@ -135,12 +135,12 @@ pub enum PlanError {
 }
 
 /// Whether request `id` belongs to `shard` (every request without one).
-pub fn in_shard(shard: Option<Shard>, id: &uuid::Uuid) -> bool {
+pub(crate) fn in_shard(shard: Option<Shard>, id: &uuid::Uuid) -> bool {
     shard.is_none_or(|s| s.contains(id))
 }
 
 /// The (valid) expansion with each request's position in it.
-pub fn positioned<'a>(
+pub(crate) fn positioned<'a>(
     manifests: &'a [Manifest],
     run_id: Option<&'a str>,
 ) -> impl Iterator<Item = (u32, Request)> + 'a {
@@ -154,7 +154,7 @@ pub fn positioned<'a>(
 /// in `target`; a run that sends also places each request's row in the compacted results. With
 /// `first_run` (no earlier rows, nothing in flight, no shard) every request is new: the plan is
 /// `counts` and the pass is skipped.
-pub fn make(
+pub(crate) fn make(
     target: &mut Target,
     manifests: &[Manifest],
     run_id: Option<&str>,

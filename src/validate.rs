@@ -17,7 +17,7 @@ use crate::manifest::{self, Field, Manifest};
 use crate::problem::{At, Problem};
 
 /// How many distinct problems are listed before the rest are only counted.
-pub const MAX_LISTED: usize = 50;
+pub(crate) const MAX_LISTED: usize = 50;
 
 /// What the manifests would send.
 #[derive(Debug, Clone, Default)]
@@ -72,13 +72,13 @@ impl Report {
 
 /// Options of validation.
 #[derive(Debug, Clone)]
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     pub max_requests: u64,
     pub run_id: Option<&'a str>,
 }
 
 /// Load manifests; problems of every file are collected.
-pub fn load_all(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<Problem>) {
+pub(crate) fn load_all(paths: &[PathBuf]) -> (Vec<Manifest>, Vec<Problem>) {
     let mut manifests = Vec::new();
     let mut problems = Vec::new();
     let digests = std::sync::Arc::new(crate::digest::Digests::default());
@@ -117,7 +117,7 @@ impl Collector {
 
 /// Validate manifests: load them (problems of all files at once), guard `--max-requests`, expand
 /// every request and check it.
-pub fn validate(paths: &[PathBuf], options: &Options<'_>) -> (Vec<Manifest>, Report) {
+pub(crate) fn validate(paths: &[PathBuf], options: &Options<'_>) -> (Vec<Manifest>, Report) {
     let (manifests, load_problems) = load_all(paths);
     let mut report = Report::default();
     let mut collector = Collector::default();
@@ -254,13 +254,13 @@ fn describe(r: &Request) -> String {
 
 /// Reads each local image's header once.
 #[derive(Default)]
-pub struct ImageChecker {
+pub(crate) struct ImageChecker {
     cache: HashMap<PathBuf, Result<(), String>>,
 }
 
 impl ImageChecker {
     /// Check a local image: it exists, is PNG/JPEG/WebP, and is at most 4096 px per side.
-    pub fn check(&mut self, path: &Path) -> Result<(), String> {
+    pub(crate) fn check(&mut self, path: &Path) -> Result<(), String> {
         if let Some(r) = self.cache.get(path) {
             return r.clone();
         }
@@ -291,7 +291,7 @@ fn check_image_file(path: &Path) -> Result<(), String> {
 }
 
 /// The API contract's checks on one request.
-pub fn check(request: &Request, images: &mut ImageChecker) -> Vec<Problem> {
+pub(crate) fn check(request: &Request, images: &mut ImageChecker) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut add = |field: Field, result: Result<(), String>| {
         if let Err(m) = result {
@@ -405,7 +405,7 @@ fn check_inline(data: &str) -> Result<(), String> {
 }
 /// Load and validate the manifests; print warnings; on any problem print them all (stderr) and
 /// fail with exit code 2.
-pub fn load_valid(
+pub(crate) fn load_valid(
     paths: &[PathBuf],
     options: &Options<'_>,
 ) -> anyhow::Result<(Vec<Manifest>, Report)> {

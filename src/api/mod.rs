@@ -100,13 +100,6 @@ impl Kind {
         matches!(self, Kind::Txt2Img)
     }
 
-    /// The name of the image-count field, which differs between the two kinds.
-    pub fn count_field(self) -> &'static str {
-        match self {
-            Kind::Txt2Img => "img_count",
-            Kind::Model => "image_count",
-        }
-    }
 }
 
 impl std::fmt::Display for Kind {

@@ -11,16 +11,16 @@ use crate::shutdown::Shutdown;
 
 /// The API connection of `run` and `collect`: the client, and the in-process simulator when
 /// `--simulate` started one (kept alive as long as this value).
-pub struct Connection {
+pub(crate) struct Connection {
     /// The shared HTTP client.
     pub client: Client,
-    /// The simulator `--simulate` started.
-    pub simulator: Option<crate::sim::Simulator>,
+    /// The simulator `--simulate` started, kept alive as long as the connection.
+    pub _simulator: Option<crate::sim::Simulator>,
 }
 
 /// Build the connection: `--simulate` starts the simulator and uses a dummy token; otherwise the
 /// token must be in `HIDREAM_API_TOKEN` (exit 2 before anything is sent).
-pub async fn connect(settings: &ConnectionSettings) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(settings: &ConnectionSettings) -> anyhow::Result<Connection> {
     let (pool, timeout) = (settings.concurrency, settings.timeout);
     let base = match &settings.server {
         Server::Simulator => {
@@ -40,7 +40,7 @@ pub async fn connect(settings: &ConnectionSettings) -> anyhow::Result<Connection
             let client = Client::new(base, &token, timeout, pool).map_err(exit::invalid)?;
             return Ok(Connection {
                 client,
-                simulator: Some(sim),
+                _simulator: Some(sim),
             });
         }
         Server::Url { url, .. } => url.clone(),
@@ -55,14 +55,14 @@ pub async fn connect(settings: &ConnectionSettings) -> anyhow::Result<Connection
     let client = Client::new(base, &token, timeout, pool).map_err(exit::invalid)?;
     Ok(Connection {
         client,
-        simulator: None,
+        _simulator: None,
     })
 }
 
 /// Which server the run talks to. `--simulate` is the simulator and no `--base-url` the API; a
 /// `--base-url` is asked (one `HEAD`, without the token, retried like a submission while it cannot
 /// connect): the simulator marks every answer.
-pub async fn world(settings: &ConnectionSettings, shutdown: &Shutdown) -> anyhow::Result<World> {
+pub(crate) async fn world(settings: &ConnectionSettings, shutdown: &Shutdown) -> anyhow::Result<World> {
     let (url, text) = match &settings.server {
         Server::Simulator => return Ok(World::Simulator),
         Server::Api => return Ok(World::Api),

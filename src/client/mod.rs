@@ -2,7 +2,7 @@
 //! one attempt of a submission. Retrying is not done here but in `run`, through the rate limiter,
 //! so every attempt is counted by the limiter; `retry.rs` decides what an attempt's result means.
 
-pub mod connection;
+pub(crate) mod connection;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,27 +17,27 @@ use crate::body::WireBody;
 use crate::env_vars;
 
 /// Connect timeout of every request (the per-attempt `--timeout` covers the whole exchange).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read into memory. The API's answers are small JSON envelopes (a task id, a
 /// few image URLs); anything larger is not read further: a success that large is `unknown` (its
 /// task id cannot be read), any other status is classified by its status alone.
-pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// The token `run --simulate` uses with its in-process simulator.
-pub const SIMULATOR_TOKEN: &str = "simulated-token";
+pub(crate) const SIMULATOR_TOKEN: &str = "simulated-token";
 
 /// The API token. It cannot be printed: `Debug` shows `Token(***)` and there is no `Display`; the
 /// header built from it is marked sensitive so HTTP-level logs redact it too.
 #[derive(Clone)]
-pub struct Token(String);
+pub(crate) struct Token(String);
 
 impl Token {
-    pub fn new(value: String) -> Option<Token> {
+    pub(crate) fn new(value: String) -> Option<Token> {
         let value = value.trim().to_string();
         (!value.is_empty()).then_some(Token(value))
     }
 
     /// From `HIDREAM_API_TOKEN`, if set and non-empty.
-    pub fn from_env() -> Option<Token> {
+    pub(crate) fn from_env() -> Option<Token> {
         std::env::var(env_vars::API_TOKEN).ok().and_then(Token::new)
     }
 
@@ -97,7 +97,7 @@ impl BaseUrl {
 
 /// The result of one HTTP attempt, before classification.
 #[derive(Debug, Clone)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// The server answered.
     Answered {
         status: u16,
@@ -116,7 +116,7 @@ pub enum Attempt {
 
 /// The shared client and the credentials.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: BaseUrl,
     /// Submit URLs, parsed once (index: `Kind::ALL`).
@@ -127,7 +127,7 @@ pub struct Client {
 
 impl Client {
     /// Build the client. `timeout` bounds one whole attempt.
-    pub fn new(
+    pub(crate) fn new(
         base: BaseUrl,
         token: &Token,
         timeout: Duration,
@@ -165,12 +165,12 @@ impl Client {
         })
     }
 
-    pub fn base(&self) -> &BaseUrl {
+    pub(crate) fn base(&self) -> &BaseUrl {
         &self.base
     }
 
     /// The underlying HTTP client (for downloads).
-    pub fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
@@ -186,7 +186,7 @@ impl Client {
 
     /// Which server `--base-url` reaches: the simulator marks every answer ([`crate::sim::MARK_HEADER`]).
     /// One `HEAD` of the text-to-image submit URL, without the token (it creates nothing).
-    pub async fn world(&self) -> Result<crate::results::World, String> {
+    pub(crate) async fn world(&self) -> Result<crate::results::World, String> {
         let url = self.submit_urls[0].clone();
         match self.http.head(url).send().await {
             Ok(r) if r.headers().contains_key(crate::sim::MARK_HEADER) => {
@@ -199,7 +199,7 @@ impl Client {
 
     /// One submission attempt. A body with local images is streamed (with its exact
     /// `Content-Length`); a plain one is sent from memory.
-    pub async fn submit(&self, kind: Kind, body: &WireBody) -> Attempt {
+    pub(crate) async fn submit(&self, kind: Kind, body: &WireBody) -> Attempt {
         let url =
             self.submit_urls[Kind::ALL.iter().position(|k| *k == kind).expect("a kind")].clone();
         let request = self.http.post(url).headers(self.headers(kind));
@@ -222,7 +222,7 @@ impl Client {
     }
 
     /// One GET of a JSON document on a kind's endpoint family (task results).
-    pub async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         kind: Kind,
         url: &str,
@@ -343,7 +343,7 @@ fn transport(e: &reqwest::Error) -> Attempt {
 }
 
 /// An error with its causes, on one line (reqwest's Display hides the interesting part).
-pub fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut out = if e.is_timeout() {
         "timed out".to_string()
@@ -362,7 +362,7 @@ pub fn describe(e: &reqwest::Error) -> String {
 }
 
 /// `Retry-After`: seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

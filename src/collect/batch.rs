@@ -20,10 +20,10 @@ use crate::exit;
 
 /// The file extensions `collect` writes (from the image's content type), in the order a rerun
 /// looks for an existing file.
-pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
+pub(crate) const EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
 
 /// `images.csv` columns before `var.*` and `meta.*`.
-pub const LEADING: [&str; 8] = [
+pub(crate) const LEADING: [&str; 8] = [
     "request_id",
     "job",
     "task_id",
@@ -36,7 +36,7 @@ pub const LEADING: [&str; 8] = [
 
 /// The status of a sub-task: the API's `task_status`, or not known yet (never answered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubStatus {
+pub(crate) enum SubStatus {
     Unknown,
     Code(i64),
 }
@@ -44,7 +44,7 @@ pub enum SubStatus {
 impl SubStatus {
     /// The name written to `images.csv` and shown on the page: queued, running, done, failed,
     /// refused; any other value as its number; `unknown` when the task was never answered.
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         match self {
             SubStatus::Unknown => "unknown".into(),
             SubStatus::Code(status::QUEUED) => "queued".into(),
@@ -57,7 +57,7 @@ impl SubStatus {
     }
 
     /// The inverse of [`SubStatus::name`]; anything unreadable is `Unknown`.
-    pub fn parse(s: &str) -> SubStatus {
+    pub(crate) fn parse(s: &str) -> SubStatus {
         match s.trim() {
             "queued" => SubStatus::Code(status::QUEUED),
             "running" => SubStatus::Code(status::RUNNING),
@@ -71,12 +71,12 @@ impl SubStatus {
         }
     }
 
-    pub fn is_done(self) -> bool {
+    pub(crate) fn is_done(self) -> bool {
         self == SubStatus::Code(status::DONE)
     }
 
     /// Failed or refused: terminal, recorded, never polled again.
-    pub fn is_lost(self) -> bool {
+    pub(crate) fn is_lost(self) -> bool {
         matches!(
             self,
             SubStatus::Code(status::FAILED) | SubStatus::Code(status::REFUSED)
@@ -86,7 +86,7 @@ impl SubStatus {
 
 /// One image of a task.
 #[derive(Debug, Clone)]
-pub struct Sub {
+pub(crate) struct Sub {
     pub id: String,
     /// `n` in the file name.
     pub index: usize,
@@ -118,7 +118,7 @@ impl Sub {
 
     /// Nothing more to do in this invocation: its file is on disk, it is failed or refused, or
     /// its download was given up.
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.status.is_lost()
             || (self.status.is_done() && (self.path.is_some() || self.download_given_up))
     }
@@ -126,7 +126,7 @@ impl Sub {
 
 /// One submitted request of the results.
 #[derive(Debug, Clone)]
-pub struct Task {
+pub(crate) struct Task {
     pub request_id: String,
     pub job: String,
     pub kind: Kind,
@@ -145,19 +145,19 @@ pub struct Task {
 
 impl Task {
     /// Whether it must be queried: some image is not settled (or none is known yet).
-    pub fn needs_query(&self) -> bool {
+    pub(crate) fn needs_query(&self) -> bool {
         !self.query_given_up && (self.subs.is_empty() || self.subs.iter().any(|s| !s.settled()))
     }
 
     /// The next free index for a sub-task the API reports beyond the known ones.
-    pub fn next_index(&self) -> usize {
+    pub(crate) fn next_index(&self) -> usize {
         self.subs.iter().map(|s| s.index + 1).max().unwrap_or(0)
     }
 }
 
 /// The submitted tasks of a results CSV, in its row order.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// `var.<name>` column names of the results, in their order.
     pub vars: Vec<String>,
     /// `meta.<name>` column names.
@@ -169,7 +169,7 @@ pub struct Batch {
 
 /// A directory name for a job: job ids are `[A-Za-z0-9_.-]+` when the manifest was valid, but the
 /// results CSV is only a file, so anything else is replaced rather than trusted as a path.
-pub fn safe_name(s: &str) -> String {
+pub(crate) fn safe_name(s: &str) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {
@@ -188,12 +188,12 @@ pub fn safe_name(s: &str) -> String {
 }
 
 /// `<job>/<request_id>-<n>` relative to DIR, without the extension.
-pub fn stem(job: &str, request_id: &str, index: usize) -> String {
+pub(crate) fn stem(job: &str, request_id: &str, index: usize) -> String {
     format!("{}/{}-{index}", safe_name(job), safe_name(request_id))
 }
 
 /// The image already on disk for this stem, as a path relative to DIR, if any.
-pub fn existing(dir: &Path, stem: &str) -> Option<String> {
+pub(crate) fn existing(dir: &Path, stem: &str) -> Option<String> {
     EXTENSIONS.iter().find_map(|ext| {
         let rel = format!("{stem}.{ext}");
         std::fs::metadata(dir.join(&rel))
@@ -213,7 +213,7 @@ struct Prev {
 
 /// Read the results CSV (row by row, keeping only what collecting needs), then merge what
 /// `DIR/images.csv` recorded, if it exists and is readable.
-pub fn load(results: &Path, dir: &Path) -> anyhow::Result<Batch> {
+pub(crate) fn load(results: &Path, dir: &Path) -> anyhow::Result<Batch> {
     let file = File::open(results).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             exit::invalid(format!(
@@ -428,7 +428,7 @@ fn merge(batch: &mut Batch, mut prev: HashMap<String, Vec<Prev>>, dir: &Path) {
 
 /// Write `DIR/images.csv` atomically: one row per sub-task (a task with none known yet gets one
 /// row with an empty `sub_task_id`), in the results' order.
-pub fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf> {
+pub(crate) fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf> {
     let path = dir.join(super::IMAGES_CSV);
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     {

@@ -28,7 +28,7 @@ use super::batch::{self, SubStatus};
 /// HiDream's own clients and third-party integrations use, and for model images it is inferred
 /// from the family pattern. It is built here and nowhere else, so there is one line to change if
 /// the real endpoint turns out to differ.
-pub fn result_url(base: &BaseUrl, kind: Kind, task_id: &str) -> Result<String, String> {
+pub(crate) fn result_url(base: &BaseUrl, kind: Kind, task_id: &str) -> Result<String, String> {
     let mut url = reqwest::Url::parse(&format!("{}{RESULTS_SUFFIX}", base.endpoint(kind)))
         .map_err(|e| format!("cannot build the result URL: {e}"))?;
     url.query_pairs_mut().append_pair("task_id", task_id);
@@ -36,7 +36,7 @@ pub fn result_url(base: &BaseUrl, kind: Kind, task_id: &str) -> Result<String, S
 }
 
 /// What every poll shares.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The shared HTTP client.
     pub client: Client,
     /// One per endpoint kind; none with `--rate 0`.
@@ -49,7 +49,7 @@ pub struct Ctx {
 
 /// A task to query, with what the future needs to know about its images.
 #[derive(Debug, Clone)]
-pub struct Poll {
+pub(crate) struct Poll {
     /// Its position in the batch.
     pub task: usize,
     pub kind: Kind,
@@ -63,7 +63,7 @@ pub struct Poll {
 
 /// What became of a file.
 #[derive(Debug, Clone, PartialEq)]
-pub enum File {
+pub(crate) enum File {
     /// Nothing to do (not done, or settled before).
     None,
     /// It was already on disk (relative path): not downloaded again.
@@ -76,7 +76,7 @@ pub enum File {
 
 /// One sub-task as the API reported it.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub id: String,
     pub index: usize,
     pub status: SubStatus,
@@ -87,7 +87,7 @@ pub struct Report {
 
 /// The result of one poll.
 #[derive(Debug)]
-pub enum Polled {
+pub(crate) enum Polled {
     Answered {
         task: usize,
         reports: Vec<Report>,
@@ -111,7 +111,7 @@ pub enum Polled {
 }
 
 /// Query one task, then download its finished images that are not on disk yet.
-pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
+pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
     if ctx.retrier.shutdown.is_stopping() {
         return Polled::Skipped;
     }
@@ -217,7 +217,7 @@ pub async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
 }
 
 /// The file extension of an image: from its content type, else from its first bytes.
-pub fn extension(content_type: Option<&str>, head: &[u8]) -> Option<&'static str> {
+pub(crate) fn extension(content_type: Option<&str>, head: &[u8]) -> Option<&'static str> {
     let mime = content_type
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase());

@@ -30,7 +30,7 @@ use super::Summary;
 use super::batch::{Batch, Sub, SubStatus, Task};
 
 /// Escape text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -47,7 +47,7 @@ pub fn escape(s: &str) -> String {
 
 /// One axis of a job: one variable, or several that always go together.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Axis {
+pub(crate) struct Axis {
     /// Indices into [`Batch::vars`].
     pub vars: Vec<usize>,
     /// Distinct value tuples, in order of first appearance.
@@ -82,7 +82,7 @@ fn label(values: &[String]) -> String {
 
 /// How a job is laid out.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Layout {
+pub(crate) enum Layout {
     Strip,
     Row(Axis),
     Grid {
@@ -104,7 +104,7 @@ fn together(tasks: &[&Task], a: usize, b: usize) -> bool {
 }
 
 /// The layout of one job's tasks (see the module docs).
-pub fn layout(tasks: &[&Task], nvars: usize) -> Layout {
+pub(crate) fn layout(tasks: &[&Task], nvars: usize) -> Layout {
     let used: Vec<usize> = (0..nvars)
         .filter(|&v| tasks.iter().any(|t| !t.vars[v].is_empty()))
         .collect();
@@ -161,7 +161,7 @@ pub fn layout(tasks: &[&Task], nvars: usize) -> Layout {
 const CSS: &str = concat!("\n", include_str!("sheet.css"));
 
 /// The whole page.
-pub fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
+pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
     let mut jobs: Vec<(&str, Vec<&Task>)> = Vec::new();
     for t in &batch.tasks {
         match jobs.iter_mut().find(|(j, _)| *j == t.job) {

@@ -23,9 +23,9 @@
 //! downloaded; 2 for a missing results file or token; 3 when the API refuses the credentials;
 //! 130 on a signal (the outputs are written first in every case).
 
-pub mod batch;
-pub mod fetch;
-pub mod html;
+pub(crate) mod batch;
+pub(crate) mod fetch;
+pub(crate) mod html;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,12 +47,12 @@ use batch::{Batch, Sub, SubStatus};
 use fetch::{Ctx, File, Poll, Polled};
 
 /// The file of the images' table, in DIR.
-pub const IMAGES_CSV: &str = "images.csv";
+pub(crate) const IMAGES_CSV: &str = "images.csv";
 /// The contact sheet, in DIR.
-pub const INDEX_HTML: &str = "index.html";
+pub(crate) const INDEX_HTML: &str = "index.html";
 /// Counts over every image of the submitted tasks, after collecting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Images known (a task none of whose images is known yet counts one).
     pub images: u64,
     pub done: u64,
@@ -71,7 +71,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(batch: &Batch) -> Summary {
+    pub(crate) fn of(batch: &Batch) -> Summary {
         let mut s = Summary {
             without_task: batch.without_task,
             ..Summary::default()
@@ -102,13 +102,13 @@ impl Summary {
     }
 
     /// Every image done and on disk.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.done == self.images && self.not_downloaded == 0
     }
 }
 
 /// Collect with a ready client: what `collect` and `run --collect` share.
-pub async fn collect(
+pub(crate) async fn collect(
     client: &Client,
     settings: &CollectSettings,
     shutdown: &Shutdown,

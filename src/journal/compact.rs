@@ -19,7 +19,7 @@ use crate::results::{OutcomeCols, Rows, Status, World};
 impl Prior {
     /// Start the compaction that opens the journal for a run that will send, with this run's
     /// `header` (see [`crate::results::header`]).
-    pub fn compactor(self, header: Vec<String>) -> io::Result<Compactor> {
+    pub(crate) fn compactor(self, header: Vec<String>) -> io::Result<Compactor> {
         let dir = parent(&self.paths.file);
         let tmp = tempfile::NamedTempFile::new_in(&dir)?;
         let mut head = csv::Writer::from_writer(Vec::new());
@@ -54,7 +54,7 @@ impl Prior {
 /// The compaction at the start of a run that sends: a new results file with the latest row of
 /// every request, in this run's expansion order (descriptive columns from the current manifests),
 /// a row for every open entry, then the rows of requests this run does not know.
-pub struct Compactor {
+pub(crate) struct Compactor {
     prior: Prior,
     window: Option<Window>,
     tmp: tempfile::NamedTempFile,
@@ -71,18 +71,18 @@ const PIECE: usize = 256 * 1024;
 
 impl Compactor {
     /// The state of `request` before this run (as [`Prior::lookup`]).
-    pub fn lookup(&self, id: &Uuid) -> Option<(Status, World)> {
+    pub(crate) fn lookup(&self, id: &Uuid) -> Option<(Status, World)> {
         self.prior.lookup(id)
     }
 
-    pub fn prior(&self) -> &Prior {
+    pub(crate) fn prior(&self) -> &Prior {
         &self.prior
     }
 
     /// The request at position `pos` of this run's expansion: its row (its earlier row with the
     /// current manifest's descriptive columns, and the outcome that settles its open entry if it
     /// has one) goes here.
-    pub fn place(&mut self, pos: u32, request: &Request) -> io::Result<()> {
+    pub(crate) fn place(&mut self, pos: u32, request: &Request) -> io::Result<()> {
         let id = request.id;
         let slot = self.prior.slot(&id);
         if let Some(i) = slot {
@@ -173,7 +173,7 @@ impl Compactor {
     /// then empty the write-ahead log (every open entry now has its row on disk). The journal
     /// is ready for this run's rows; the states of the requests before it are returned for the
     /// dispatch to decide from.
-    pub fn finish(mut self) -> io::Result<(Journal, Resume)> {
+    pub(crate) fn finish(mut self) -> io::Result<(Journal, Resume)> {
         // Rows of requests not in this run, in the order they were in (settling their open
         // entries, if any).
         let mut rest: Vec<usize> = (0..self.prior.slots.len())
@@ -236,12 +236,12 @@ impl Compactor {
 /// The state of every request before the run (its latest row, open entries settled), which the
 /// dispatch decides from: 24 bytes a request, sorted by id.
 #[derive(Debug, Default)]
-pub struct Resume {
+pub(crate) struct Resume {
     states: Vec<(Uuid, Status)>,
 }
 
 impl Resume {
-    pub fn get(&self, id: &Uuid) -> Option<Status> {
+    pub(crate) fn get(&self, id: &Uuid) -> Option<Status> {
         self.states
             .binary_search_by_key(id, |(i, _)| *i)
             .ok()

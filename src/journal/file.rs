@@ -131,7 +131,7 @@ impl Window {
 /// file it replaces (or `rw-r--r--` for a new one, not the temp file's private `rw-------`),
 /// rename, fsync the folder. `path` must be the file itself, not a symbolic link to it (the link
 /// would be replaced by a plain file).
-pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> io::Result<()> {
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode())

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// The files of one results journal.
 #[derive(Debug, Clone)]
-pub struct Paths {
+pub(crate) struct Paths {
     /// The results as the user named them (for messages).
     pub shown: PathBuf,
     /// The results file itself: symbolic links resolved, absolute.
@@ -28,7 +28,7 @@ pub struct Paths {
 
 impl Paths {
     /// Resolve `path` (which need not exist yet; a dangling link is resolved to where it points).
-    pub fn resolve(path: &Path) -> io::Result<Paths> {
+    pub(crate) fn resolve(path: &Path) -> io::Result<Paths> {
         let file = resolve(path)?;
         Ok(Paths {
             shown: path.to_path_buf(),
@@ -39,7 +39,7 @@ impl Paths {
     }
 
     /// The results for a message: the name given, and the file it leads to when that differs.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let shown = self.shown.display();
         let link = std::fs::symlink_metadata(&self.shown).is_ok_and(|m| m.file_type().is_symlink());
         if link {
@@ -83,7 +83,7 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
 }
 
 /// `results.csv` → `results.csv.<ext>`.
-pub fn sibling(path: &Path, ext: &str) -> PathBuf {
+pub(crate) fn sibling(path: &Path, ext: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".");
     s.push(ext);
@@ -91,7 +91,7 @@ pub fn sibling(path: &Path, ext: &str) -> PathBuf {
 }
 
 /// The folder of a path (`.` for a bare file name).
-pub fn parent(path: &Path) -> PathBuf {
+pub(super) fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -100,13 +100,13 @@ pub fn parent(path: &Path) -> PathBuf {
 
 /// The exclusive lock of a results file, held while this value lives.
 #[derive(Debug)]
-pub struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
 /// Failure to take the lock.
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("{shown} is in use by another run (pid {pid}); nothing was sent")]
     Held { shown: String, pid: String },
     #[error(
@@ -124,7 +124,7 @@ pub enum LockError {
 /// Lock the results (`<file>.lock`, created if missing) and write our pid into it. With `create`
 /// false (a dry run, which writes nothing) a missing lock file means no run holds the results, and
 /// nothing is created.
-pub fn lock(paths: &Paths, create: bool) -> Result<Option<Lock>, LockError> {
+pub(crate) fn lock(paths: &Paths, create: bool) -> Result<Option<Lock>, LockError> {
     let shown = paths.display();
     let io_err = |source| LockError::Io {
         shown: shown.clone(),

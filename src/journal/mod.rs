@@ -70,12 +70,12 @@ use std::io;
 
 use uuid::Uuid;
 
-pub use compact::{Compactor, Resume};
-pub use file::persist;
-pub use lock::{Lock, LockError, Paths, lock, sibling};
-pub use prior::{OpenError, Orphan, Prior};
-pub use wal::{Sent, SentLine};
-pub use writer::{SYNC_EVERY, WalHandle};
+pub(crate) use compact::{Compactor, Resume};
+pub(crate) use file::persist;
+pub(crate) use lock::{Lock, Paths, lock};
+pub(crate) use prior::Prior;
+pub(crate) use wal::{Sent, SentLine};
+pub(crate) use writer::WalHandle;
 
 use file::{Encoder, Window};
 use lock::parent;
@@ -83,7 +83,7 @@ use writer::WalWriter;
 
 /// The position of a row whose request is not in this run's expansion (or is beyond the first
 /// 2³² − 1 requests: it is still written, after the placed rows).
-pub const UNPLACED: u32 = u32::MAX;
+pub(crate) const UNPLACED: u32 = u32::MAX;
 
 /// A row of the results being written, and where its request is in this run's expansion.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +116,7 @@ impl Written {
 }
 
 /// The results file of a running run: this run's rows are appended; [`Journal::finish`] rewrites.
-pub struct Journal {
+pub(crate) struct Journal {
     paths: Paths,
     header: Vec<String>,
     /// Every row in the file: the compacted ones, then this run's in file order (a request may
@@ -127,19 +127,19 @@ pub struct Journal {
 
 impl Journal {
     /// What submissions use to log their attempts.
-    pub fn wal(&self) -> WalHandle {
+    pub(crate) fn wal(&self) -> WalHandle {
         self.wal.handle()
     }
 
     /// Make room for `n` more rows (the run knows how many requests it will send).
-    pub fn reserve(&mut self, n: usize) {
+    pub(crate) fn reserve(&mut self, n: usize) {
         self.written.index.reserve_exact(n);
     }
 
     /// Append the outcome row (aligned with the header) of the request at position `pos`, without
     /// writing it yet: outcomes that arrive together are written with one [`Journal::flush`],
     /// which the caller makes before it waits for anything else.
-    pub fn append<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
+    pub(crate) fn append<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
         self.written.push(id, pos, row)
     }
 
@@ -147,7 +147,7 @@ impl Journal {
     /// crash of the process loses none of them from then on) and settles their entries in the
     /// log once the file is synced. `tasks`: the task ids among them, named in the log if they
     /// cannot be written. An error: earlier rows could not be written; the run must stop.
-    pub fn flush(&mut self, tasks: Vec<(Uuid, String)>) -> io::Result<()> {
+    pub(crate) fn flush(&mut self, tasks: Vec<(Uuid, String)>) -> io::Result<()> {
         let (bytes, ids) = self.written.out.take();
         self.wal.rows(bytes, ids, tasks)
     }
@@ -156,7 +156,7 @@ impl Journal {
     /// to one row per request in expansion order (rows not placed after them, in file order);
     /// the log emptied if nothing is left in flight. Returns the attempts still in flight (a
     /// second signal abandoned them): they stay in the log for the next run to settle.
-    pub fn finish(mut self) -> io::Result<Vec<Sent>> {
+    pub(crate) fn finish(mut self) -> io::Result<Vec<Sent>> {
         self.flush(Vec::new())?;
         let open = self.wal.finish()?;
         // The latest row of each request: sort by id, later rows (larger offsets) last; a request
@@ -209,6 +209,6 @@ pub(crate) fn crash_point(name: &str) {
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

@@ -15,7 +15,7 @@ use crate::results::{self, Item, Status, World};
 
 /// A request an earlier run left in flight (an open entry of the log, not settled by any row).
 #[derive(Debug, Clone)]
-pub struct Orphan {
+pub(crate) struct Orphan {
     /// Its last attempt.
     pub sent: Sent,
     /// What proved that attempt created no task, if anything did.
@@ -28,7 +28,7 @@ pub struct Orphan {
 
 impl Orphan {
     /// The status its row gets.
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         if self.recovered.is_some() {
             Status::Submitted
         } else if self.no_task {
@@ -39,7 +39,7 @@ impl Orphan {
     }
 
     /// Its row's message.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         let s = &self.sent;
         if self.recovered.is_some() {
             return "the row of this task was cut short by a crash; its task id was recovered"
@@ -95,7 +95,7 @@ pub(super) struct OrphanCols {
 
 /// Why the journal cannot be used: nothing was sent.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     #[error(
         "cannot read the results {shown} completely: {place}{what}. Nothing was sent: a run decides from this file what to send, and a row it cannot read would be sent (and paid for) again. Fix that line — from a spreadsheet, save as \"CSV UTF-8\" and keep the columns as they were — or restore the file as hidream-batch wrote it"
     )]
@@ -133,7 +133,7 @@ pub(super) struct Slot {
 }
 
 /// What the results and the write-ahead log say before a run. Reading writes nothing.
-pub struct Prior {
+pub(crate) struct Prior {
     pub(super) paths: Paths,
     pub(super) header: Vec<String>,
     /// The latest row of each request, sorted by id.
@@ -147,7 +147,7 @@ pub struct Prior {
 
 impl Prior {
     /// Read the results (strictly: see [`results::Reader`]) and the write-ahead log.
-    pub fn read(paths: Paths) -> Result<Prior, OpenError> {
+    pub(crate) fn read(paths: Paths) -> Result<Prior, OpenError> {
         let entries = match wal::read(&paths.wal) {
             Ok(Ok(entries)) => entries,
             Ok(Err(bad)) => {
@@ -284,28 +284,28 @@ impl Prior {
         })
     }
 
-    pub fn paths(&self) -> &Paths {
+    pub(crate) fn paths(&self) -> &Paths {
         &self.paths
     }
 
     /// The existing file's columns (empty if there is no file).
-    pub fn header(&self) -> &[String] {
+    pub(crate) fn header(&self) -> &[String] {
         &self.header
     }
 
     /// No row of an earlier run, nothing in flight: a run sends everything.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty() && self.orphans.is_empty() && !self.torn
     }
 
     /// Requests an earlier run left in flight; each gets a row before anything is sent.
-    pub fn orphans(&self) -> &[Orphan] {
+    pub(crate) fn orphans(&self) -> &[Orphan] {
         &self.orphans
     }
 
     /// A request's state before this run: the status its open entry will be settled with, or
     /// its latest row's; and the server that answered it.
-    pub fn lookup(&self, id: &Uuid) -> Option<(Status, World)> {
+    pub(crate) fn lookup(&self, id: &Uuid) -> Option<(Status, World)> {
         if let Some(&i) = self.by_orphan.get(id) {
             let o = &self.orphans[i];
             return Some((o.status(), o.sent.world));
@@ -315,7 +315,7 @@ impl Prior {
     }
 
     /// Whether the results hold a row of this request.
-    pub fn contains(&self, id: &Uuid) -> bool {
+    pub(crate) fn contains(&self, id: &Uuid) -> bool {
         self.slot(id).is_some() || self.by_orphan.contains_key(id)
     }
 
@@ -324,7 +324,7 @@ impl Prior {
     }
 
     /// How many requests each server answered (rows and open entries): `(api, simulator)`.
-    pub fn worlds(&self) -> (u64, u64) {
+    pub(crate) fn worlds(&self) -> (u64, u64) {
         let mut n = (0, 0);
         let mut count = |w: World| match w {
             World::Api => n.0 += 1,

@@ -32,7 +32,7 @@ use crate::results::World;
 
 /// A `sent` line: one attempt of a request, about to leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sent {
+pub(crate) struct Sent {
     pub id: Uuid,
     pub attempt: u32,
     /// When this attempt went (RFC 3339).
@@ -64,7 +64,7 @@ impl Sent {
 
 /// A `sent` line to write, borrowing what it says from the submission (one allocation: the line).
 #[derive(Debug, Clone, Copy)]
-pub struct SentLine<'a> {
+pub(crate) struct SentLine<'a> {
     pub id: Uuid,
     pub attempt: u32,
     pub at: &'a str,
@@ -98,7 +98,7 @@ impl SentLine<'_> {
 
 /// A request whose last `sent` line has no `done` after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(super) struct Entry {
     /// Its last attempt.
     pub sent: Sent,
     /// What proved that last attempt created no task, if anything did.
@@ -109,14 +109,14 @@ pub struct Entry {
 
 impl Entry {
     /// Whether no attempt of the entry can have created a task.
-    pub fn no_task(&self) -> bool {
+    pub(super) fn no_task(&self) -> bool {
         self.noted.is_some() && !self.earlier_unnoted
     }
 }
 
 /// A line of the log that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unreadable {
+pub(super) struct Unreadable {
     pub line: u64,
     pub what: String,
 }
@@ -124,7 +124,7 @@ pub struct Unreadable {
 /// The open entries of a log, in the order their requests were first sent. A last line without
 /// its line end was torn by a crash before it was synced (so its request never left) and is
 /// ignored; any other line that cannot be read is an error.
-pub fn read(path: &Path) -> io::Result<Result<Vec<Entry>, Unreadable>> {
+pub(super) fn read(path: &Path) -> io::Result<Result<Vec<Entry>, Unreadable>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(Vec::new())),

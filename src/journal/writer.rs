@@ -34,12 +34,12 @@ use uuid::Uuid;
 use super::wal::{Sent, SentLine, parse};
 
 /// How often the results file is synced so that `done` lines can follow (also at the end).
-pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// The size past which a run's log is rewritten to its open entries.
-pub const COMPACT_OVER: u64 = 8 << 20;
+pub(super) const COMPACT_OVER: u64 = 8 << 20;
 /// How far ahead of its text the log's zeros are laid down, at most: a new log starts with
 /// [`AHEAD_FIRST`] and doubles each time (a small run does not wait for megabytes of zeros).
-pub const AHEAD: u64 = 4 << 20;
+pub(super) const AHEAD: u64 = 4 << 20;
 const AHEAD_FIRST: u64 = 256 << 10;
 
 /// A `sent` line waiting to be written, and whom to tell once it is on disk.
@@ -66,7 +66,7 @@ enum Msg {
 /// What submissions hold: announce an attempt (and wait until it is on disk), or note that one
 /// created no task.
 #[derive(Debug, Clone)]
-pub struct WalHandle {
+pub(crate) struct WalHandle {
     tx: mpsc::Sender<Msg>,
     /// Lines of submissions starting in the same turn of the runtime, handed over together.
     pending: Arc<Mutex<Vec<Pending>>>,
@@ -78,7 +78,7 @@ fn closed() -> io::Error {
 
 impl WalHandle {
     /// Log that an attempt is about to leave; returns once the line is on disk (synced).
-    pub async fn sent(&self, sent: SentLine<'_>) -> io::Result<()> {
+    pub(crate) async fn sent(&self, sent: SentLine<'_>) -> io::Result<()> {
         let (ack, done) = tokio::sync::oneshot::channel();
         let lock = || self.pending.lock().unwrap_or_else(|e| e.into_inner());
         lock().push((sent.id, sent.line(), ack));
@@ -94,7 +94,7 @@ impl WalHandle {
 
     /// Log that attempt `attempt` of `id` was answered in a way that proves no task was created.
     /// Written with the next group, not waited for: losing it only leaves the request `unknown`.
-    pub fn noted(&self, id: Uuid, attempt: u32, what: &str) {
+    pub(crate) fn noted(&self, id: Uuid, attempt: u32, what: &str) {
         let _ = self.tx.send(Msg::Noted {
             id,
             attempt,
@@ -104,7 +104,7 @@ impl WalHandle {
 }
 
 /// The thread that owns the log and appends the rows.
-pub struct WalWriter {
+pub(super) struct WalWriter {
     tx: mpsc::Sender<Msg>,
     pending: Arc<Mutex<Vec<Pending>>>,
     /// Set by the writer when the results cannot be written: the run stops.
@@ -115,7 +115,7 @@ impl WalWriter {
     /// Start the writer on the log at `path` (`wal`: opened for writing) and `results` (the
     /// results file, opened for appending: this run's rows are appended to it, and it is synced
     /// before `done` lines).
-    pub fn start(path: &Path, wal: File, results: File) -> io::Result<WalWriter> {
+    pub(super) fn start(path: &Path, wal: File, results: File) -> io::Result<WalWriter> {
         Self::start_with(path, wal, results, SYNC_EVERY, COMPACT_OVER)
     }
 
@@ -141,7 +141,7 @@ impl WalWriter {
         })
     }
 
-    pub fn handle(&self) -> WalHandle {
+    pub(super) fn handle(&self) -> WalHandle {
         WalHandle {
             tx: self.tx.clone(),
             pending: self.pending.clone(),
@@ -151,7 +151,7 @@ impl WalWriter {
     /// Append `bytes` (the encoded rows of requests `ids`) to the results file; `tasks`: the task
     /// ids among them, named in the log if the rows cannot be written. An error: an earlier
     /// batch of rows could not be written (the run must stop).
-    pub fn rows(
+    pub(super) fn rows(
         &self,
         bytes: Vec<u8>,
         ids: Vec<Uuid>,
@@ -171,7 +171,7 @@ impl WalWriter {
 
     /// Sync the results, log `done` for every request whose row was written, sync the log, stop
     /// the writer; the entries still open (requests abandoned in flight).
-    pub fn finish(self) -> io::Result<Vec<Sent>> {
+    pub(super) fn finish(self) -> io::Result<Vec<Sent>> {
         let (reply, answer) = mpsc::channel();
         self.tx.send(Msg::Finish(reply)).map_err(|_| closed())?;
         answer.recv().map_err(|_| closed())?

@@ -6,7 +6,7 @@
 //! during a run is never sent. Non-UTF-8 input (e.g. a GBK export) is an error naming the line,
 //! not mojibake.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use csv::StringRecord;
@@ -87,11 +87,11 @@ fn headers(reader: &mut csv::Reader<SnapshotReader>) -> Result<Vec<String>, Stri
 }
 
 /// Copy and check a `for_each` CSV: it is a file, has a header and at least one row. Returns the
-/// resolved path, the copy, and the column names (the job's variables).
+/// copy and the column names (the job's variables).
 pub(crate) fn for_each_columns(
     dir: &Path,
     shown: &str,
-) -> Result<(PathBuf, Snapshot, Vec<String>), String> {
+) -> Result<(Snapshot, Vec<String>), String> {
     let path = dir.join(shown);
     let snapshot =
         Snapshot::take(&path).map_err(|e| super::snapshot::describe(shown, &path, &e))?;
@@ -99,7 +99,7 @@ pub(crate) fn for_each_columns(
     let columns = headers(&mut reader).map_err(|m| format!("`{shown}`: {m}"))?;
     let mut record = StringRecord::new();
     match reader.read_record(&mut record) {
-        Ok(true) => Ok((path, snapshot, columns)),
+        Ok(true) => Ok((snapshot, columns)),
         Ok(false) => Err(format!(
             "`{shown}` has no rows, so the job would expand to nothing"
         )),

@@ -125,12 +125,6 @@ impl FieldSet {
         self.values[field.index()] = Some(value);
     }
 
-    /// The fields that are set, in [`Field::ALL`] order.
-    pub fn iter(&self) -> impl Iterator<Item = (Field, &Template)> {
-        Field::ALL
-            .into_iter()
-            .filter_map(|f| self.get(f).map(|t| (f, t)))
-    }
 }
 
 /// What every request of a job shares; requests hold it by `Arc`.
@@ -174,11 +168,8 @@ pub struct Job {
 /// A `for_each` CSV: its columns become variables, one expansion per row.
 #[derive(Debug, Clone)]
 pub struct ForEach {
-    /// Resolved path.
-    pub path: PathBuf,
     /// As written in the manifest (for messages).
     pub shown: String,
-    pub columns: usize,
     /// The copy taken when the manifest was loaded: every pass reads it.
     pub snapshot: snapshot::Snapshot,
 }

@@ -97,10 +97,6 @@ impl Template {
         }
     }
 
-    /// Whether the template uses any variable.
-    pub fn is_constant(&self) -> bool {
-        self.segs.iter().all(|s| matches!(s, Seg::Lit(_)))
-    }
 }
 
 #[cfg(test)]

@@ -435,11 +435,9 @@ fn load_job(
     let mut for_each_failed = false;
     if let Some(fe) = &doc.for_each {
         match super::csv::for_each_columns(dir, &fe.0) {
-            Ok((resolved, snapshot, columns)) => {
+            Ok((snapshot, columns)) => {
                 for_each = Some(ForEach {
-                    path: resolved,
                     shown: fe.0.clone(),
-                    columns: columns.len(),
                     snapshot,
                 });
                 vars.extend(columns);

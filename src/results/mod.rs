@@ -21,7 +21,7 @@ mod reader;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-pub use reader::{Item, Reader, Row, Unreadable};
+pub(crate) use reader::{Item, Reader, Unreadable};
 
 use crate::api::Kind;
 use crate::body::{Body, ImageRef};
@@ -29,7 +29,7 @@ use crate::expand::Request;
 use crate::manifest::{Field, Manifest, Source};
 
 /// The leading columns, in order.
-pub const LEADING: [&str; 12] = [
+pub(crate) const LEADING: [&str; 12] = [
     "request_id",
     "job",
     "kind",
@@ -44,26 +44,12 @@ pub const LEADING: [&str; 12] = [
     "elapsed_ms",
 ];
 
-/// The leading columns that record an outcome (all but `job` and `kind`).
-pub const OUTCOME: [&str; 10] = [
-    "request_id",
-    "status",
-    "task_id",
-    "sub_task_ids",
-    "attempts",
-    "http_status",
-    "code",
-    "message",
-    "submitted_at",
-    "elapsed_ms",
-];
-
 /// Starts the `message` of every row written against the simulator.
-pub const SIM_MARK: &str = "(simulator)";
+pub(crate) const SIM_MARK: &str = "(simulator)";
 
 /// A request's status in the results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Status {
+pub(crate) enum Status {
     /// The API returned a task id.
     Submitted,
     /// The API refused the request; not retried.
@@ -75,14 +61,14 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [
+    pub(crate) const ALL: [Status; 4] = [
         Status::Submitted,
         Status::Rejected,
         Status::Failed,
         Status::Unknown,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Submitted => "submitted",
             Status::Rejected => "rejected",
@@ -92,7 +78,7 @@ impl Status {
     }
 
     /// Parse a status as written, or as a spreadsheet may have re-saved it (`Submitted`, ` failed `).
-    pub fn parse(s: &str) -> Option<Status> {
+    pub(crate) fn parse(s: &str) -> Option<Status> {
         let s = s.trim();
         Status::ALL
             .into_iter()
@@ -102,7 +88,7 @@ impl Status {
 
 /// The server a row's outcome came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum World {
+pub(crate) enum World {
     /// HiDream's API (the real hosts, or any proxy in front of them).
     Api,
     /// hidream-batch's simulator.
@@ -110,14 +96,14 @@ pub enum World {
 }
 
 impl World {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             World::Api => "api",
             World::Simulator => "simulator",
         }
     }
 
-    pub fn parse(s: &str) -> Option<World> {
+    pub(crate) fn parse(s: &str) -> Option<World> {
         match s {
             "api" => Some(World::Api),
             "simulator" | "sim" => Some(World::Simulator),
@@ -126,7 +112,7 @@ impl World {
     }
 
     /// The world of a row, from its task id and message.
-    pub fn of_row(task_id: &str, message: &str) -> World {
+    pub(crate) fn of_row(task_id: &str, message: &str) -> World {
         if message.starts_with(SIM_MARK) || crate::sim::is_task_id(task_id) {
             World::Simulator
         } else {
@@ -135,7 +121,7 @@ impl World {
     }
 
     /// A row's message as this world writes it.
-    pub fn mark<'a>(self, message: &'a str) -> Cow<'a, str> {
+    pub(crate) fn mark<'a>(self, message: &'a str) -> Cow<'a, str> {
         match self {
             World::Api => message.into(),
             World::Simulator if message.is_empty() => SIM_MARK.into(),
@@ -147,7 +133,7 @@ impl World {
 /// The results header of a run: leading columns, parameters, `var.*`, `meta.*` (over all
 /// manifests), then every column of the existing file not among them (another manifest's
 /// variables, a column someone added), so that nothing already in the file is lost.
-pub fn header(manifests: &[Manifest], existing: &[String]) -> Vec<String> {
+pub(crate) fn header(manifests: &[Manifest], existing: &[String]) -> Vec<String> {
     let mut h: Vec<String> = LEADING.iter().map(|s| s.to_string()).collect();
     h.extend(Field::ALL.iter().map(|f| f.name().to_string()));
     let mut vars: Vec<&String> = Vec::new();
@@ -182,7 +168,7 @@ pub fn header(manifests: &[Manifest], existing: &[String]) -> Vec<String> {
 }
 
 /// A request's parameters as shown in the results: never base64.
-pub fn params(body: &Body) -> [Cow<'_, str>; 12] {
+pub(crate) fn params(body: &Body) -> [Cow<'_, str>; 12] {
     fn show(r: &ImageRef) -> Cow<'_, str> {
         match r {
             ImageRef::Inline(d) => format!("(inline base64, {} bytes)", d.len()).into(),
@@ -232,7 +218,7 @@ pub fn params(body: &Body) -> [Cow<'_, str>; 12] {
 
 /// The outcome columns of a row, as text.
 #[derive(Debug, Clone, Default)]
-pub struct OutcomeCols<'a> {
+pub(crate) struct OutcomeCols<'a> {
     pub status: &'a str,
     pub task_id: &'a str,
     pub sub_task_ids: Cow<'a, str>,
@@ -246,7 +232,7 @@ pub struct OutcomeCols<'a> {
 
 /// Renders rows aligned with one header (which starts with [`LEADING`], then the parameters).
 #[derive(Debug)]
-pub struct Rows {
+pub(crate) struct Rows {
     width: usize,
     /// First column of the parameters.
     params: usize,
@@ -259,7 +245,7 @@ pub struct Rows {
 
 impl Rows {
     /// For a header that starts with [`LEADING`] and the parameters (as [`header`] makes).
-    pub fn new(header: &[String]) -> Rows {
+    pub(crate) fn new(header: &[String]) -> Rows {
         let by_prefix = |prefix: &str| -> HashMap<String, usize> {
             header
                 .iter()
@@ -279,10 +265,6 @@ impl Rows {
         }
     }
 
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
     /// The column of a leading column (the header starts with them, in order).
     fn col(name: &str) -> usize {
         LEADING
@@ -292,7 +274,7 @@ impl Rows {
     }
 
     /// A new row: the request described, with these outcome columns.
-    pub fn row<'a>(&self, r: &'a Request, o: OutcomeCols<'a>) -> Vec<Cow<'a, str>> {
+    pub(crate) fn row<'a>(&self, r: &'a Request, o: OutcomeCols<'a>) -> Vec<Cow<'a, str>> {
         let mut row: Vec<Cow<'a, str>> = vec![Cow::Borrowed(""); self.width];
         self.set_outcome(&mut row, r.id.to_string().into(), o);
         self.describe(&mut row, r);
@@ -300,7 +282,7 @@ impl Rows {
     }
 
     /// Put the outcome columns into `row`.
-    pub fn set_outcome<'a>(&self, row: &mut [Cow<'a, str>], id: Cow<'a, str>, o: OutcomeCols<'a>) {
+    pub(crate) fn set_outcome<'a>(&self, row: &mut [Cow<'a, str>], id: Cow<'a, str>, o: OutcomeCols<'a>) {
         row[Self::col("request_id")] = id;
         row[Self::col("status")] = o.status.into();
         row[Self::col("task_id")] = o.task_id.into();
@@ -318,14 +300,14 @@ impl Rows {
 
     /// Put a job and kind into `row` (for a request this run does not know: what its log entry
     /// says).
-    pub fn set_job<'a>(&self, row: &mut [Cow<'a, str>], job: &'a str, kind: Option<Kind>) {
+    pub(crate) fn set_job<'a>(&self, row: &mut [Cow<'a, str>], job: &'a str, kind: Option<Kind>) {
         row[Self::col("job")] = job.into();
         row[Self::col("kind")] = kind.map_or("", |k| k.as_str()).into();
     }
 
     /// Put the descriptive columns of `r` into `row`: job, kind, parameters, and its own `var.*`
     /// and `meta.*` values (the other sweep columns are blank: they belong to other requests).
-    pub fn describe<'a>(&self, row: &mut [Cow<'a, str>], r: &'a Request) {
+    pub(crate) fn describe<'a>(&self, row: &mut [Cow<'a, str>], r: &'a Request) {
         row[Self::col("job")] = r.job.id.as_str().into();
         row[Self::col("kind")] = r.body.kind().as_str().into();
         for (i, p) in params(&r.body).into_iter().enumerate() {

@@ -7,7 +7,7 @@ use super::{LEADING, Status};
 
 /// Why a results file cannot be read completely.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unreadable {
+pub(crate) struct Unreadable {
     /// 1-based line (0: the file as a whole).
     pub line: u64,
     pub what: String,
@@ -15,7 +15,7 @@ pub struct Unreadable {
 
 /// One row of a results file as read: where it is and what it says.
 #[derive(Debug)]
-pub struct Row {
+pub(crate) struct Row {
     pub line: u64,
     /// Byte offset and length in the file (its line end included).
     pub offset: u64,
@@ -28,7 +28,7 @@ pub struct Row {
 /// What a strict read yields: rows, or a final line torn by a crash (its fields so far, for the
 /// caller to excuse if the write-ahead log still holds its request).
 #[derive(Debug)]
-pub enum Item {
+pub(crate) enum Item {
     Row(Row),
     Torn {
         line: u64,
@@ -40,7 +40,7 @@ pub enum Item {
 /// id and a known status, the [`LEADING`] columns present. Anything else is an [`Unreadable`] with
 /// its line, never a row skipped. The one thing it does not decide is a torn final line (no line
 /// end, too few fields or no status): it is returned as [`Item::Torn`].
-pub struct Reader<R: Read> {
+pub(crate) struct Reader<R: Read> {
     csv: csv::Reader<R>,
     header: Vec<String>,
     id_col: usize,
@@ -55,7 +55,7 @@ pub struct Reader<R: Read> {
 impl<R: Read> Reader<R> {
     /// Start reading a file of `len` bytes; `ends_with_newline` says whether its last byte is a
     /// line end.
-    pub fn new(input: R, len: u64, ends_with_newline: bool) -> Result<Reader<R>, Unreadable> {
+    pub(crate) fn new(input: R, len: u64, ends_with_newline: bool) -> Result<Reader<R>, Unreadable> {
         let mut csv = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
@@ -106,12 +106,12 @@ impl<R: Read> Reader<R> {
         })
     }
 
-    pub fn header(&self) -> &[String] {
+    pub(crate) fn header(&self) -> &[String] {
         &self.header
     }
 
     /// The next row, a torn final line, or what makes the file unreadable; `None` at the end.
-    pub fn next_item(&mut self) -> Option<Result<Item, Unreadable>> {
+    pub(crate) fn next_item(&mut self) -> Option<Result<Item, Unreadable>> {
         if self.done {
             return None;
         }
@@ -178,7 +178,7 @@ impl<R: Read> Reader<R> {
 
 impl Reader<std::io::BufReader<std::fs::File>> {
     /// Start reading a results file (from its start, whatever the handle's position).
-    pub fn open(
+    pub(crate) fn open(
         file: &std::fs::File,
     ) -> std::io::Result<Result<Reader<std::io::BufReader<std::fs::File>>, Unreadable>> {
         use std::io::{Seek, SeekFrom};

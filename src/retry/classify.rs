@@ -37,13 +37,13 @@ use crate::client::Attempt;
 
 /// The one rule the three share: an HTTP status worth another attempt after a backoff (the
 /// server was busy or failed; it did nothing with the request).
-pub fn transient(status: u16) -> bool {
+pub(crate) fn transient(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)
 }
 
 /// What an attempt means for the request.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Submitted {
         task_id: String,
         sub_task_ids: Vec<String>,
@@ -64,7 +64,7 @@ pub enum Verdict {
 }
 
 /// Classify one submission attempt (taking it: its strings move into the verdict).
-pub fn submission(attempt: Attempt) -> Verdict {
+pub(crate) fn submission(attempt: Attempt) -> Verdict {
     match attempt {
         Attempt::NotSent(reason) => Verdict::Retry {
             reason,
@@ -126,7 +126,7 @@ pub fn submission(attempt: Attempt) -> Verdict {
 
 /// What a task query's answer means.
 #[derive(Debug)]
-pub enum QueryVerdict {
+pub(crate) enum QueryVerdict {
     /// The task's state.
     Answer(TaskResult),
     /// Worth another attempt after a backoff (at least `retry_after`).
@@ -144,11 +144,11 @@ pub enum QueryVerdict {
 
 /// A task query's answer: status, `Retry-After`, the envelope (or why it is unreadable); or an
 /// attempt that got no answer.
-pub type QueryAnswer =
+pub(crate) type QueryAnswer =
     Result<(u16, Option<Duration>, Result<Envelope<TaskResult>, String>), Attempt>;
 
 /// Classify one task query attempt.
-pub fn query(answer: QueryAnswer) -> QueryVerdict {
+pub(crate) fn query(answer: QueryAnswer) -> QueryVerdict {
     let (status, retry_after, body) = match answer {
         Ok(a) => a,
         Err(Attempt::NotSent(r) | Attempt::NoAnswer(r) | Attempt::BodyFailed(r)) => {
@@ -197,7 +197,7 @@ pub fn query(answer: QueryAnswer) -> QueryVerdict {
 
 /// What a download's HTTP status means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DownloadVerdict {
+pub(crate) enum DownloadVerdict {
     /// The body is the image.
     Image,
     /// Worth another attempt.
@@ -207,7 +207,7 @@ pub enum DownloadVerdict {
 }
 
 /// Classify a download's HTTP status (a transport failure is always retried).
-pub fn download(status: u16) -> DownloadVerdict {
+pub(crate) fn download(status: u16) -> DownloadVerdict {
     match status {
         200..=299 => DownloadVerdict::Image,
         s if transient(s) => DownloadVerdict::Retry,
