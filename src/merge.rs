@@ -193,7 +193,10 @@ fn open(path: &Path) -> anyhow::Result<csv::Reader<File>> {
 
 /// Lock every input and the output (once each, however named), and check that no input (nor the
 /// output) has requests in flight without a row. The locks are held while they live.
-pub(crate) fn guard(inputs: &[PathBuf], out: &Path) -> anyhow::Result<(PathBuf, Vec<journal::Lock>)> {
+pub(crate) fn guard(
+    inputs: &[PathBuf],
+    out: &Path,
+) -> anyhow::Result<(PathBuf, Vec<journal::Lock>)> {
     let resolve = |p: &Path| {
         journal::Paths::resolve(p)
             .map_err(|e| exit::aborted(format!("cannot use `{}`: {e}", p.display())))

@@ -27,11 +27,9 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 
-use crate::api::Kind;
-use crate::client::Client;
+use crate::client::{Client, Limiters};
 use crate::expand::Request;
 use crate::journal::{self, Journal, SentLine, WalHandle};
-use crate::rate::Limiter;
 use crate::results::{OutcomeCols, Rows, Status, World};
 use crate::retry::classify::{self, Verdict};
 use crate::retry::{Ending, Retrier, RetryPolicy, Step};
@@ -143,7 +141,7 @@ pub(crate) struct Dispatch {
 struct Ctx {
     client: Client,
     world: World,
-    limiters: BTreeMap<Kind, Limiter>,
+    limiters: Limiters,
     /// Stopped by the run's shutdown, or by a 401/403 (this run's own stop).
     retrier: Retrier,
     retry_unknown: bool,
@@ -163,14 +161,7 @@ pub(crate) async fn run(
     let ctx = Arc::new(Ctx {
         client: dispatch.client,
         world: dispatch.world,
-        limiters: if dispatch.rate == 0 {
-            BTreeMap::new()
-        } else {
-            Kind::ALL
-                .iter()
-                .map(|k| (*k, Limiter::new(dispatch.rate)))
-                .collect()
-        },
+        limiters: Limiters::new(dispatch.rate, false),
         retrier: Retrier::new(dispatch.retry, shutdown.child()),
         retry_unknown: dispatch.retry_unknown,
         wal: journal.wal(),
@@ -299,7 +290,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
     // again) only if no attempt so far may have created a task; once one may have (no answer,
     // a gateway timeout), `unknown` for good, whatever later attempts say.
     let mut last = Status::Failed;
-    let gate = ctx.limiters.get(&kind).map(|l| (l, images));
+    let gate = ctx.limiters.gate(kind, images);
     let ending = ctx
         .retrier
         .drive(gate, kind.as_str(), async |n| {
@@ -332,7 +323,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                 out.http_status = Some(*status);
                 out.code = envelope.as_ref().ok().map(|e| e.code);
                 if *status == 429
-                    && let Some(limiter) = ctx.limiters.get(&kind)
+                    && let Some(limiter) = ctx.limiters.get(kind)
                     && limiter.slow_down()
                 {
                     tracing::warn!(

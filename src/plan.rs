@@ -63,7 +63,13 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Count one request of the run: its state before, and whether it is sent.
-    pub(crate) fn count(&mut self, before: Option<Status>, flags: Flags, kind: Kind, images: u32) -> bool {
+    pub(crate) fn count(
+        &mut self,
+        before: Option<Status>,
+        flags: Flags,
+        kind: Kind,
+        images: u32,
+    ) -> bool {
         self.total += 1;
         match before {
             None => self.new += 1,

@@ -99,7 +99,6 @@ impl Kind {
     pub fn accepts_user_id(self) -> bool {
         matches!(self, Kind::Txt2Img)
     }
-
 }
 
 impl std::fmt::Display for Kind {

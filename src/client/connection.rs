@@ -62,7 +62,10 @@ pub(crate) async fn connect(settings: &ConnectionSettings) -> anyhow::Result<Con
 /// Which server the run talks to. `--simulate` is the simulator and no `--base-url` the API; a
 /// `--base-url` is asked (one `HEAD`, without the token, retried like a submission while it cannot
 /// connect): the simulator marks every answer.
-pub(crate) async fn world(settings: &ConnectionSettings, shutdown: &Shutdown) -> anyhow::Result<World> {
+pub(crate) async fn world(
+    settings: &ConnectionSettings,
+    shutdown: &Shutdown,
+) -> anyhow::Result<World> {
     let (url, text) = match &settings.server {
         Server::Simulator => return Ok(World::Simulator),
         Server::Api => return Ok(World::Api),

@@ -1,6 +1,7 @@
-//! The HTTP client: one shared reqwest client (rustls, explicit timeouts), the credentials, and
-//! one attempt of a submission. Retrying is not done here but in `run`, through the rate limiter,
-//! so every attempt is counted by the limiter; `retry.rs` decides what an attempt's result means.
+//! The HTTP client: one shared reqwest client (rustls, explicit timeouts), the credentials, one
+//! attempt of a submission or a query, and the rate limiters of the API's endpoints
+//! ([`Limiters`]). Retrying is not done here but by the one retry driver (`crate::retry`), which
+//! takes the endpoint's limiter before every attempt, so every attempt is counted.
 
 pub(crate) mod connection;
 
@@ -15,6 +16,38 @@ use reqwest::header::{
 use crate::api::{Envelope, Kind, Submitted};
 use crate::body::WireBody;
 use crate::env_vars;
+
+/// The images-per-minute limiters of the API's endpoints, one per kind (none with `--rate 0`).
+#[derive(Debug, Default)]
+pub(crate) struct Limiters(std::collections::BTreeMap<Kind, crate::rate::Limiter>);
+
+impl Limiters {
+    /// `rate` images per minute per endpoint; `even`: paced evenly from the start (queries),
+    /// else a minute's allowance at once until the endpoint answers 429 (submissions).
+    pub(crate) fn new(rate: u32, even: bool) -> Limiters {
+        if rate == 0 {
+            return Limiters::default();
+        }
+        let make = || {
+            if even {
+                crate::rate::Limiter::even(rate)
+            } else {
+                crate::rate::Limiter::new(rate)
+            }
+        };
+        Limiters(Kind::ALL.iter().map(|k| (*k, make())).collect())
+    }
+
+    /// The limiter of `kind`'s endpoint, if the rate is limited.
+    pub(crate) fn get(&self, kind: Kind) -> Option<&crate::rate::Limiter> {
+        self.0.get(&kind)
+    }
+
+    /// The gate of one attempt for the retry driver: `kind`'s limiter and what the attempt costs.
+    pub(crate) fn gate(&self, kind: Kind, units: u32) -> Option<(&crate::rate::Limiter, u32)> {
+        self.get(kind).map(|l| (l, units))
+    }
+}
 
 /// Connect timeout of every request (the per-attempt `--timeout` covers the whole exchange).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

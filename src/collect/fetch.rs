@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::api::{Envelope, Kind, RESULTS_SUFFIX, TaskResult};
-use crate::client::{BaseUrl, Client, describe};
-use crate::rate::Limiter;
+use crate::client::{BaseUrl, Client, Limiters, describe};
 use crate::retry::classify::{self, DownloadVerdict, QueryVerdict};
 use crate::retry::{Ending, Retrier, Step};
 
@@ -40,7 +39,7 @@ pub(crate) struct Ctx {
     /// The shared HTTP client.
     pub client: Client,
     /// One per endpoint kind; none with `--rate 0`.
-    pub limiters: std::collections::HashMap<Kind, Limiter>,
+    pub limiters: Limiters,
     /// Attempts and delays; stopped by a signal, the `--wait` deadline, or a 401.
     pub retrier: Retrier,
     /// DIR.
@@ -124,7 +123,7 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
             };
         }
     };
-    let gate = ctx.limiters.get(&p.kind).map(|l| (l, 1));
+    let gate = ctx.limiters.gate(p.kind, 1);
     let ending = ctx
         .retrier
         .drive(gate, p.kind.as_str(), async |n| {

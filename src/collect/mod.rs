@@ -27,7 +27,6 @@ pub(crate) mod batch;
 pub(crate) mod fetch;
 pub(crate) mod html;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +34,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::api::{Kind, status};
-use crate::client::Client;
+use crate::api::status;
+use crate::client::{Client, Limiters};
 use crate::exit;
-use crate::rate::Limiter;
 use crate::retry::Retrier;
 use crate::settings::CollectSettings;
 use crate::shutdown::Shutdown;
@@ -126,14 +124,7 @@ pub(crate) async fn collect(
     let stop = shutdown.child();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        limiters: if connection.rate == 0 {
-            HashMap::new()
-        } else {
-            Kind::ALL
-                .iter()
-                .map(|k| (*k, Limiter::even(connection.rate)))
-                .collect()
-        },
+        limiters: Limiters::new(connection.rate, true),
         retrier: Retrier::new(connection.retry.clone(), stop.clone()),
         out: settings.out.clone(),
     });

@@ -139,7 +139,12 @@ impl Journal {
     /// Append the outcome row (aligned with the header) of the request at position `pos`, without
     /// writing it yet: outcomes that arrive together are written with one [`Journal::flush`],
     /// which the caller makes before it waits for anything else.
-    pub(crate) fn append<S: AsRef<str>>(&mut self, id: Uuid, pos: u32, row: &[S]) -> io::Result<()> {
+    pub(crate) fn append<S: AsRef<str>>(
+        &mut self,
+        id: Uuid,
+        pos: u32,
+        row: &[S],
+    ) -> io::Result<()> {
         self.written.push(id, pos, row)
     }
 

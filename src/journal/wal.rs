@@ -228,21 +228,24 @@ fn safe(text: &str) -> String {
     crate::logging::safe(&shown).into_owned()
 }
 
+/// A `sent` line for tests: request `id`, attempt `attempt`, of job `hero`.
+#[cfg(test)]
+pub(super) fn sample(id: u128, attempt: u32) -> Sent {
+    Sent {
+        id: Uuid::from_u128(id),
+        attempt,
+        at: format!("2026-12-01T00:00:0{attempt}.000Z"),
+        first_at: "2026-12-01T00:00:01.000Z".into(),
+        world: World::Api,
+        kind: Some(Kind::Txt2Img),
+        job: "hero".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::sample as sent;
     use super::*;
-
-    fn sent(id: u128, attempt: u32) -> Sent {
-        Sent {
-            id: Uuid::from_u128(id),
-            attempt,
-            at: format!("2026-12-01T00:00:0{attempt}.000Z"),
-            first_at: "2026-12-01T00:00:01.000Z".into(),
-            world: World::Api,
-            kind: Some(Kind::Txt2Img),
-            job: "hero".into(),
-        }
-    }
 
     #[test]
     fn lines_round_trip_and_entries_close_with_done() {

@@ -394,9 +394,7 @@ fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Kind;
-    use crate::journal::wal::read;
-    use crate::results::World;
+    use crate::journal::wal::{read, sample as sent};
 
     fn line(s: &Sent) -> SentLine<'_> {
         SentLine {
@@ -407,18 +405,6 @@ mod tests {
             world: s.world,
             kind: s.kind,
             job: &s.job,
-        }
-    }
-
-    fn sent(id: u128, attempt: u32) -> Sent {
-        Sent {
-            id: Uuid::from_u128(id),
-            attempt,
-            at: format!("2026-12-01T00:00:0{attempt}.000Z"),
-            first_at: "2026-12-01T00:00:01.000Z".into(),
-            world: World::Api,
-            kind: Some(Kind::Txt2Img),
-            job: "hero".into(),
         }
     }
 

@@ -88,10 +88,7 @@ fn headers(reader: &mut csv::Reader<SnapshotReader>) -> Result<Vec<String>, Stri
 
 /// Copy and check a `for_each` CSV: it is a file, has a header and at least one row. Returns the
 /// copy and the column names (the job's variables).
-pub(crate) fn for_each_columns(
-    dir: &Path,
-    shown: &str,
-) -> Result<(Snapshot, Vec<String>), String> {
+pub(crate) fn for_each_columns(dir: &Path, shown: &str) -> Result<(Snapshot, Vec<String>), String> {
     let path = dir.join(shown);
     let snapshot =
         Snapshot::take(&path).map_err(|e| super::snapshot::describe(shown, &path, &e))?;

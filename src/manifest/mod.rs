@@ -124,7 +124,6 @@ impl FieldSet {
     pub fn set(&mut self, field: Field, value: Template) {
         self.values[field.index()] = Some(value);
     }
-
 }
 
 /// What every request of a job shares; requests hold it by `Arc`.

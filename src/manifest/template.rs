@@ -96,7 +96,6 @@ impl Template {
             }
         }
     }
-
 }
 
 #[cfg(test)]

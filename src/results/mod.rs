@@ -282,7 +282,12 @@ impl Rows {
     }
 
     /// Put the outcome columns into `row`.
-    pub(crate) fn set_outcome<'a>(&self, row: &mut [Cow<'a, str>], id: Cow<'a, str>, o: OutcomeCols<'a>) {
+    pub(crate) fn set_outcome<'a>(
+        &self,
+        row: &mut [Cow<'a, str>],
+        id: Cow<'a, str>,
+        o: OutcomeCols<'a>,
+    ) {
         row[Self::col("request_id")] = id;
         row[Self::col("status")] = o.status.into();
         row[Self::col("task_id")] = o.task_id.into();

@@ -55,7 +55,11 @@ pub(crate) struct Reader<R: Read> {
 impl<R: Read> Reader<R> {
     /// Start reading a file of `len` bytes; `ends_with_newline` says whether its last byte is a
     /// line end.
-    pub(crate) fn new(input: R, len: u64, ends_with_newline: bool) -> Result<Reader<R>, Unreadable> {
+    pub(crate) fn new(
+        input: R,
+        len: u64,
+        ends_with_newline: bool,
+    ) -> Result<Reader<R>, Unreadable> {
         let mut csv = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
