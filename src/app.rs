@@ -36,9 +36,15 @@ pub fn main(cli: Cli) -> u8 {
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     use crate::commands;
     let invalid = crate::exit::invalid;
-    // One shutdown for the whole process: SIGINT and SIGTERM reach the command through it.
+    // One shutdown for the commands that run until stopped: SIGINT and SIGTERM reach them through
+    // it. The others (`validate`, `expand`, `merge`) keep the default: a signal ends them.
     let shutdown = crate::shutdown::Shutdown::new();
-    shutdown.listen();
+    if matches!(
+        command,
+        Command::Run(_) | Command::Collect(_) | Command::Simulate(_)
+    ) {
+        shutdown.listen();
+    }
     match command {
         Command::Simulate(args) => {
             commands::simulate::run(settings::simulate(args).map_err(invalid)?, shutdown).await
