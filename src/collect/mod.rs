@@ -223,21 +223,26 @@ pub(crate) async fn collect(
 
     // The outputs, whatever happened.
     let summary = Summary::of(&batch);
-    let unwritable = |what: &str, e: std::io::Error| {
-        exit::aborted(format!(
-            "cannot write `{}`: {e}",
-            settings.out.join(what).display()
-        ))
-    };
-    batch::write_images_csv(&batch, &settings.out).map_err(|e| unwritable(IMAGES_CSV, e))?;
     let source = settings
         .results
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| settings.results.display().to_string());
     let page = html::render(&batch, &summary, &source);
-    write_atomic(&settings.out.join(INDEX_HTML), page.as_bytes())
-        .map_err(|e| unwritable(INDEX_HTML, e))?;
+    // Written on the blocking pool: no file is written on the runtime's thread.
+    let out = settings.out.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        batch::write_images_csv(&batch, &out).map_err(|e| (IMAGES_CSV, e))?;
+        write_atomic(&out.join(INDEX_HTML), page.as_bytes()).map_err(|e| (INDEX_HTML, e))
+    })
+    .await
+    .map_err(|e| exit::aborted(format!("the outputs' thread failed: {e}")))?;
+    if let Err((what, e)) = written {
+        return Err(exit::aborted(format!(
+            "cannot write `{}`: {e}",
+            settings.out.join(what).display()
+        )));
+    }
 
     println!(
         "collect: {} images: {} done ({} downloaded, {} skipped: already on disk), {} failed, {} refused, {} pending{}; {} task queries in {} round{}, {:.1}s; {} and {} in {}",
