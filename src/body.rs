@@ -35,7 +35,12 @@ pub enum ImageRef {
     /// An http(s) URL, sent as is.
     Url(String),
     /// A local file: `shown` as written in the manifest, `path` resolved against it.
-    File { shown: String, path: PathBuf },
+    File {
+        /// As written in the manifest.
+        shown: String,
+        /// Resolved against the manifest's folder.
+        path: PathBuf,
+    },
     /// Base64 given inline (a `data:` URI whose prefix was stripped).
     Inline(String),
 }
@@ -79,11 +84,14 @@ impl Serialize for ImageRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Body {
+    /// A text-to-image body.
     Txt2Img(Txt2ImgBody),
+    /// A model-image body, its images as [`ImageRef`]s.
     Model(ModelBody<ImageRef>),
 }
 
 impl Body {
+    /// The request kind, and so the endpoint, of this body.
     pub fn kind(&self) -> Kind {
         match self {
             Body::Txt2Img(_) => Kind::Txt2Img,
@@ -106,11 +114,15 @@ const CHUNK: usize = 48 * 1024;
 /// One piece of a body.
 #[derive(Debug, Clone)]
 pub enum Part {
+    /// Sent as is.
     Bytes(Bytes),
     /// A local file, sent as base64: the size and digest its bytes had when validated.
     Base64File {
+        /// The file to read.
         path: PathBuf,
+        /// Its length in bytes when validated.
         size: u64,
+        /// Its BLAKE3 digest when validated.
         hash: [u8; 32],
     },
 }
@@ -238,6 +250,7 @@ impl WireBody {
 pub struct BodyFailure(std::sync::Arc<std::sync::OnceLock<String>>);
 
 impl BodyFailure {
+    /// What went wrong, once the stream has failed; `None` until then.
     pub fn get(&self) -> Option<&str> {
         self.0.get().map(String::as_str)
     }

@@ -13,6 +13,7 @@ use crate::units::{Latency, Shard, parse_duration};
 #[derive(Debug, Parser)]
 #[command(name = "hidream-batch", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 
@@ -29,12 +30,22 @@ pub struct Cli {
     pub quiet: bool,
 }
 
+/// How log lines are written on stderr (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    #[expect(
+        missing_docs,
+        reason = "clap shows variant docs in --help; `text`: human-readable log lines"
+    )]
     Text,
+    #[expect(
+        missing_docs,
+        reason = "clap shows variant docs in --help; `json`: one JSON object per log line"
+    )]
     Json,
 }
 
+/// The commands of `hidream-batch`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Expand, validate and submit manifests; write the results CSV.
@@ -67,8 +78,10 @@ pub struct ManifestArgs {
     pub run_id: Option<String>,
 }
 
+/// The arguments of `expand`.
 #[derive(Debug, Clone, Args)]
 pub struct ExpandArgs {
+    /// The manifests and how they expand.
     #[command(flatten)]
     pub manifest: ManifestArgs,
 
@@ -117,11 +130,14 @@ pub struct ConnectionArgs {
     pub backoff_max: Duration,
 }
 
+/// The arguments of `run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// The manifests and how they expand.
     #[command(flatten)]
     pub manifest: ManifestArgs,
 
+    /// How to reach the API, at what pace, with what retries.
     #[command(flatten)]
     pub connection: ConnectionArgs,
 
@@ -158,8 +174,10 @@ pub struct RunArgs {
     pub collect: Option<PathBuf>,
 }
 
+/// The arguments of `collect`.
 #[derive(Debug, Clone, Args)]
 pub struct CollectArgs {
+    /// How to reach the API, at what pace, with what retries.
     #[command(flatten)]
     pub connection: ConnectionArgs,
 
@@ -188,6 +206,7 @@ pub struct CollectArgs {
     pub request_timeout: Duration,
 }
 
+/// The arguments of `simulate`.
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
     /// Address to listen on.
@@ -253,6 +272,7 @@ pub struct SimulateArgs {
     pub ledger: Option<std::path::PathBuf>,
 }
 
+/// The arguments of `merge`.
 #[derive(Debug, Clone, Args)]
 pub struct MergeArgs {
     /// Results CSVs to merge; for one request id the latest row wins.

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 /// The BLAKE3 digest of a file's bytes, with its length when it was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest {
+    /// The BLAKE3 hash of the bytes (of the path, for an unreadable file).
     pub hash: [u8; 32],
     /// `None`: the file could not be read (its request cannot pass validation).
     pub len: Option<u64>,

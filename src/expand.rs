@@ -25,6 +25,7 @@ use crate::problem::{At, Problem};
 /// Where a request came from, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// A YAML job without `for_each`.
     Job,
     /// A `for_each` row (its line).
     Row(u64),
@@ -45,14 +46,19 @@ impl Origin {
 /// One expanded request.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The request id: a UUIDv5 of the request's content ([`crate::ids`]).
     pub id: Uuid,
+    /// The job (or CSV row) it was expanded from.
     pub job: Arc<JobInfo>,
+    /// The typed body; local images stay paths until it is sent ([`Request::wire`]).
     pub body: Body,
     /// Values of `job.vars`.
     pub vars: Vec<Arc<str>>,
     /// Values of `job.meta`.
     pub meta: Vec<String>,
+    /// Which of the job's `repeat` submissions this is, from 0 (part of the id).
     pub repeat: u32,
+    /// Where in the manifest it came from.
     pub origin: Origin,
     /// A `data:` prefix was stripped from an image.
     pub stripped_data_prefix: bool,

@@ -14,7 +14,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// A per-request latency: a fixed duration, or a range `A..B` drawn uniformly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Latency {
+    /// Always this long (`200ms`).
     Fixed(Duration),
+    /// Uniformly between the two, both included (`20ms..200ms`).
     Range(Duration, Duration),
 }
 
@@ -64,7 +66,9 @@ impl fmt::Display for Latency {
 /// `--shard K/N`: the K-th (1-based) of N disjoint parts of a manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
+    /// Which part, from 1.
     pub k: u32,
+    /// How many parts.
     pub n: u32,
 }
 

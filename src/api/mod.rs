@@ -38,6 +38,7 @@ pub const RESOLUTIONS: [&str; 7] = [
 pub const VERSIONS: [&str; 1] = ["v2L"];
 /// `img_count` / `image_count` range.
 pub const MIN_IMAGES: i64 = 1;
+/// The most images one request can ask for (`img_count` / `image_count` ≤ 4).
 pub const MAX_IMAGES: i64 = 4;
 /// Model-image prompt limit, in characters (not bytes).
 pub const MAX_MODEL_PROMPT_CHARS: usize = 500;
@@ -49,15 +50,19 @@ pub const DOCUMENTED_TXT2IMG_RATE: u32 = 100;
 /// The two request kinds hidream-batch submits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
+    /// Text-to-image (文生图), at [`TXT2IMG_PATH`]; `txt2img` in manifests and results.
     #[serde(rename = "txt2img")]
     Txt2Img,
+    /// Model images (模特图), at [`MODEL_PATH`]; `model` in manifests and results.
     #[serde(rename = "model")]
     Model,
 }
 
 impl Kind {
+    /// Both kinds, text-to-image first.
     pub const ALL: [Kind; 2] = [Kind::Txt2Img, Kind::Model];
 
+    /// The kind's name: `txt2img` or `model`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Txt2Img => "txt2img",
@@ -65,6 +70,7 @@ impl Kind {
         }
     }
 
+    /// The kind named `s` (exactly `txt2img` or `model`), if any.
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "txt2img" => Some(Kind::Txt2Img),
@@ -110,11 +116,15 @@ impl std::fmt::Display for Kind {
 /// The envelope every documented response uses: success is `code == 0`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope<T> {
+    /// The API's status code (返回状态码): 0 is success, anything else an error.
     pub code: i64,
+    /// The API's status message (`"Success"`, or what went wrong); empty when absent.
     #[serde(default)]
     pub message: String,
+    /// The API's id of this call (本次请求的ID); hidream-batch does not read it.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The payload (返回结果); `None` when the answer has none.
     #[serde(default = "Option::default")]
     pub result: Option<T>,
 }
@@ -122,7 +132,9 @@ pub struct Envelope<T> {
 /// `result` of an accepted submission.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Submitted {
+    /// The task the API created: what `collect` queries, and what the results record.
     pub task_id: String,
+    /// One id per image of the task; empty when absent.
     #[serde(default)]
     pub sub_task_ids: Vec<String>,
 }
@@ -130,8 +142,10 @@ pub struct Submitted {
 /// `result` of a task query.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskResult {
+    /// The task queried, when the answer names it (hidream-batch does not read it).
     #[serde(default)]
     pub task_id: Option<String>,
+    /// The state of each image of the task; empty when absent.
     #[serde(default)]
     pub sub_task_results: Vec<SubTaskResult>,
 }
@@ -139,24 +153,35 @@ pub struct TaskResult {
 /// One image of a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SubTaskResult {
+    /// Which image of the task this is: its sub-task id.
     pub sub_task_id: String,
     /// 0 queued, 2 running, 1 done, 3 failed, 4 refused by content review; anything else is
     /// recorded as-is and polled again.
     pub task_status: i64,
+    /// Progress, when given (a fraction 0–1 by third-party accounts); hidream-batch does not read
+    /// it.
     #[serde(default)]
     pub task_completion: Option<f64>,
+    /// The image's URL once done (status 1); `collect` downloads it (http(s) URLs only).
     #[serde(default)]
     pub image: Option<String>,
+    /// Why the image failed, when given; `collect` writes it to the `message` column of
+    /// `images.csv`.
     #[serde(default)]
     pub description: Option<String>,
 }
 
 /// Task statuses (API reference §9; no official table exists).
 pub mod status {
+    /// Queued, waiting to start.
     pub const QUEUED: i64 = 0;
+    /// Done: the image is ready (final).
     pub const DONE: i64 = 1;
+    /// In progress.
     pub const RUNNING: i64 = 2;
+    /// Generation failed (final).
     pub const FAILED: i64 = 3;
+    /// Refused by content review (final).
     pub const REFUSED: i64 = 4;
 }
 

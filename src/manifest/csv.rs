@@ -39,10 +39,15 @@ pub struct CsvManifest {
 /// One row of a CSV manifest, ready to expand.
 #[derive(Debug)]
 pub struct Row {
+    /// The line the row starts on.
     pub line: u64,
+    /// What the row's requests share (the row is its own job).
     pub info: Arc<JobInfo>,
+    /// The row's non-empty API field cells, as literal templates.
     pub fields: FieldSet,
+    /// The `repeat` cell: submissions of the row (at least 1; default 1).
     pub repeat: u32,
+    /// The `meta.<name>` cells, in `info.meta` order.
     pub meta: Vec<Template>,
 }
 

@@ -22,21 +22,34 @@ pub use template::Template;
 /// template fields under `template:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
+    /// `prompt`: txt2img's prompt, or a model request's prompt mode.
     Prompt,
+    /// `negative_prompt` (txt2img).
     NegativePrompt,
+    /// `img_count` (txt2img): images per request.
     ImgCount,
+    /// `version` (txt2img).
     Version,
+    /// `resolution` (txt2img).
     Resolution,
+    /// `notify_url` (both kinds).
     NotifyUrl,
+    /// `image` (model): the model photo.
     Image,
+    /// `mask` (model).
     Mask,
+    /// `image_count` (model): images per request.
     ImageCount,
+    /// `template.human_template_id` (model).
     HumanTemplateId,
+    /// `template.scene_template_id` (model).
     SceneTemplateId,
+    /// `template.custom_human_template` (model).
     CustomHumanTemplate,
 }
 
 impl Field {
+    /// Every field, in declaration order.
     pub const ALL: [Field; 12] = [
         Field::Prompt,
         Field::NegativePrompt,
@@ -80,6 +93,7 @@ impl Field {
         }
     }
 
+    /// The field with this API name (CSV column), if any.
     pub fn from_name(name: &str) -> Option<Field> {
         Field::ALL.into_iter().find(|f| f.name() == name)
     }
@@ -117,10 +131,12 @@ pub struct FieldSet {
 }
 
 impl FieldSet {
+    /// The field's template, if the field is set.
     pub fn get(&self, field: Field) -> Option<&Template> {
         self.values[field.index()].as_ref()
     }
 
+    /// Set the field's template (replacing any earlier one).
     pub fn set(&mut self, field: Field, value: Template) {
         self.values[field.index()] = Some(value);
     }
@@ -140,6 +156,7 @@ pub struct JobInfo {
     /// The job's part of a request id in the scheme before content identity (its id, or empty
     /// for a CSV row without `id`); only used to recognise results written by that scheme.
     pub id_key: String,
+    /// The job's `kind`: which API its requests go to.
     pub kind: Kind,
     /// Sweep variables: `for_each` columns first, then matrix keys.
     pub vars: Vec<String>,
@@ -154,11 +171,15 @@ pub struct JobInfo {
 /// A job of a YAML manifest, ready to expand.
 #[derive(Debug)]
 pub struct Job {
+    /// What the job's requests share.
     pub info: Arc<JobInfo>,
+    /// The job's field templates, `defaults` applied.
     pub fields: FieldSet,
     /// Values of each matrix key (the matrix keys are `info.vars[for_each columns..]`).
     pub matrix: Vec<Vec<Arc<str>>>,
+    /// The job's `for_each` CSV, if any.
     pub for_each: Option<ForEach>,
+    /// `repeat`: submissions per combination of variables (at least 1; default 1).
     pub repeat: u32,
     /// Templates of the `meta` values, in `info.meta` order.
     pub meta: Vec<Template>,
@@ -176,15 +197,22 @@ pub struct ForEach {
 /// A loaded manifest.
 #[derive(Debug)]
 pub struct Manifest {
+    /// The file, as given on the command line.
     pub path: PathBuf,
+    /// The folder its relative paths are resolved against.
     pub dir: PathBuf,
+    /// YAML `name`, or the file name without extension.
     pub name: Arc<str>,
+    /// The jobs (YAML) or the rows to read (CSV).
     pub source: Source,
 }
 
+/// A loaded manifest's contents, by format.
 #[derive(Debug)]
 pub enum Source {
+    /// A YAML manifest's jobs, in file order.
     Yaml(Vec<Job>),
+    /// A CSV manifest, its rows read when expanded.
     Csv(csv::CsvManifest),
 }
 
