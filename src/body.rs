@@ -113,7 +113,7 @@ const CHUNK: usize = 48 * 1024;
 
 /// One piece of a body.
 #[derive(Debug, Clone)]
-pub enum Part {
+pub(crate) enum Part {
     /// Sent as is.
     Bytes(Bytes),
     /// A local file, sent as base64: the size and digest its bytes had when validated.
@@ -129,7 +129,7 @@ pub enum Part {
 
 /// A request body ready to send any number of times.
 #[derive(Debug, Clone)]
-pub struct WireBody {
+pub(crate) struct WireBody {
     parts: Vec<Part>,
     len: u64,
 }
@@ -140,7 +140,7 @@ fn base64_len(size: u64) -> u64 {
 
 impl WireBody {
     /// A body that is all bytes.
-    pub fn bytes(b: Vec<u8>) -> WireBody {
+    pub(crate) fn bytes(b: Vec<u8>) -> WireBody {
         WireBody {
             len: b.len() as u64,
             parts: vec![Part::Bytes(Bytes::from(b))],
@@ -149,7 +149,7 @@ impl WireBody {
 
     /// `json` with each `placeholders[i]` (which must occur exactly once, inside a JSON string)
     /// replaced by the base64 of `files[i]`, whose bytes must still have the digest given.
-    pub fn with_files(
+    pub(crate) fn with_files(
         json: Vec<u8>,
         placeholders: &[String],
         files: &[(PathBuf, Digest)],
@@ -182,12 +182,12 @@ impl WireBody {
     }
 
     /// Exact length in bytes (the `Content-Length`).
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
     /// The whole body in memory, when it has no file (cheap to clone).
-    pub fn as_bytes(&self) -> Option<Bytes> {
+    pub(crate) fn as_bytes(&self) -> Option<Bytes> {
         match self.parts.as_slice() {
             [Part::Bytes(b)] => Some(b.clone()),
             _ => None,
@@ -195,7 +195,7 @@ impl WireBody {
     }
 
     /// The whole body in memory (for `expand --full`).
-    pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn to_vec(&self) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.len as usize);
         for part in &self.parts {
             match part {
@@ -219,7 +219,7 @@ impl WireBody {
     /// its failure: when reading an image fails, or an image is not the one validated, the stream
     /// ends with that error before anything after the image is sent (the request is never
     /// complete, so no task can be created), and [`BodyFailure::get`] says why.
-    pub fn stream(
+    pub(crate) fn stream(
         &self,
     ) -> (
         impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
@@ -247,11 +247,11 @@ impl WireBody {
 
 /// Why a body stream failed, once it has (see [`WireBody::stream`]).
 #[derive(Debug, Clone, Default)]
-pub struct BodyFailure(std::sync::Arc<std::sync::OnceLock<String>>);
+pub(crate) struct BodyFailure(std::sync::Arc<std::sync::OnceLock<String>>);
 
 impl BodyFailure {
     /// What went wrong, once the stream has failed; `None` until then.
-    pub fn get(&self) -> Option<&str> {
+    pub(crate) fn get(&self) -> Option<&str> {
         self.0.get().map(String::as_str)
     }
 }

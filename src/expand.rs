@@ -72,7 +72,7 @@ impl Request {
 
     /// The body as sent: JSON with the request id as `request_id` for text-to-image, and local
     /// images streamed from their files as base64 while the request goes out ([`WireBody`]).
-    pub fn wire(&self) -> std::io::Result<WireBody> {
+    pub(crate) fn wire(&self) -> std::io::Result<WireBody> {
         match &self.body {
             Body::Txt2Img(b) => {
                 let mut b = b.clone();
