@@ -80,6 +80,9 @@
 //! See the README for the user's view: commands, manifest reference, results columns, exit codes.
 
 #![warn(unreachable_pub, missing_docs)]
+// These docs are the developers' map of the whole crate, private modules included: read them with
+// `cargo doc --document-private-items --open`, where every link resolves.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod api;
 pub mod app;
