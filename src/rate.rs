@@ -12,6 +12,9 @@
 //!   its first 429 on it gets the even flow it accepts. `collect`'s queries are paced from the
 //!   start ([`Limiter::even`]): polling gains nothing from a burst.
 //!
+//! Every wait is scaled by the test hook [`crate::env_vars::TIME_SCALE`] (1 unless set): the
+//! window ([`WINDOW`], documented unscaled) and the pacing alike.
+//!
 //! A token bucket (the `leaky-bucket` crate) was the first choice, but a full bucket lets a whole
 //! minute's allowance go at once and then refills during the same minute: up to twice the rate in
 //! one window, which a server counting a rolling minute answers with 429s.
@@ -24,14 +27,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::env_vars;
+
 /// The window the limit applies to, with a small margin for clock skew and latency jitter
 /// between this process and the server's count.
 pub const WINDOW: Duration = Duration::from_millis(60_500);
+
+/// The minute the rate is counted in (pacing spaces attempts by a share of it).
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// A limiter of images per rolling minute.
 #[derive(Debug)]
 pub struct Limiter {
     per_minute: u32,
+    /// [`WINDOW`], scaled.
+    window: Duration,
+    /// [`MINUTE`], scaled: `per_minute` images take this long when paced.
+    minute: Duration,
     /// Attempts are also spaced evenly (set by [`Limiter::slow_down`], or from the start).
     paced: AtomicBool,
     state: Mutex<State>,
@@ -58,8 +70,15 @@ impl Limiter {
     }
 
     fn with_pacing(per_minute: u32, paced: bool) -> Limiter {
+        Limiter::scaled(per_minute, paced, env_vars::time_scale())
+    }
+
+    /// A limiter whose waits are all multiplied by `scale` (a positive finite number).
+    fn scaled(per_minute: u32, paced: bool, scale: f64) -> Limiter {
         Limiter {
             per_minute: per_minute.max(1),
+            window: env_vars::scale(WINDOW, scale),
+            minute: env_vars::scale(MINUTE, scale),
             paced: AtomicBool::new(paced),
             state: Mutex::new(State {
                 last: None,
@@ -87,7 +106,7 @@ impl Limiter {
         loop {
             let now = Instant::now();
             while let Some(&(t, n)) = st.log.front() {
-                if now.duration_since(t) >= WINDOW {
+                if now.duration_since(t) >= self.window {
                     st.log.pop_front();
                     st.in_window -= u64::from(n);
                 } else {
@@ -96,7 +115,7 @@ impl Limiter {
             }
             // Paced: this attempt's images need their share of a minute since the last attempt
             // (a steady-flow limit checks the room for the request it is given).
-            let spacing = Duration::from_secs(60) * images / self.per_minute;
+            let spacing = self.minute * images / self.per_minute;
             let mut wait_until = st
                 .last
                 .map(|t| t + spacing)
@@ -110,7 +129,7 @@ impl Limiter {
                 for &(t, n) in &st.log {
                     freed += u64::from(n);
                     if freed >= need {
-                        let at = t + WINDOW;
+                        let at = t + self.window;
                         wait_until = Some(wait_until.map_or(at, |w| w.max(at)));
                         break;
                     }
@@ -150,11 +169,16 @@ mod tests {
 
     /// The most images any 60-second window holds.
     fn busiest_minute(times: &[(Duration, u32)]) -> u32 {
+        busiest(times, Duration::from_secs(60))
+    }
+
+    /// The most images any window of `span` holds.
+    fn busiest(times: &[(Duration, u32)], span: Duration) -> u32 {
         (0..times.len())
             .map(|i| {
                 times[i..]
                     .iter()
-                    .take_while(|(t, _)| *t < times[i].0 + Duration::from_secs(60))
+                    .take_while(|(t, _)| *t < times[i].0 + span)
                     .map(|(_, w)| w)
                     .sum()
             })
@@ -224,5 +248,77 @@ mod tests {
         }
         limiter.acquire(1).await;
         assert_eq!(Instant::now() - start, Duration::from_secs(11));
+    }
+
+    /// Whether `d` is `expected`, to the millisecond of tokio's timer.
+    fn about(d: Duration, expected: Duration) -> bool {
+        d >= expected && d < expected + Duration::from_millis(1)
+    }
+
+    /// The test hook `HIDREAM_BATCH_TIME_SCALE`: a limiter scaled by 0.1 keeps every 6-second
+    /// window at the rate, and waits 6.05 s (not 60.5 s) for the window.
+    #[tokio::test(start_paused = true)]
+    async fn a_scaled_limiter_counts_a_scaled_window() {
+        let limiter = Limiter::scaled(60, false, 0.1);
+        let times = acquire_all(&limiter, 12).await;
+        assert_eq!(busiest(&times, Duration::from_secs(6)), 60);
+        let mut sum = 0;
+        for (t, w) in &times {
+            sum += w;
+            if sum <= 60 {
+                assert_eq!(*t, Duration::ZERO, "image {sum} waited");
+            } else {
+                assert!(
+                    about(*t, Duration::from_millis(6_050)),
+                    "image {sum} went at {t:?}"
+                );
+                break;
+            }
+        }
+        // 12 × 33 = 396 images take between 5.6 and 6.6 windows of 6.05 s, as unscaled.
+        let windows = times.last().unwrap().0.as_secs_f64() / 6.05;
+        assert!(windows > 5.6 && windows <= 6.6, "{windows} windows");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scaled_limiter_paces_at_a_scaled_share_of_a_minute() {
+        let limiter = Limiter::scaled(60, false, 0.1);
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.acquire(1).await;
+        }
+        assert_eq!(Instant::now(), start);
+        limiter.slow_down();
+        for i in 1..=5u32 {
+            limiter.acquire(2).await;
+            // 2 images' share of a 6-second minute: 200 ms.
+            assert!(
+                about(Instant::now() - start, Duration::from_millis(200) * i),
+                "{:?}",
+                Instant::now() - start
+            );
+        }
+        let even = Limiter::scaled(600, true, 0.25);
+        let start = Instant::now();
+        for _ in 0..4 {
+            even.acquire(4).await;
+        }
+        // 4 images at 600 a 15-second minute: 100 ms apart, from the start.
+        assert!(
+            about(Instant::now() - start, Duration::from_millis(300)),
+            "{:?}",
+            Instant::now() - start
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scale_of_1_is_the_unscaled_limiter() {
+        let limiter = Limiter::scaled(60, false, 1.0);
+        assert_eq!(limiter.window, WINDOW);
+        assert_eq!(limiter.minute, Duration::from_secs(60));
+        limiter.acquire(60).await;
+        let start = Instant::now();
+        limiter.acquire(1).await;
+        assert_eq!(Instant::now() - start, WINDOW);
     }
 }

@@ -14,6 +14,7 @@ pub mod classify;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::env_vars;
 use crate::rate::Limiter;
 use crate::shutdown::Shutdown;
 
@@ -28,7 +29,8 @@ pub struct RetryPolicy {
 
 /// Retry delays: doubling from `base`, capped at `max`, with full jitter (a uniform draw in
 /// `0..=cap`), and a `Retry-After` floor applied by [`Backoff::delay`] — itself capped at `max`,
-/// so a server asking for a day's wait does not stall a run for a day.
+/// so a server asking for a day's wait does not stall a run for a day. The delay, whichever of
+/// these it comes from, is scaled by the test hook [`crate::env_vars::TIME_SCALE`].
 #[derive(Debug, Clone)]
 pub struct Backoff {
     pub base: Duration,
@@ -43,13 +45,26 @@ impl Backoff {
         retry_after: Option<Duration>,
         rng: &mut fastrand::Rng,
     ) -> Duration {
+        self.scaled_delay(retry, retry_after, rng, env_vars::time_scale())
+    }
+
+    /// [`Backoff::delay`] multiplied by `scale` (a positive finite number): the backoff, the
+    /// `Retry-After` floor and the cap alike.
+    fn scaled_delay(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+        rng: &mut fastrand::Rng,
+        scale: f64,
+    ) -> Duration {
         let exp = self
             .base
             .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20));
         let cap = exp.min(self.max);
         let jittered =
             Duration::from_nanos(rng.u64(0..=cap.as_nanos().min(u64::MAX as u128) as u64));
-        jittered.max(retry_after.unwrap_or(Duration::ZERO).min(self.max))
+        let delay = jittered.max(retry_after.unwrap_or(Duration::ZERO).min(self.max));
+        env_vars::scale(delay, scale)
     }
 
     /// Whether a `Retry-After` asks for longer than [`Backoff::max`] (and is cut to it).
@@ -103,15 +118,23 @@ pub struct Retrier {
     pub shutdown: Shutdown,
     /// A `Retry-After` over `--backoff-max` was logged (once per command).
     capped_logged: AtomicBool,
+    /// The test hook [`env_vars::TIME_SCALE`]'s factor, applied to every delay.
+    scale: f64,
 }
 
 impl Retrier {
     /// A driver with this policy, stopped by `shutdown`.
     pub fn new(policy: RetryPolicy, shutdown: Shutdown) -> Retrier {
+        Retrier::scaled(policy, shutdown, env_vars::time_scale())
+    }
+
+    /// A driver whose delays are multiplied by `scale` (a positive finite number).
+    fn scaled(policy: RetryPolicy, shutdown: Shutdown, scale: f64) -> Retrier {
         Retrier {
             policy,
             shutdown,
             capped_logged: AtomicBool::new(false),
+            scale,
         }
     }
 
@@ -161,7 +184,7 @@ impl Retrier {
                     humantime::format_duration(backoff.max)
                 );
             }
-            let delay = backoff.delay(n, retry_after, &mut rng);
+            let delay = backoff.scaled_delay(n, retry_after, &mut rng, self.scale);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.shutdown.stopping() => {
@@ -277,5 +300,67 @@ mod tests {
         let day = Some(Duration::from_secs(86_400));
         assert_eq!(long.delay(1, day, &mut rng), Duration::from_secs(60));
         assert!(long.caps(day) && !long.caps(Some(Duration::from_secs(5))));
+    }
+
+    /// The test hook `HIDREAM_BATCH_TIME_SCALE`: the backoff, `Retry-After` and the cap scale.
+    #[test]
+    fn a_scaled_backoff_scales_every_delay() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(60),
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        let five = Some(Duration::from_secs(5));
+        assert_eq!(
+            b.scaled_delay(1, five, &mut rng, 0.1),
+            Duration::from_millis(500)
+        );
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(
+            b.scaled_delay(1, day, &mut rng, 0.1),
+            Duration::from_secs(6),
+            "the cap as applied"
+        );
+        for retry in 1..12 {
+            let cap = Duration::from_millis(100 * (1 << (retry - 1))).min(b.max);
+            for _ in 0..50 {
+                assert!(b.scaled_delay(retry, None, &mut rng, 0.1) <= cap / 10);
+            }
+        }
+        // The same draws, scaled.
+        let (mut r1, mut r2) = (fastrand::Rng::with_seed(3), fastrand::Rng::with_seed(3));
+        for retry in 1..12 {
+            let unscaled = b.scaled_delay(retry, None, &mut r1, 1.0);
+            let scaled = b.scaled_delay(retry, None, &mut r2, 0.5);
+            assert!(scaled.abs_diff(unscaled / 2) <= Duration::from_nanos(1));
+        }
+    }
+
+    /// The driver waits the scaled delay: a `Retry-After: 30` scaled by 0.1 is 3 s (paused
+    /// clock: the wait is exact to tokio's millisecond).
+    #[tokio::test(start_paused = true)]
+    async fn a_scaled_driver_waits_the_scaled_retry_after() {
+        let r = Retrier::scaled(policy(2), Shutdown::new(), 0.1);
+        let start = tokio::time::Instant::now();
+        let mut sent = Vec::new();
+        let ending = r
+            .drive(None, "test", async |n| {
+                sent.push(start.elapsed());
+                if n == 2 {
+                    Step::Done(())
+                } else {
+                    Step::Retry {
+                        reason: "busy".into(),
+                        retry_after: Some(Duration::from_secs(30)),
+                    }
+                }
+            })
+            .await;
+        assert!(matches!(ending, Ending::Done(())));
+        assert_eq!(sent[0], Duration::ZERO);
+        assert!(
+            sent[1] >= Duration::from_secs(3) && sent[1] < Duration::from_millis(3_001),
+            "{sent:?}"
+        );
     }
 }
