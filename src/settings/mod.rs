@@ -262,6 +262,7 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
         error_rate: args.error_rate,
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
+        rate_minute: SimConfig::default().rate_minute,
         max_concurrent: args.max_concurrent,
         throttle_rate: args.throttle_rate,
         task_time: args.task_time,

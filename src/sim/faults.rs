@@ -7,7 +7,8 @@
 //! instead would make every retry of a failed request fail again.)
 //!
 //! The limits are exact rather than random: a rolling-minute image window per endpoint, and a gate
-//! on the number of submit requests in flight.
+//! on the number of submit requests in flight. The "minute" is [`SimConfig::rate_minute`]: 60 s
+//! unless a test shortens it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,15 +69,14 @@ impl Draws {
     }
 }
 
-/// Width of one bucket of the rolling window.
-const TICK_MS: u64 = 100;
 /// Buckets in a minute.
 const TICKS: usize = 600;
 
-/// Images accepted in the last 60 seconds on one endpoint, in 100 ms buckets. The window is never
-/// stricter than an exact rolling minute and at most 100 ms more lenient. With a burst
-/// (`--rate-burst`) the limit is checked by a leaky bucket instead; the window still counts, for
-/// the statistics.
+/// Images accepted in the last minute on one endpoint, in buckets of a 600th of a minute (100 ms
+/// of a 60-second minute). The window is never stricter than an exact rolling minute and at most
+/// one bucket more lenient (and under 600 µs more when the minute is not a whole number of
+/// 600 µs). With a burst (`--rate-burst`) the limit is checked by a leaky bucket instead; the
+/// window still counts, for the statistics.
 #[derive(Debug)]
 pub(crate) struct Window {
     buckets: Box<[u32; TICKS]>,
@@ -86,15 +86,22 @@ pub(crate) struct Window {
     sum: u64,
     /// The leaky bucket's theoretical arrival time (GCRA), in milliseconds: when it will be empty.
     empty_at_ms: f64,
+    /// The length of the minute.
+    minute: Duration,
+    /// Width of one bucket, in microseconds: a 600th of the minute, rounded down.
+    tick_us: u64,
 }
 
 impl Window {
-    pub(crate) fn new() -> Window {
+    /// An empty window over a `minute` of at least 1 ms ([`SimConfig::check`]).
+    pub(crate) fn new(minute: Duration) -> Window {
         Window {
             buckets: Box::new([0; TICKS]),
             tick: 0,
             sum: 0,
             empty_at_ms: 0.0,
+            minute,
+            tick_us: (minute.as_micros() / TICKS as u128).clamp(1, u128::from(u64::MAX)) as u64,
         }
     }
 
@@ -122,7 +129,7 @@ impl Window {
         limit: Option<u32>,
         burst: Option<u32>,
     ) -> Result<u64, Duration> {
-        let now_tick = now_ms / TICK_MS;
+        let now_tick = now_ms * 1000 / self.tick_us;
         self.advance(now_tick);
         match (limit, burst) {
             (Some(limit), Some(burst)) => self.flow(now_ms, images, limit, burst)?,
@@ -143,7 +150,7 @@ impl Window {
     /// The leaky bucket: it drains `limit` images a minute and holds `burst` (or one request,
     /// if larger); `images` more must fit. `Err` carries how long until they would.
     fn flow(&mut self, now_ms: u64, images: u32, limit: u32, burst: u32) -> Result<(), Duration> {
-        let per_image_ms = 60_000.0 / f64::from(limit);
+        let per_image_ms = self.minute.as_secs_f64() * 1000.0 / f64::from(limit);
         let now = now_ms as f64;
         let level = (self.empty_at_ms - now).max(0.0) / per_image_ms;
         let over = level + f64::from(images) - f64::from(burst.max(images));
@@ -158,18 +165,18 @@ impl Window {
     fn wait_for(&self, now_ms: u64, need: u64, limit: u64) -> Duration {
         if need > limit {
             // Never fits; tell the client to wait a whole window.
-            return Duration::from_secs(60);
+            return self.minute;
         }
         let oldest = (self.tick + 1).saturating_sub(TICKS as u64);
         let mut freed = 0;
         for t in oldest..=self.tick {
             freed += u64::from(self.buckets[(t % TICKS as u64) as usize]);
             if self.sum - freed + need <= limit {
-                let expires_ms = (t + TICKS as u64) * TICK_MS;
-                return Duration::from_millis(expires_ms.saturating_sub(now_ms));
+                let expires_us = (t + TICKS as u64) * self.tick_us;
+                return Duration::from_micros(expires_us.saturating_sub(now_ms * 1000));
             }
         }
-        Duration::from_secs(60)
+        self.minute
     }
 }
 
@@ -216,8 +223,12 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
 pub(crate) struct Windows(pub [Mutex<Window>; 2]);
 
 impl Windows {
-    pub(crate) fn new() -> Windows {
-        Windows([Mutex::new(Window::new()), Mutex::new(Window::new())])
+    /// Both endpoints' windows over a `minute`.
+    pub(crate) fn new(minute: Duration) -> Windows {
+        Windows([
+            Mutex::new(Window::new(minute)),
+            Mutex::new(Window::new(minute)),
+        ])
     }
 }
 
@@ -228,7 +239,7 @@ mod tests {
 
     #[test]
     fn window_limits_a_rolling_minute() {
-        let mut w = Window::new();
+        let mut w = Window::new(Duration::from_secs(60));
         let base = 1_000_000;
         assert_eq!(w.try_add(base, 4, Some(10), None), Ok(4));
         assert_eq!(w.try_add(base + 30_000, 4, Some(10), None), Ok(8));
@@ -256,7 +267,7 @@ mod tests {
     #[test]
     fn a_burst_limit_lets_a_steady_flow_through_and_stops_a_burst() {
         // 1,200 a minute: one image per 50 ms; bursts of up to 5 images.
-        let mut w = Window::new();
+        let mut w = Window::new(Duration::from_secs(60));
         let base = 1_000_000;
         for i in 0..5 {
             assert!(
@@ -284,6 +295,45 @@ mod tests {
         );
         // A request larger than the burst fits an empty bucket.
         assert!(w.try_add(later + 60_000, 9, Some(1200), Some(5)).is_ok());
+    }
+
+    /// A minute of 6 s (for a client run with `HIDREAM_BATCH_TIME_SCALE=0.1`): the same limits,
+    /// a tenth of the time.
+    #[test]
+    fn a_short_minute_scales_the_window_and_the_bucket() {
+        let six = Duration::from_secs(6);
+        let mut w = Window::new(six);
+        let base = 1_000_000;
+        assert_eq!(w.try_add(base, 4, Some(10), None), Ok(4));
+        assert_eq!(w.try_add(base + 3_000, 4, Some(10), None), Ok(8));
+        let wait = w.try_add(base + 3_000, 4, Some(10), None).unwrap_err();
+        assert_eq!(
+            wait,
+            Duration::from_secs(3),
+            "the first 4 leave at base + 6 s"
+        );
+        assert_eq!(retry_after_secs(wait), 3);
+        assert!(w.try_add(base + 5_999, 3, Some(10), None).is_err());
+        assert_eq!(w.try_add(base + 6_000, 4, Some(10), None), Ok(8));
+        assert_eq!(w.try_add(base + 20_000, 11, Some(10), None), Err(six));
+        // 1,200 a 6-second minute: one image per 5 ms; bursts of up to 5 images.
+        let mut w = Window::new(six);
+        for _ in 0..5 {
+            assert!(w.try_add(base, 1, Some(1200), Some(5)).is_ok());
+        }
+        let wait = w.try_add(base, 1, Some(1200), Some(5)).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(5));
+        assert!(w.try_add(base + 5, 1, Some(1200), Some(5)).is_ok());
+        // A minute that is not a whole number of 600 µs is never stricter than exact.
+        let mut w = Window::new(Duration::from_millis(6_001));
+        assert_eq!(w.try_add(base, 10, Some(10), None), Ok(10));
+        assert!(w.try_add(base + 6_000, 1, Some(10), None).is_err());
+        assert_eq!(w.try_add(base + 6_001, 1, Some(10), None), Ok(1));
+        let instant = SimConfig {
+            rate_minute: Duration::from_micros(999),
+            ..SimConfig::default()
+        };
+        assert!(instant.check().is_err());
     }
 
     #[test]

@@ -74,12 +74,17 @@ pub struct SimConfig {
     /// Fraction of submit requests answered HTTP 500 (0–1).
     pub error_rate: f64,
     /// Answer HTTP 429 when accepting a request would exceed this many images in a rolling
-    /// minute on its endpoint (a request for 4 images counts 4).
+    /// minute (of [`SimConfig::rate_minute`]) on its endpoint (a request for 4 images counts 4).
     pub rate_limit: Option<u32>,
-    /// Enforce `rate_limit` as a steady flow of `rate_limit / 60` images per second that lets a
+    /// Enforce `rate_limit` as a steady flow of `rate_limit` images per minute that lets a
     /// burst of this many images through at once (a leaky bucket, as nginx's `limit_req` with
     /// `burst=`), instead of per rolling minute.
     pub rate_burst: Option<u32>,
+    /// The length of the "minute" of `rate_limit` and `rate_burst` (and so of the waits their
+    /// `Retry-After` asks for): 60 s. A test that runs the client with the test hook
+    /// [`crate::env_vars::TIME_SCALE`] shortens it by the same factor, so that the limits still
+    /// mean what they mean without waiting whole minutes. A library setting, no command-line flag.
+    pub rate_minute: Duration,
     /// Answer HTTP 429 when more than this many submit requests are in flight.
     pub max_concurrent: Option<u32>,
     /// Fraction of submit requests answered HTTP 429 (`Retry-After: 1`) at random, as an
@@ -124,6 +129,7 @@ impl Default for SimConfig {
             error_rate: 0.0,
             rate_limit: None,
             rate_burst: None,
+            rate_minute: Duration::from_secs(60),
             max_concurrent: None,
             throttle_rate: 0.0,
             task_time: defaults::duration(defaults::DEFAULT_TASK_TIME),
@@ -146,6 +152,7 @@ impl fmt::Debug for SimConfig {
             .field("error_rate", &self.error_rate)
             .field("rate_limit", &self.rate_limit)
             .field("rate_burst", &self.rate_burst)
+            .field("rate_minute", &self.rate_minute)
             .field("max_concurrent", &self.max_concurrent)
             .field("throttle_rate", &self.throttle_rate)
             .field("task_time", &self.task_time)
@@ -189,6 +196,12 @@ impl SimConfig {
         }
         if self.rate_burst.is_some() && self.rate_limit.is_none() {
             return Err("`--rate-burst` needs `--rate-limit`".into());
+        }
+        if self.rate_minute < Duration::from_millis(1) {
+            return Err(format!(
+                "the rate limit's minute must be at least 1 ms, not {:?}",
+                self.rate_minute
+            ));
         }
         if self.max_concurrent == Some(0) {
             return Err("`--max-concurrent` must be at least 1 (leave it out for no limit)".into());

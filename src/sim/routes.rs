@@ -122,12 +122,13 @@ pub struct Created {
 impl Shared {
     pub(crate) fn new(config: SimConfig, local_addr: SocketAddr) -> std::io::Result<Shared> {
         let ledger = Ledger::open(&config.ledger)?;
+        let windows = Windows::new(config.rate_minute);
         Ok(Shared {
             config,
             counters: Counters::default(),
             seq: AtomicU64::new(0),
             gate: Gate::default(),
-            windows: Windows::new(),
+            windows,
             started: Instant::now(),
             local_addr,
             ledger,

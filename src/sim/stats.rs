@@ -61,7 +61,8 @@ pub struct Stats {
     /// The most submit requests ever handled at once, counted on arrival — before any 429 — so it
     /// shows the concurrency the client used, not the concurrency the simulator allowed.
     pub max_in_flight: u64,
-    /// Per endpoint, the most images accepted in any rolling 60-second window (100 ms buckets).
+    /// Per endpoint, the most images accepted in any rolling minute (60 s unless
+    /// [`super::SimConfig::rate_minute`] says otherwise; 600 buckets, 100 ms each of 60 s).
     pub max_images_per_minute: PerKind,
 }
 
