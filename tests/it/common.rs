@@ -7,12 +7,14 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The binary under test, run from the repository root, with no inherited token.
+/// The binary under test, run from the repository root, with no inherited token (nor time hook:
+/// a test that wants one sets it).
 pub fn bin() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("hidream-batch").expect("binary is built");
     cmd.current_dir(root())
         .env_remove("HIDREAM_API_TOKEN")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .env_remove(hidream_batch::env_vars::TIME_SCALE);
     cmd
 }
 
@@ -144,6 +146,7 @@ pub fn spawn(args: &[String]) -> Child {
         .current_dir(root())
         .env("HIDREAM_API_TOKEN", TOKEN)
         .env_remove("RUST_LOG")
+        .env_remove(hidream_batch::env_vars::TIME_SCALE)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

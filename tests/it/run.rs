@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use hidream_batch::env_vars::TIME_SCALE;
 use hidream_batch::sim::{SimConfig, Simulator};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -106,17 +107,19 @@ async fn never_more_than_concurrency_in_flight() {
     );
 }
 
-/// `run` over `(_dir, manifest, out)` against `sim` at `--rate rate`: the output and elapsed time.
+/// `run` over `(_dir, manifest, out)` against `sim` at `--rate rate`, with `envs`: the output and
+/// elapsed time.
 async fn run_at_rate(
     sim: &Simulator,
     scratch: &(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf),
     rate: u32,
+    envs: Vec<(&'static str, String)>,
 ) -> (std::process::Output, Duration) {
     let (_, manifest, out) = scratch;
     let mut args = run_args(manifest, &sim.base_url(), out, &["--concurrency", "8"]);
     set_option(&mut args, "--rate", &rate.to_string());
     let started = Instant::now();
-    let o = run_bin(args, vec![]).await;
+    let o = run_bin(args, envs).await;
     let elapsed = started.elapsed();
     assert_eq!(
         o.status.code(),
@@ -127,44 +130,80 @@ async fn run_at_rate(
     (o, elapsed)
 }
 
-/// The one test that waits for a window to pass (about a minute): the bound of SPEC §5 held
-/// end to end, against a server counting the same rolling minute.
+/// The test hook that scales every wait of the client by 0.1, for a simulator whose minute is
+/// 6 s: the same limits, a tenth of the time.
+fn a_tenth() -> Vec<(&'static str, String)> {
+    vec![(TIME_SCALE, "0.1".into())]
+}
+
+/// The bound of SPEC §5 held end to end, against a server counting the same rolling minute — a
+/// tenth of a minute, with the client's waits scaled to match (`HIDREAM_BATCH_TIME_SCALE=0.1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_images_per_minute_limit_holds_with_mixed_counts() {
     // 30 requests of 1, 2 or 4 images = 70 images at 60 a minute: two windows.
     let sim = simulator(SimConfig {
         rate_limit: Some(60),
+        rate_minute: Duration::from_secs(6),
         ..quiet()
     })
     .await;
     let scratch = txt2img_scratch("rate", 30, &[1, 2, 4]);
-    let (o, elapsed) = run_at_rate(&sim, &scratch, 60).await;
+    let (o, elapsed) = run_at_rate(&sim, &scratch, 60, a_tenth()).await;
     let stats = sim.stats();
     assert_eq!(stats.accepted_images, 70);
     assert_eq!(
         stats.http_429, 0,
         "the client never provokes the server's limit"
     );
-    // The images beyond the first minute's allowance waited for the window (60.5 s), and no
-    // longer: an even pace would need 66 s before the last request.
-    assert!(elapsed >= Duration::from_secs(60), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(64), "{elapsed:?}");
+    assert!(
+        stats.max_images_per_minute.txt2img <= 60,
+        "{} images in a minute",
+        stats.max_images_per_minute.txt2img
+    );
+    // The images beyond the first minute's allowance waited for the window, scaled: 6.05 s
+    // (60.5 s × 0.1), and no longer than an even pace would: 0.1 s an image, scaled, so the
+    // last request (4 images) would go no sooner than 6.6 s after the first, the 66 images
+    // before it spaced out. Measured between the rows' `submitted_at` (each taken as its request
+    // leaves the rate limiter, to the millisecond), not around the process: a busy disk can add
+    // seconds to the start and the synced writes of a run (12 s once, for a span of 6.052 s),
+    // which is not the limiter's doing. The span's lower bound allows 10 ms for the two
+    // timestamps' truncation to the millisecond and the instant between the limiter's answer
+    // and the clock's reading; its upper one leaves 550 ms to the timer's lateness (the span is
+    // 6.051-6.052 s here). Without the hook the span is 60.5 s; a simulator without the short
+    // minute answers 429.
+    let at: Vec<std::time::SystemTime> = results(&scratch.2)
+        .iter()
+        .map(|r| humantime::parse_rfc3339(&r["submitted_at"]).unwrap())
+        .collect();
+    let span = at
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*at.iter().min().unwrap())
+        .unwrap();
+    assert!(span >= Duration::from_millis(6_040), "{span:?}");
+    assert!(span < Duration::from_millis(6_600), "{span:?}");
+    // And around the process: the run cannot end before the window has passed.
+    assert!(elapsed >= Duration::from_millis(6_050), "{elapsed:?}");
     assert!(!String::from_utf8_lossy(&o.stderr).contains("429"));
 }
 
 /// Against a gateway that enforces the rate as a steady flow with small bursts, the first burst
-/// is refused once, and the run goes on at an even pace.
+/// is refused once, and the run goes on at an even pace. A tenth of the time, as above: 0.8 s
+/// instead of 6.5 s, with as many 429s (3 to 8 in 18 runs, idle and under CPU load; unscaled,
+/// 4 to 9 in 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_turns_the_burst_into_an_even_pace() {
-    // 600 images a minute = 10 a second, bursts of up to 10; 70 images.
+    // 600 images a minute = 10 a second (scaled: 100), bursts of up to 10; 70 images.
     let sim = simulator(SimConfig {
         rate_limit: Some(600),
         rate_burst: Some(10),
+        rate_minute: Duration::from_secs(6),
         ..quiet()
     })
     .await;
     let scratch = txt2img_scratch("gateway", 30, &[1, 2, 4]);
-    let (o, _) = run_at_rate(&sim, &scratch, 600).await;
+    let (o, _) = run_at_rate(&sim, &scratch, 600, a_tenth()).await;
     let stats = sim.stats();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stats.accepted_images, 70);
@@ -243,6 +282,41 @@ async fn retry_after_is_honoured_as_a_floor() {
     let rows = results(&out);
     assert_eq!(rows[0]["attempts"], "2");
     assert_eq!(rows[0]["task_id"], "t-1");
+}
+
+/// The test hook scales the retry delays too, `Retry-After` included: 10 s asked, 1 s waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_hook_scales_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "10"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("t-1")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("scaled-ra", 1, &[1]);
+    let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), a_tenth()).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let row = &results(&out)[0];
+    assert_eq!(row["attempts"], "2");
+    // From the first attempt to the outcome: at least the scaled Retry-After (a floor), and
+    // less than the unscaled one, which is all a run without the hook would wait (not measured
+    // around the process, whose start and synced writes a busy disk can slow by seconds).
+    let waited = Duration::from_millis(row["elapsed_ms"].parse().unwrap());
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
