@@ -218,6 +218,19 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_millis().div_ceil(1000).max(1) as u64
 }
 
+/// `wait` on the clock of a simulator whose minute lasts `minute`, in its seconds (a 60th of its
+/// minute): what its `Retry-After` counts, so that a client whose waits are scaled by the same
+/// factor (the test hook [`crate::env_vars::TIME_SCALE`]) waits `wait`. Exactly `wait` with the
+/// 60-second minute.
+pub(crate) fn on_sim_clock(wait: Duration, minute: Duration) -> Duration {
+    let real = Duration::from_secs(60);
+    if minute == real {
+        return wait;
+    }
+    Duration::try_from_secs_f64(wait.as_secs_f64() * real.as_secs_f64() / minute.as_secs_f64())
+        .unwrap_or(Duration::MAX)
+}
+
 /// The window of each endpoint, locked only for the few instructions of a check-and-add.
 #[derive(Debug)]
 pub(crate) struct Windows(pub [Mutex<Window>; 2]);
@@ -316,6 +329,11 @@ mod tests {
         assert!(w.try_add(base + 5_999, 3, Some(10), None).is_err());
         assert_eq!(w.try_add(base + 6_000, 4, Some(10), None), Ok(8));
         assert_eq!(w.try_add(base + 20_000, 11, Some(10), None), Err(six));
+        // Retry-After counts the simulator's seconds: 3 s of a 6-second minute are 30 of them,
+        // which a client scaled by 0.1 waits as 3 s.
+        assert_eq!(retry_after_secs(on_sim_clock(wait, six)), 30);
+        let minute = Duration::from_secs(60);
+        assert_eq!(on_sim_clock(wait, minute), wait);
         // 1,200 a 6-second minute: one image per 5 ms; bursts of up to 5 images.
         let mut w = Window::new(six);
         for _ in 0..5 {

@@ -80,10 +80,11 @@ pub struct SimConfig {
     /// burst of this many images through at once (a leaky bucket, as nginx's `limit_req` with
     /// `burst=`), instead of per rolling minute.
     pub rate_burst: Option<u32>,
-    /// The length of the "minute" of `rate_limit` and `rate_burst` (and so of the waits their
-    /// `Retry-After` asks for): 60 s. A test that runs the client with the test hook
-    /// [`crate::env_vars::TIME_SCALE`] shortens it by the same factor, so that the limits still
-    /// mean what they mean without waiting whole minutes. A library setting, no command-line flag.
+    /// The length of the "minute" of `rate_limit` and `rate_burst`: 60 s. Their `Retry-After`
+    /// counts seconds of this clock (a 60th of it). A test that runs the client with the test
+    /// hook [`crate::env_vars::TIME_SCALE`] shortens it by the same factor, so that the limits
+    /// still mean what they mean without waiting whole minutes. A library setting, no
+    /// command-line flag.
     pub rate_minute: Duration,
     /// Answer HTTP 429 when more than this many submit requests are in flight.
     pub max_concurrent: Option<u32>,

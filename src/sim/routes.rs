@@ -36,7 +36,7 @@ use crate::logging::safe;
 use super::check;
 use super::codes;
 use super::conn::Hangup;
-use super::faults::{Draws, Gate, Pass, Windows, retry_after_secs};
+use super::faults::{Draws, Gate, Pass, Windows, on_sim_clock, retry_after_secs};
 use super::image;
 use super::stats::{Counters, bump, slot};
 use super::tasks::{Fate, Task, unix_ms};
@@ -389,7 +389,7 @@ fn arrive(
             let response = too_many(
                 codes::RATE_LIMITED,
                 message,
-                retry_after_secs(wait),
+                retry_after_secs(on_sim_clock(wait, s.config.rate_minute)),
                 request_id(),
             );
             return (pass, Answer::Send(response));
