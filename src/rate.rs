@@ -31,14 +31,14 @@ use crate::env_vars;
 
 /// The window the limit applies to, with a small margin for clock skew and latency jitter
 /// between this process and the server's count.
-pub const WINDOW: Duration = Duration::from_millis(60_500);
+pub(crate) const WINDOW: Duration = Duration::from_millis(60_500);
 
 /// The minute the rate is counted in (pacing spaces attempts by a share of it).
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// A limiter of images per rolling minute.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     per_minute: u32,
     /// [`WINDOW`], scaled.
     window: Duration,
@@ -60,12 +60,12 @@ struct State {
 impl Limiter {
     /// A limiter that lets the window's allowance go at once, until [`Limiter::slow_down`].
     /// `per_minute` must be at least 1 (`--rate 0` means no limiter at all).
-    pub fn new(per_minute: u32) -> Limiter {
+    pub(crate) fn new(per_minute: u32) -> Limiter {
         Limiter::with_pacing(per_minute, false)
     }
 
     /// A limiter that spaces attempts evenly from the start.
-    pub fn even(per_minute: u32) -> Limiter {
+    pub(crate) fn even(per_minute: u32) -> Limiter {
         Limiter::with_pacing(per_minute, true)
     }
 
@@ -89,18 +89,18 @@ impl Limiter {
     }
 
     /// The endpoint answered HTTP 429: space attempts evenly from now on. True the first time.
-    pub fn slow_down(&self) -> bool {
+    pub(crate) fn slow_down(&self) -> bool {
         !self.paced.swap(true, Ordering::Relaxed)
     }
 
     /// Whether attempts are spaced evenly.
-    pub fn is_paced(&self) -> bool {
+    pub(crate) fn is_paced(&self) -> bool {
         self.paced.load(Ordering::Relaxed)
     }
 
     /// Wait until `images` may be sent, and count them. Waiters are served in order (the lock is
     /// fair and held while waiting, so nobody overtakes).
-    pub async fn acquire(&self, images: u32) {
+    pub(crate) async fn acquire(&self, images: u32) {
         let images = images.max(1);
         let mut st = self.state.lock().await;
         loop {

@@ -9,7 +9,7 @@
 //! takes the endpoint's rate limiter, if one is given, and stops when the shutdown stops
 //! dispatching: no new attempt starts, and a backoff wait is cut short.
 
-pub mod classify;
+pub(crate) mod classify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -75,7 +75,7 @@ impl Backoff {
 
 /// What one attempt came to.
 #[derive(Debug)]
-pub enum Step<T> {
+pub(crate) enum Step<T> {
     /// The end: no further attempt.
     Done(T),
     /// Worth another attempt after the backoff (at least `retry_after`).
@@ -89,7 +89,7 @@ pub enum Step<T> {
 
 /// How the attempts ended.
 #[derive(Debug)]
-pub enum Ending<T> {
+pub(crate) enum Ending<T> {
     /// An attempt said [`Step::Done`].
     Done(T),
     /// Every attempt said [`Step::Retry`].
@@ -111,7 +111,7 @@ pub enum Ending<T> {
 
 /// The retry driver of one command: its policy and its shutdown.
 #[derive(Debug)]
-pub struct Retrier {
+pub(crate) struct Retrier {
     /// Attempts and delays.
     pub policy: RetryPolicy,
     /// Stops dispatching: no new attempt, no more waiting.
@@ -124,7 +124,7 @@ pub struct Retrier {
 
 impl Retrier {
     /// A driver with this policy, stopped by `shutdown`.
-    pub fn new(policy: RetryPolicy, shutdown: Shutdown) -> Retrier {
+    pub(crate) fn new(policy: RetryPolicy, shutdown: Shutdown) -> Retrier {
         Retrier::scaled(policy, shutdown, env_vars::time_scale())
     }
 
@@ -141,7 +141,7 @@ impl Retrier {
     /// Make attempts (numbered from 1) until one is [`Step::Done`], the policy's attempts are
     /// spent, or the shutdown stops dispatching. `gate`: the endpoint's limiter and the units an
     /// attempt costs, taken before every attempt. `what` names the endpoint in log lines.
-    pub async fn drive<T>(
+    pub(crate) async fn drive<T>(
         &self,
         gate: Option<(&Limiter, u32)>,
         what: &str,

@@ -25,7 +25,7 @@
 //! - [`codes`]: the `code` values of the simulator's answers.
 //!
 //! Entry points: [`start`] (in-process on a free loopback port, for tests and `run --simulate`),
-//! [`serve`] (on a given listener until a shutdown future completes) and [`run_cli`] (the
+//! [`serve`] (on a given listener until a shutdown future completes) and `commands::simulate` (the
 //! `simulate` command).
 
 mod check;
@@ -34,6 +34,7 @@ mod conn;
 mod faults;
 mod hash;
 mod image;
+mod ledger;
 mod routes;
 pub mod stats;
 mod tasks;
@@ -51,7 +52,7 @@ use tokio::task::JoinHandle;
 use crate::settings::defaults;
 use crate::units::Latency;
 
-pub use routes::Created;
+pub use ledger::Created;
 pub use stats::{Calls, PerKind, Stats};
 
 /// The header every answer of the simulator carries (its value: the version).
@@ -115,6 +116,7 @@ pub struct SimConfig {
 /// Where the simulator records the tasks it creates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum LedgerConfig {
+    /// No ledger.
     #[default]
     Off,
     /// In memory: [`Simulator::created`].

@@ -12,8 +12,8 @@
 //! set and (in tests) the ledger, each held for a few instructions.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -38,6 +38,7 @@ use super::codes;
 use super::conn::Hangup;
 use super::faults::{Draws, Gate, Pass, Windows, on_sim_clock, retry_after_secs};
 use super::image;
+use super::ledger::{Created, Ledger};
 use super::stats::{Counters, bump, slot};
 use super::tasks::{Fate, Task, unix_ms};
 
@@ -58,65 +59,6 @@ pub(crate) struct Shared {
     local_addr: SocketAddr,
     /// Every task created, when [`SimConfig::ledger`] asks for it.
     pub ledger: Ledger,
-}
-
-/// The record of created tasks (see [`super::LedgerConfig`]).
-pub(crate) enum Ledger {
-    Off,
-    Memory(Mutex<Vec<Created>>),
-    File(Mutex<std::io::BufWriter<std::fs::File>>),
-}
-
-impl Ledger {
-    fn open(config: &super::LedgerConfig) -> std::io::Result<Ledger> {
-        Ok(match config {
-            super::LedgerConfig::Off => Ledger::Off,
-            super::LedgerConfig::Memory => Ledger::Memory(Mutex::new(Vec::new())),
-            super::LedgerConfig::File(path) => Ledger::File(Mutex::new(std::io::BufWriter::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ))),
-        })
-    }
-
-    fn record(&self, created: Created) {
-        match self {
-            Ledger::Off => {}
-            Ledger::Memory(list) => list.lock().unwrap_or_else(|e| e.into_inner()).push(created),
-            Ledger::File(file) => {
-                use std::io::Write;
-                let line = serde_json::json!({
-                    "kind": created.kind,
-                    "request_id": created.request_id,
-                    "task_id": created.task_id,
-                });
-                let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
-                if writeln!(f, "{line}").and_then(|()| f.flush()).is_err() {
-                    tracing::warn!("cannot write the ledger");
-                }
-            }
-        }
-    }
-
-    pub(crate) fn created(&self) -> Vec<Created> {
-        match self {
-            Ledger::Memory(list) => list.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// A task the simulator created (see [`SimConfig::ledger`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Created {
-    pub kind: Kind,
-    /// The txt2img `request_id` the client sent, if any.
-    pub request_id: Option<String>,
-    pub task_id: String,
-    /// The duplicate-detection key (the body's hash).
-    pub key: u64,
 }
 
 impl Shared {

@@ -94,11 +94,14 @@ pub struct Calls {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct PerKind {
+    /// Text-to-image.
     pub txt2img: u64,
+    /// Model images.
     pub model: u64,
 }
 
 impl PerKind {
+    /// The number of `kind`.
     pub fn get(&self, kind: Kind) -> u64 {
         match kind {
             Kind::Txt2Img => self.txt2img,
