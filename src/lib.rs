@@ -48,7 +48,7 @@
 //!
 //! 1. `main` parses the [`cli::Cli`] and calls [`app::main`]: logging, a current-thread runtime,
 //!    and `app::dispatch`, which starts the [`shutdown::Shutdown`] (`Shutdown::listen`) and turns
-//!    the clap `RunArgs` into [`settings::RunSettings`] ([`settings::run`]: defaults, cross-field
+//!    the parsed arguments into [`settings::RunSettings`] ([`settings::run`]: defaults, cross-field
 //!    checks; exit 2 on a setting that cannot work).
 //! 2. [`commands::run::run`] calls [`validate::load_valid`]: [`manifest::load`] reads each file
 //!    once, [`expand::expand`] yields every request lazily with its id ([`ids`]), and

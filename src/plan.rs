@@ -207,7 +207,10 @@ pub(crate) fn make(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::journal::Paths;
 
     #[test]
     fn only_what_has_no_task_is_sent_without_flags() {
@@ -253,5 +256,103 @@ mod tests {
         assert_eq!(plan.images(), 6);
         assert_eq!(plan.unknown_skipped, 1);
         assert_eq!(plan.rejected_retry, 1);
+    }
+
+    /// A manifest of five requests, and results that say: the first submitted, the second
+    /// rejected, the third unknown, the fourth failed; the fifth was never sent.
+    fn five(dir: &std::path::Path) -> (Vec<Manifest>, Vec<uuid::Uuid>, Prior) {
+        let path = dir.join("m.yaml");
+        std::fs::write(
+            &path,
+            "name: m\njobs:\n  - id: sweep\n    kind: txt2img\n    prompt: \"photo {i}\"\n    matrix:\n      i: [0, 1, 2, 3, 4]\n",
+        )
+        .unwrap();
+        let digests = Arc::new(crate::digest::Digests::default());
+        let manifests = vec![crate::manifest::load(&path, &digests).unwrap()];
+        let ids: Vec<uuid::Uuid> = positioned(&manifests, None).map(|(_, r)| r.id).collect();
+        let mut text = String::from(
+            "request_id,job,kind,status,task_id,sub_task_ids,attempts,http_status,code,message,submitted_at,elapsed_ms\n",
+        );
+        for (id, (status, task)) in ids.iter().zip([
+            ("submitted", "t-1"),
+            ("rejected", ""),
+            ("unknown", ""),
+            ("failed", ""),
+        ]) {
+            text += &format!(
+                "{id},sweep,txt2img,{status},{task},,1,200,0,,2026-12-01T00:00:00.000Z,5\n"
+            );
+        }
+        let results = dir.join("r.csv");
+        std::fs::write(&results, text).unwrap();
+        let prior = Prior::read(Paths::resolve(&results).unwrap()).unwrap();
+        (manifests, ids, prior)
+    }
+
+    #[test]
+    fn make_counts_each_request_from_its_state_in_the_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manifests, _, prior) = five(dir.path());
+        let mut target = Target::Dry(Box::new(prior));
+        let plan = make(&mut target, &manifests, None, None, Flags::default(), None).unwrap();
+        assert_eq!(plan.total, 5);
+        assert_eq!(
+            (
+                plan.new,
+                plan.already_submitted,
+                plan.rejected_skipped,
+                plan.unknown_skipped,
+                plan.to_retry_failed
+            ),
+            (1, 1, 1, 1, 1)
+        );
+        assert_eq!(plan.to_send(), 2, "the new request and the failed one");
+        let all = Flags {
+            retry_rejected: true,
+            retry_unknown: true,
+        };
+        let plan = make(&mut target, &manifests, None, None, all, None).unwrap();
+        assert_eq!(
+            plan.to_send(),
+            4,
+            "never the submitted one, whatever the flags"
+        );
+    }
+
+    #[test]
+    fn make_counts_only_the_shard_and_trusts_a_first_run_to_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manifests, ids, prior) = five(dir.path());
+        let mut target = Target::Dry(Box::new(prior));
+        let shard: Shard = "1/2".parse().unwrap();
+        let plan = make(
+            &mut target,
+            &manifests,
+            None,
+            Some(shard),
+            Flags::default(),
+            None,
+        )
+        .unwrap();
+        let in_it = ids.iter().filter(|id| shard.contains(id)).count() as u64;
+        assert_eq!(plan.total, in_it);
+        // A first run: the counts are validation's, every request new.
+        let (_, report) = crate::validate::validate(
+            &[dir.path().join("m.yaml")],
+            &crate::validate::Options {
+                max_requests: 100,
+                run_id: None,
+            },
+        );
+        let plan = make(
+            &mut target,
+            &manifests,
+            None,
+            None,
+            Flags::default(),
+            Some(&report.counts),
+        )
+        .unwrap();
+        assert_eq!((plan.total, plan.new, plan.to_send()), (5, 5, 5));
     }
 }
