@@ -58,14 +58,16 @@ pub(crate) fn open(snapshot: &Snapshot) -> csv::Reader<SnapshotReader> {
         .from_reader(snapshot.reader())
 }
 
-/// A CSV error as a message naming the line (and the column, for bad UTF-8).
+/// A CSV error as a message naming the line (and the column, for bad UTF-8); `line` turns the
+/// reader's position into the line a person sees (see [`line_of`]).
 pub(crate) fn describe(
     err: &csv::Error,
     headers: &[String],
+    line: impl Fn(&csv::Position) -> u64,
 ) -> (Option<u64>, Option<String>, String) {
     match err.kind() {
         csv::ErrorKind::UnequalLengths { pos, len, .. } => (
-            pos.as_ref().map(|p| p.line()),
+            pos.as_ref().map(&line),
             None,
             format!(
                 "the row has {len} fields but the header has {}",
@@ -73,7 +75,7 @@ pub(crate) fn describe(
             ),
         ),
         csv::ErrorKind::Utf8 { pos, err } => (
-            pos.as_ref().map(|p| p.line()),
+            pos.as_ref().map(&line),
             headers.get(err.field()).cloned(),
             "the value is not valid UTF-8 (save the file as UTF-8, e.g. Excel's \"CSV UTF-8\")"
                 .to_string(),
@@ -87,7 +89,10 @@ fn headers(reader: &mut csv::Reader<SnapshotReader>) -> Result<Vec<String>, Stri
     match reader.headers() {
         Ok(h) if h.iter().all(str::is_empty) => Err("the file has no header row".into()),
         Ok(h) => Ok(h.iter().map(|s| s.trim().to_string()).collect()),
-        Err(e) => Err(format!("header: {}", describe(&e, &[]).2)),
+        Err(e) => Err(format!(
+            "header: {}",
+            describe(&e, &[], csv::Position::line).2
+        )),
     }
 }
 
@@ -106,7 +111,7 @@ pub(crate) fn for_each_columns(dir: &Path, shown: &str) -> Result<(Snapshot, Vec
             "`{shown}` has no rows, so the job would expand to nothing"
         )),
         Err(e) => {
-            let (line, column, m) = describe(&e, &columns);
+            let (line, column, m) = describe(&e, &columns, |p| line_of(&reader, p));
             let column = column
                 .map(|c| format!(", column `{c}`"))
                 .unwrap_or_default();
@@ -135,12 +140,12 @@ pub(crate) fn rows(
         let mut record = StringRecord::new();
         match reader.read_record(&mut record) {
             Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line());
+                let line = record.position().map_or(0, |p| line_of(&reader, p));
                 Some(Ok((line, record.iter().map(Arc::from).collect())))
             }
             Ok(false) => None,
             Err(e) => {
-                let (line, column, m) = describe(&e, &names);
+                let (line, column, m) = describe(&e, &names, |p| line_of(&reader, p));
                 // An I/O error ends the file; a bad row is reported and skipped.
                 if !matches!(
                     e.kind(),
@@ -152,6 +157,13 @@ pub(crate) fn rows(
             }
         }
     })
+}
+
+/// The line a record starts on, as a person sees it in the file. The CSV reader counts a line when
+/// it consumes its `\n`; after a row ended with `\r\n` (Excel on Windows) it stops at the `\r`,
+/// so the next record's position is still on the `\n`, one line too low.
+fn line_of(reader: &csv::Reader<SnapshotReader>, p: &csv::Position) -> u64 {
+    p.line() + u64::from(reader.get_ref().byte_at(p.byte()) == Some(b'\n'))
 }
 
 /// Count the data rows of a CSV copy.
@@ -407,5 +419,35 @@ impl CsvManifest {
             repeat,
             meta,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of the rows of `text`, bad rows included.
+    fn lines(text: &str) -> Vec<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, text).unwrap();
+        rows(&Snapshot::take(&path).unwrap())
+            .map(|r| match r {
+                Ok((line, _)) => line,
+                Err((line, _, _)) => line,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crlf_rows_are_on_the_lines_a_person_sees() {
+        // A quoted value over two lines, a short row (an error), then a plain row.
+        let lf = "kind,prompt\ntxt2img,a cat\ntxt2img,\"two\nlines\"\ntxt2img\ntxt2img,a dog\n";
+        assert_eq!(lines(lf), [2, 3, 5, 6]);
+        assert_eq!(
+            lines(&lf.replace('\n', "\r\n")),
+            [2, 3, 5, 6],
+            "Excel on Windows"
+        );
     }
 }

@@ -52,6 +52,17 @@ pub struct SnapshotReader {
     pos: u64,
 }
 
+impl SnapshotReader {
+    /// The byte at `offset` of the copy, if there is one (read without moving the reader).
+    pub fn byte_at(&self, offset: u64) -> Option<u8> {
+        let mut b = [0u8; 1];
+        match self.file.read_at(&mut b, offset) {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
+    }
+}
+
 impl Read for SnapshotReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read_at(buf, self.pos)?;
