@@ -58,7 +58,7 @@ pub(crate) fn print_plan(plan: &Plan, flags: Flags, rate: u32) {
             describe_estimate(estimate(&per_kind, rate))
         );
     }
-    print!("{out}");
+    crate::logging::say(&out);
 }
 
 /// The end of a run, on stdout.
@@ -66,8 +66,8 @@ pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path:
     // Per minute of the run; a run shorter than a minute sent all its images in one minute.
     let per_minute =
         summary.submitted_images as f64 * 60.0 / summary.elapsed.as_secs_f64().max(60.0);
-    println!(
-        "done: {} this run ({}); {} already submitted earlier; {} images submitted in {:.1}s ({:.0} images/min); results in {}",
+    crate::logging::say(&format!(
+        "done: {} this run ({}); {} already submitted earlier; {} images submitted in {:.1}s ({:.0} images/min); results in {}\n",
         summary.total(),
         describe_counts(&summary.counts),
         plan.already_submitted,
@@ -75,12 +75,12 @@ pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path:
         summary.elapsed.as_secs_f64(),
         per_minute,
         results.display()
-    );
+    ));
     if plan.rejected_skipped + plan.unknown_skipped > 0 {
-        println!(
-            "not sent: {} rejected and {} unknown from earlier runs (use --retry-rejected / --retry-unknown)",
+        crate::logging::say(&format!(
+            "not sent: {} rejected and {} unknown from earlier runs (use --retry-rejected / --retry-unknown)\n",
             plan.rejected_skipped, plan.unknown_skipped
-        );
+        ));
     }
 }
 

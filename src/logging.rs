@@ -21,6 +21,18 @@ pub(crate) fn error(message: &str) {
     }
 }
 
+/// Write `text` to stdout as it is. A reader that went away (`run … | head`) is not an error: the
+/// command goes on, and its exit code says how it ended; any other failure is logged.
+pub(crate) fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        tracing::warn!("cannot write to stdout: {e}");
+    }
+}
+
 /// Install the global subscriber. `verbosity`: -1 quiet, 0 default (info), 1 debug, ≥2 trace.
 pub(crate) fn init(format: LogFormat, verbosity: i8) {
     let default = match verbosity {

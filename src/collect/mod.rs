@@ -244,8 +244,8 @@ pub(crate) async fn collect(
         )));
     }
 
-    println!(
-        "collect: {} images: {} done ({} downloaded, {} skipped: already on disk), {} failed, {} refused, {} pending{}; {} task queries in {} round{}, {:.1}s; {} and {} in {}",
+    crate::logging::say(&format!(
+        "collect: {} images: {} done ({} downloaded, {} skipped: already on disk), {} failed, {} refused, {} pending{}; {} task queries in {} round{}, {:.1}s; {} and {} in {}\n",
         summary.images,
         summary.done,
         summary.downloaded,
@@ -265,13 +265,13 @@ pub(crate) async fn collect(
         IMAGES_CSV,
         INDEX_HTML,
         settings.out.display(),
-    );
+    ));
     if summary.without_task > 0 {
-        println!(
-            "not collected: {} request{} of the results without a task (rejected, failed or unknown)",
+        crate::logging::say(&format!(
+            "not collected: {} request{} of the results without a task (rejected, failed or unknown)\n",
             summary.without_task,
             if summary.without_task == 1 { "" } else { "s" }
-        );
+        ));
     }
     if summary.pending > 0 {
         let why = if timed_out {
@@ -281,7 +281,10 @@ pub(crate) async fn collect(
         } else {
             "run again, or use --wait"
         };
-        println!("{} images still pending ({why})", summary.pending);
+        crate::logging::say(&format!(
+            "{} images still pending ({why})\n",
+            summary.pending
+        ));
     }
     if let Some(message) = unauthorized {
         return Err(exit::aborted(format!(

@@ -28,8 +28,8 @@ pub fn run(settings: &MergeSettings) -> anyhow::Result<u8> {
             c.other.1.display()
         );
     }
-    println!(
-        "merged {} files into {}{}",
+    crate::logging::say(&format!(
+        "merged {} files into {}{}\n",
         settings.inputs.len(),
         settings.out.display(),
         if conflicts.is_empty() {
@@ -37,7 +37,7 @@ pub fn run(settings: &MergeSettings) -> anyhow::Result<u8> {
         } else {
             format!("; {} conflicting task ids", conflicts.len())
         }
-    );
+    ));
     Ok(if conflicts.is_empty() {
         exit::OK
     } else {

@@ -287,3 +287,30 @@ async fn a_stop_while_an_unknown_waits_for_its_retry_keeps_it_unknown() {
     assert_eq!(rows[0]["status"], "unknown", "{rows:?}");
     assert_eq!(sim.stats().submitted, 1, "sent once");
 }
+
+/// `run … | head -1`: the reader goes away after the plan; the run goes on to the end, writes
+/// every row, and exits as the run ended (0), without a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_ends_nothing() {
+    use std::io::BufRead;
+    let sim = simulator(SimConfig {
+        latency: "50ms".parse().unwrap(),
+        ..quiet()
+    })
+    .await;
+    let (_dir, manifest, out) = txt2img_scratch("head", 8, &[1]);
+    let mut child = spawn(&run_args(&manifest, &sim.base_url(), &out, &[]));
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("plan:"), "{first}");
+    // The reader is gone (as `head -1` exits): the summary line cannot be written.
+    let o = wait(child).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(results(&out).len(), 8);
+    assert_eq!(sim.stats().accepted, 8);
+}
