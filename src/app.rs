@@ -53,7 +53,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             commands::run::run(settings::run(args).map_err(invalid)?, shutdown).await
         }
         Command::Validate(args) => commands::validate::validate(&settings::manifest(args)),
-        Command::Expand(args) => commands::expand::expand(&settings::expand(args)),
+        Command::Expand(args) => {
+            commands::expand::expand(&settings::expand(args).map_err(invalid)?)
+        }
         Command::Collect(args) => {
             commands::collect::run(settings::collect(args).map_err(invalid)?, shutdown).await
         }

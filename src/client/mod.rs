@@ -92,6 +92,19 @@ impl fmt::Debug for Token {
     }
 }
 
+/// Refuse an origin that holds a user or a password (`https://user:secret@host`): it would be
+/// shown in messages, `expand`'s output and logs. The message does not repeat it.
+pub(crate) fn no_credentials(value: &str) -> Result<(), String> {
+    match reqwest::Url::parse(value) {
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => Err(format!(
+            "`{}://…@{}` holds a user or password: give the origin alone (credentials would be shown in messages and logs; the API token goes in HIDREAM_API_TOKEN)",
+            url.scheme(),
+            url.host_str().unwrap_or("")
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Where requests go: the real hosts, or one origin for every endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl(Option<String>);
@@ -101,6 +114,7 @@ impl BaseUrl {
 
     /// Check a `--base-url`: an absolute http(s) origin; plain `http://` only to loopback.
     pub fn parse(value: &str) -> Result<BaseUrl, String> {
+        no_credentials(value)?;
         let url = reqwest::Url::parse(value).map_err(|e| format!("`{value}` is not a URL: {e}"))?;
         let host = url
             .host_str()
@@ -427,6 +441,13 @@ mod tests {
         let err = BaseUrl::parse("http://proxy.example.com").unwrap_err();
         assert!(err.contains("unencrypted"), "{err}");
         assert!(BaseUrl::parse("ftp://x").is_err());
+        // Credentials are refused, and the message does not repeat them.
+        let err = BaseUrl::parse("https://user:hunter2@proxy.example.com").unwrap_err();
+        assert!(
+            err.contains("user or password") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(BaseUrl::parse("https://user@proxy.example.com").is_err());
         assert_eq!(
             BaseUrl::parse("http://127.0.0.1:9/")
                 .unwrap()

@@ -282,12 +282,15 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
 }
 
 /// `expand`'s options.
-pub fn expand(args: ExpandArgs) -> ExpandSettings {
-    ExpandSettings {
+pub fn expand(args: ExpandArgs) -> Result<ExpandSettings, String> {
+    if let Some(url) = &args.base_url {
+        crate::client::no_credentials(url).map_err(|m| format!("--base-url: {m}"))?;
+    }
+    Ok(ExpandSettings {
         manifest: manifest(args.manifest),
         full: args.full,
         base_url: args.base_url,
-    }
+    })
 }
 
 /// `merge`'s options: `--manifest` orders the rows (every request, however many).

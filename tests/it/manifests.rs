@@ -302,3 +302,35 @@ proptest! {
         prop_assert_eq!(first, third);
     }
 }
+
+/// A `--base-url` with a user or password is refused (exit 2) by every command that takes one,
+/// and the password is shown nowhere.
+#[test]
+fn a_base_url_with_credentials_is_refused_and_never_shown() {
+    for command in ["expand", "run"] {
+        let out = bin()
+            .args([
+                command,
+                "manifests/sweep.yaml",
+                "--base-url",
+                "http://user:hunter2@127.0.0.1:9",
+            ])
+            .args(if command == "expand" {
+                &[][..]
+            } else {
+                &["--dry-run", "-o", "never-written.csv"][..]
+            })
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("user or password"), "{command}: {stderr}");
+        assert!(
+            !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+            "{command}: {stdout}{stderr}"
+        );
+    }
+}
