@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::api::{Kind, status};
 use crate::exit;
+use crate::results::no_formula;
 
 /// The file extensions `collect` writes (from the image's content type), in the order a rerun
 /// looks for an existing file.
@@ -450,7 +451,7 @@ pub(crate) fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf>
                     "unknown",
                     "",
                     "",
-                    &t.message,
+                    &no_formula(&t.message),
                 ];
                 w.write_record(lead.into_iter().chain(tail))?;
                 continue;
@@ -468,9 +469,9 @@ pub(crate) fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf>
                     &t.task_id,
                     &s.id,
                     &status,
-                    &s.url,
+                    &no_formula(&s.url),
                     s.path.as_deref().unwrap_or(""),
-                    message,
+                    &no_formula(message),
                 ];
                 w.write_record(lead.into_iter().chain(tail.clone()))?;
             }

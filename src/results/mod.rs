@@ -130,6 +130,17 @@ impl World {
     }
 }
 
+/// A cell of outside text (an API message, an image URL) as written to `results.csv` and
+/// `images.csv`: one that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, which a spreadsheet hides and shows the text
+/// as it was (OWASP's advice on CSV injection). Already guarded text is left as it is.
+pub(crate) fn no_formula(text: &str) -> Cow<'_, str> {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}").into(),
+        _ => text.into(),
+    }
+}
+
 /// The results header of a run: leading columns, parameters, `var.*`, `meta.*` (over all
 /// manifests), then every column of the existing file not among them (another manifest's
 /// variables, a column someone added), so that nothing already in the file is lost.
@@ -337,6 +348,21 @@ impl Rows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outside_text_cannot_start_a_formula() {
+        assert_eq!(no_formula("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        for risky in ["+1", "-2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(no_formula(risky).starts_with('\''), "{risky}");
+        }
+        assert_eq!(no_formula("积分不足"), "积分不足");
+        assert_eq!(no_formula(""), "");
+        assert_eq!(
+            no_formula(&no_formula("=1")),
+            "'=1",
+            "guarding twice changes nothing"
+        );
+    }
 
     const ID: &str = "6b1f3c1e-9a4d-5e2b-8c7f-0d1a2b3c4d5e";
 

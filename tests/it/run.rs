@@ -673,3 +673,24 @@ async fn an_answer_larger_than_the_bound_is_not_read_and_is_unknown() {
     assert_eq!(row["status"], "unknown", "{row:?}");
     assert!(row["message"].contains("larger than 1024 KiB"), "{row:?}");
 }
+
+/// An API message that a spreadsheet would run as a formula is written so that it shows as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_looks_like_a_formula_is_written_as_text() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"code": 1001, "message": "=HYPERLINK(\"http://x\",\"click\")"}),
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "formula", 1, &[1]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let rows = results(&out);
+    assert_eq!(rows[0]["status"], "rejected");
+    assert_eq!(rows[0]["message"], "'=HYPERLINK(\"http://x\",\"click\")");
+}
