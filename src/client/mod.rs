@@ -281,7 +281,7 @@ impl Client {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let retry_after = retry_after(r.headers());
-                match read_bounded(r).await {
+                match read_bounded(r, MAX_ANSWER_BYTES).await {
                     Ok(b) => Ok((
                         status,
                         retry_after,
@@ -304,7 +304,7 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
     };
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
-    match read_bounded(response).await {
+    match read_bounded(response, MAX_ANSWER_BYTES).await {
         Ok(bytes) => Attempt::Answered {
             status,
             retry_after,
@@ -329,25 +329,32 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
 }
 
 /// Why an answer's body was not read.
-enum Body {
-    /// Over [`MAX_ANSWER_BYTES`] (declared or read so far): not read further.
+pub(crate) enum Body {
+    /// Over its bound (declared or read so far): not read further.
     TooLarge(String),
     /// The connection failed while it was read.
     Failed(String),
 }
 
-/// Read an answer's body, up to [`MAX_ANSWER_BYTES`].
-async fn read_bounded(mut response: reqwest::Response) -> Result<bytes::Bytes, Body> {
+/// An image downloaded by `collect` larger than this is refused for that image (the API makes
+/// images of at most 4096 px a side: a PNG that size is at most about 64 MiB uncompressed; a
+/// server that sends more is not sending an image).
+pub(crate) const MAX_IMAGE_BYTES: usize = 100 << 20;
+
+/// Read a body, up to `limit` bytes ([`MAX_ANSWER_BYTES`] for an API answer,
+/// [`MAX_IMAGE_BYTES`] for an image): a larger one (declared, or read so far) is not read
+/// further, so a server that sends without end cannot exhaust memory.
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, Body> {
     let too_large = || {
         Body::TooLarge(format!(
             "the answer is larger than {} KiB; it was not read",
-            MAX_ANSWER_BYTES / 1024
+            limit / 1024
         ))
     };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut next = async || {
@@ -360,7 +367,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<bytes::Bytes, B
     let Some(first) = next().await? else {
         return Ok(bytes::Bytes::new());
     };
-    if first.len() > MAX_ANSWER_BYTES {
+    if first.len() > limit {
         return Err(too_large());
     }
     let Some(second) = next().await? else {
@@ -369,7 +376,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<bytes::Bytes, B
     let mut buf = bytes::BytesMut::from(first);
     let mut chunk = Some(second);
     while let Some(c) = chunk {
-        if buf.len() + c.len() > MAX_ANSWER_BYTES {
+        if buf.len() + c.len() > limit {
             return Err(too_large());
         }
         buf.extend_from_slice(&c);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::api::{Envelope, Kind, RESULTS_SUFFIX, TaskResult};
-use crate::client::{BaseUrl, Client, Limiters, describe};
+use crate::client::{BaseUrl, Body, Client, Limiters, MAX_IMAGE_BYTES, describe, read_bounded};
 use crate::retry::classify::{self, DownloadVerdict, QueryVerdict};
 use crate::retry::{Ending, Retrier, Step};
 
@@ -271,11 +271,13 @@ async fn download(ctx: &Ctx, url: &str, stem: &str) -> Result<String, String> {
                     reason: format!("download failed: HTTP {status}"),
                     retry_after,
                 },
-                DownloadVerdict::Image => match response.bytes().await {
-                    Err(e) => Step::Retry {
-                        reason: format!("download failed: {}", describe(&e)),
+                // Bounded: a server that sends without end fails this image, not the run.
+                DownloadVerdict::Image => match read_bounded(response, MAX_IMAGE_BYTES).await {
+                    Err(Body::Failed(m)) => Step::Retry {
+                        reason: format!("download failed: {m}"),
                         retry_after: None,
                     },
+                    Err(Body::TooLarge(m)) => Step::Done(Err(format!("download refused: {m}"))),
                     Ok(bytes) => Step::Done(Ok((bytes, content_type))),
                 },
             }

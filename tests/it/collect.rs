@@ -731,3 +731,73 @@ async fn queries_are_paced_by_the_rate_per_endpoint() {
     );
     assert_eq!(sim.stats().calls.results_txt2img, 4);
 }
+
+/// An image host that sends without end: the download stops at its bound and fails that image
+/// (the run goes on, memory stays bounded); a description that looks like a formula is written
+/// to images.csv as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_image_fails_that_image_and_a_formula_stays_text() {
+    use std::io::{Read, Write};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    // The endless image host: chunked, 64 KiB a chunk, until the client hangs up.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let image_url = format!("http://{}/endless.png", host.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in host.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let chunk = vec![b'x'; 64 << 10];
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                loop {
+                    let ok = conn
+                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .and_then(|()| conn.write_all(&chunk))
+                        .and_then(|()| conn.write_all(b"\r\n"));
+                    if ok.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let server = MockServer::start().await;
+    let answer = serde_json::json!({"code": 0, "message": "Success", "result": {"task_id": "t-1",
+        "sub_task_results": [
+            {"sub_task_id": "t-1-0", "task_status": 1, "image": image_url},
+            {"sub_task_id": "t-1-1", "task_status": 3, "image": null,
+             "description": "=HYPERLINK(\"http://x\")"}]}});
+    Mock::given(method("GET"))
+        .and(path("/api-pub/gw/v3/image/txt2img/async/results"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results.csv");
+    std::fs::write(
+        &results,
+        "request_id,job,kind,status,task_id,sub_task_ids\n\
+         3f0c6a4e-0000-5000-8000-000000000001,hero,txt2img,submitted,t-1,t-1-0;t-1-1\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run_bin(collect_args(&server.uri(), &results, &out, &[]), vec![]).await;
+    ok(&o, 1);
+    let rows = csv_rows(&out.join("images.csv"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["path"], "", "the endless image is not on disk");
+    assert!(
+        rows[0]["message"].contains("larger than"),
+        "{:?}",
+        rows[0]["message"]
+    );
+    assert_eq!(rows[1]["message"], "'=HYPERLINK(\"http://x\")");
+}
