@@ -24,6 +24,8 @@ pub fn main(cli: Cli) -> u8 {
         }
     };
     let result = runtime.block_on(dispatch(cli.command));
+    // Work abandoned on the blocking pool (a validation a signal stopped) ends with the process.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(err) => {

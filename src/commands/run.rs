@@ -35,7 +35,11 @@ struct Ready {
 
 /// `run`, stopped by `shutdown` (the first signal stops dispatching, the second stops at once).
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8> {
-    let (manifests, report) = settings.manifest.load_valid()?;
+    // Validation reads every manifest and image: on the blocking pool, so that a signal stops the
+    // run at once (nothing was sent; the abandoned reads end with the process).
+    let manifest = settings.manifest.clone();
+    let (manifests, report) =
+        until_stopped(&shutdown, blocking(move || manifest.load_valid())).await?;
     // A dry run sends nothing and needs no token.
     let conn = match settings.dry_run {
         true => None,
@@ -51,9 +55,13 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     };
     let world = world(&settings.connection, &shutdown).await?;
     let manifests = Arc::new(manifests);
+    // A signal while the plan is made stops the run before it sends anything: the start is then
+    // abandoned at whatever point it reached, which the journal's invariants hold for as for a
+    // crash (see `crate::journal`).
     let ready = {
         let (manifests, settings) = (manifests.clone(), settings.clone());
-        blocking(move || start(&settings, locked, &manifests, &report.counts, world)).await?
+        let start = blocking(move || start(&settings, locked, &manifests, &report.counts, world));
+        until_stopped(&shutdown, start).await?
     };
     let Some(Ready {
         mut journal,
@@ -130,6 +138,17 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
 /// The results cannot be written: the run stops (exit 3).
 fn unwritable(shown: &str, e: std::io::Error) -> anyhow::Error {
     exit::aborted(format!("cannot write the results {shown}: {e}"))
+}
+
+/// `work`, unless a signal stops the run first (exit 130, nothing sent).
+async fn until_stopped<T>(
+    shutdown: &Shutdown,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        done = work => done,
+        () = shutdown.stopping() => Err(exit::interrupted("interrupted while starting: nothing was sent")),
+    }
 }
 
 /// Run `f` on the blocking pool (file I/O and fsync), off the runtime's thread.

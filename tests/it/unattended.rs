@@ -2,6 +2,7 @@
 //! merge, JSON logs. The binary runs as a child process against an in-process simulator.
 
 use std::path::Path;
+use std::time::Duration;
 
 use hidream_batch::sim::SimConfig;
 
@@ -313,4 +314,46 @@ async fn a_reader_that_goes_away_ends_nothing() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(results(&out).len(), 8);
     assert_eq!(sim.stats().accepted, 8);
+}
+
+/// Ctrl-C while the manifests are validated stops the run at once: exit 130, nothing sent. The
+/// manifest's image is a pipe that the test opens and never writes to, so reading it never ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_during_validation_stops_the_run_at_once() {
+    let server = wiremock::MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("photo.png");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "name: pipe\njobs:\n  - id: shirt\n    kind: model\n    image: photo.png\n    prompt: \"a model wearing this shirt\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("r.csv");
+    let child = spawn(&run_args(&manifest, &server.uri(), &out, &[]));
+    // Opening the pipe's write end returns once the run has opened it to read: it is validating.
+    let writer = {
+        let fifo = fifo.clone();
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(fifo))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    signal(&child, "-INT");
+    let o = tokio::time::timeout(Duration::from_secs(10), wait(child))
+        .await
+        .expect("the run stopped within seconds of the signal");
+    drop(writer);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("nothing was sent"), "{stderr}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+    assert!(!out.exists(), "no results written");
 }
