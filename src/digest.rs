@@ -61,11 +61,7 @@ impl Digests {
 
 /// Hash a regular file's bytes.
 pub fn digest_file(path: &Path) -> std::io::Result<Digest> {
-    let mut file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
+    let mut file = crate::files::open_regular(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut len = 0u64;

@@ -10,7 +10,8 @@
 //!   dispatch to [`commands`]: one file per command (`run`, `validate`, `expand`, `collect`,
 //!   `merge`, `simulate`).
 //! - [`units`]: argument value types (durations, latency ranges, shards). [`env_vars`]: every
-//!   environment variable. [`exit`]: the exit codes and the errors that carry them.
+//!   environment variable. [`exit`]: the exit codes and the errors that carry them. [`files`]:
+//!   opening the files a user names (regular files only, without blocking).
 //! - [`api`]: the HiDream API contract: hosts, paths, field limits, response shapes.
 //! - [`manifest`]: YAML and CSV manifests, loaded into one model (CSV files read once, from a
 //!   private copy); [`problem`]: what is wrong, where.
@@ -96,6 +97,7 @@ pub(crate) mod display;
 pub mod env_vars;
 pub(crate) mod exit;
 pub mod expand;
+pub(crate) mod files;
 pub mod ids;
 pub(crate) mod journal;
 pub(crate) mod logging;

@@ -271,8 +271,9 @@ impl ImageChecker {
 }
 
 fn check_image_file(path: &Path) -> Result<(), String> {
-    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+    let mut file = crate::files::open_regular(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("`{}` does not exist", path.display()),
+        std::io::ErrorKind::Other => format!("`{}` {e}", path.display()),
         _ => format!("cannot read `{}`: {e}", path.display()),
     })?;
     let mut head = [0u8; 64];
@@ -285,7 +286,10 @@ fn check_image_file(path: &Path) -> Result<(), String> {
         }
     }
     api::check_image_type(&head[..n]).map_err(|m| format!("`{}` {m}", path.display()))?;
-    let size = imagesize::size(path)
+    // The header is read from the file already open (the path is not opened twice).
+    std::io::Seek::rewind(&mut file)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let size = imagesize::reader_size(std::io::BufReader::new(file))
         .map_err(|e| format!("`{}` has an unreadable image header: {e}", path.display()))?;
     api::check_image_size(size.width, size.height).map_err(|m| format!("`{}` {m}", path.display()))
 }

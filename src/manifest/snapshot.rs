@@ -19,16 +19,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Copy the regular file at `path`. The error says what the path is when it is not a file.
     pub fn take(path: &Path) -> io::Result<Snapshot> {
-        let mut source = File::open(path)?;
-        let meta = source.metadata()?;
-        if meta.is_dir() {
-            return Err(io::Error::other("is a folder, not a file"));
-        }
-        if !meta.is_file() {
-            return Err(io::Error::other(
-                "is not a regular file (a pipe or a device?)",
-            ));
-        }
+        let mut source = crate::files::open_regular(path)?;
         let mut copy = tempfile::tempfile()?;
         io::copy(&mut source, &mut copy)?;
         Ok(Snapshot {
@@ -77,6 +68,8 @@ pub fn describe(shown: &str, path: &Path, e: &io::Error) -> String {
         io::ErrorKind::NotFound => {
             format!("`{shown}` does not exist (looked for `{}`)", path.display())
         }
+        // What the path is, when it is not a regular file (`crate::files`).
+        io::ErrorKind::Other => format!("`{shown}` {e}"),
         _ => format!("`{shown}` cannot be read: {e}"),
     }
 }

@@ -237,7 +237,12 @@ impl FieldsDoc {
 
 /// Load and check a YAML manifest (read once: the jobs are kept, the text is not read again).
 pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let read = || -> std::io::Result<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut crate::files::open_regular(path)?, &mut text)?;
+        Ok(text)
+    };
+    let text = read().map_err(|e| {
         vec![Problem::new(
             path,
             At::File,

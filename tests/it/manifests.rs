@@ -334,3 +334,44 @@ fn a_base_url_with_credentials_is_refused_and_never_shown() {
         );
     }
 }
+
+/// Every path is checked for what it is before it is read: a pipe, a device, a folder and a loop
+/// of links each get their own message (exit 2, at once: a pipe nobody writes to does not hang).
+#[test]
+fn paths_that_are_not_files_say_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("pipe.png");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero.csv")).unwrap();
+    std::fs::create_dir(d.join("folder.csv")).unwrap();
+    std::os::unix::fs::symlink(d.join("b.yaml"), d.join("a.yaml")).unwrap();
+    std::os::unix::fs::symlink(d.join("a.yaml"), d.join("b.yaml")).unwrap();
+    std::fs::write(
+        d.join("image-pipe.yaml"),
+        "name: p\njobs:\n  - id: shirt\n    kind: model\n    image: pipe.png\n    prompt: \"a model\"\n",
+    )
+    .unwrap();
+    for (file, says) in [
+        ("image-pipe.yaml", "is a named pipe (FIFO), not a file"),
+        ("zero.csv", "is a device, not a file"),
+        ("folder.csv", "is a folder, not a file"),
+        ("a.yaml", "is a loop of symbolic links, not a file"),
+    ] {
+        let out = bin()
+            .args(["validate"])
+            .arg(d.join(file))
+            .timeout(std::time::Duration::from_secs(10))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(stderr.contains(says), "{file}: {stderr}");
+    }
+}

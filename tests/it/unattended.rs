@@ -317,40 +317,39 @@ async fn a_reader_that_goes_away_ends_nothing() {
 }
 
 /// Ctrl-C while the manifests are validated stops the run at once: exit 130, nothing sent. The
-/// manifest's image is a pipe that the test opens and never writes to, so reading it never ends.
+/// manifest is a sweep of 3.4 million requests, whose validation takes far longer than the test
+/// waits; it runs on a thread of its own, which the test waits to see before it signals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_during_validation_stops_the_run_at_once() {
     let server = wiremock::MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("photo.png");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let values: Vec<String> = (0..150).map(|i| i.to_string()).collect();
+    let values = values.join(", ");
     let manifest = dir.path().join("m.yaml");
     std::fs::write(
         &manifest,
-        "name: pipe\njobs:\n  - id: shirt\n    kind: model\n    image: photo.png\n    prompt: \"a model wearing this shirt\"\n",
+        format!(
+            "name: big\njobs:\n  - id: s\n    kind: txt2img\n    prompt: \"photo {{a}} {{b}} {{c}}\"\n    matrix:\n      a: [{values}]\n      b: [{values}]\n      c: [{values}]\n"
+        ),
     )
     .unwrap();
     let out = dir.path().join("r.csv");
-    let child = spawn(&run_args(&manifest, &server.uri(), &out, &[]));
-    // Opening the pipe's write end returns once the run has opened it to read: it is validating.
-    let writer = {
-        let fifo = fifo.clone();
-        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(fifo))
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let child = spawn(&run_args(
+        &manifest,
+        &server.uri(),
+        &out,
+        &["--max-requests", "10000000"],
+    ));
+    // Validation runs on the blocking pool: a second thread of the process.
+    let tasks = format!("/proc/{}/task", child.id());
+    until("validation started on its own thread", || {
+        std::fs::read_dir(&tasks).map_or(0, |d| d.count()) >= 2
+    })
+    .await;
     signal(&child, "-INT");
     let o = tokio::time::timeout(Duration::from_secs(10), wait(child))
         .await
         .expect("the run stopped within seconds of the signal");
-    drop(writer);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("nothing was sent"), "{stderr}");
