@@ -12,8 +12,10 @@ use crate::env_vars;
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Report a fatal error once: `error: …` on stderr, or a JSON log line with `--log-format json`
-/// (so every stderr line of a JSON run parses).
+/// (so every stderr line of a JSON run parses). Control characters in it (a manifest's value, a
+/// server's message) are escaped ([`safe`]).
 pub(crate) fn error(message: &str) {
+    let message = safe(message);
     if JSON.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::error!("{message}");
     } else {

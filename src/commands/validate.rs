@@ -14,8 +14,8 @@ pub fn validate(settings: &ManifestSettings) -> anyhow::Result<u8> {
     for m in &counts.manifests {
         out += &format!(
             "{} ({}): {} job{}, {} request{}\n",
-            m.name,
-            m.path.display(),
+            crate::logging::safe(&m.name),
+            crate::logging::safe(&m.path.display().to_string()),
             m.jobs,
             plural(m.jobs),
             m.requests,

@@ -375,3 +375,33 @@ fn paths_that_are_not_files_say_what_they_are() {
         assert!(stderr.contains(says), "{file}: {stderr}");
     }
 }
+
+/// Terminal escape sequences in a manifest never reach the terminal raw: not in `validate`'s
+/// summary, not in an error.
+#[test]
+fn escape_sequences_in_a_manifest_are_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = dir.path().join("named.yaml");
+    std::fs::write(
+        &named,
+        "name: \"evil\\e[2J\"\njobs:\n  - id: a\n    kind: txt2img\n    prompt: \"x\"\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "kind,prompt,resolution\ntxt2img,x,\"1024\x1b[2J\"\n").unwrap();
+    for path in [named, bad] {
+        let out = bin().arg("validate").arg(&path).output().unwrap();
+        let all = [out.stdout, out.stderr].concat();
+        assert!(
+            !all.contains(&0x1b),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&all)
+        );
+        assert!(
+            String::from_utf8_lossy(&all).contains("\\u{1b}[2J"),
+            "{}",
+            path.display()
+        );
+    }
+}
