@@ -7,6 +7,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// The largest local image a request may carry. The API documents pixels (at most 4096 a side),
+/// not bytes: a 4096 × 4096 PNG of RGBA pixels stored without compression is 64 MiB, so no image
+/// the API accepts needs more, and the base64 of one (85 MiB) is already a very large request.
+pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
+
 /// The BLAKE3 digest of a file's bytes, with its length when it was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest {
@@ -62,6 +67,10 @@ impl Digests {
 /// Hash a regular file's bytes.
 pub fn digest_file(path: &Path) -> std::io::Result<Digest> {
     let mut file = crate::files::open_regular(path)?;
+    // A file over the bound is not read (validation refuses its request).
+    if file.metadata()?.len() > MAX_IMAGE_FILE_BYTES {
+        return Err(std::io::Error::other("over the bound of a local image"));
+    }
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut len = 0u64;

@@ -286,12 +286,53 @@ fn check_image_file(path: &Path) -> Result<(), String> {
         }
     }
     api::check_image_type(&head[..n]).map_err(|m| format!("`{}` {m}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
+        .len();
+    if len > crate::digest::MAX_IMAGE_FILE_BYTES {
+        return Err(format!(
+            "`{}` is {} MiB, over the {} MiB a local image may be (its base64 is sent in the request)",
+            path.display(),
+            len >> 20,
+            crate::digest::MAX_IMAGE_FILE_BYTES >> 20
+        ));
+    }
+    complete(&file, len, &head[..n]).map_err(|m| format!("`{}` {m}", path.display()))?;
     // The header is read from the file already open (the path is not opened twice).
     std::io::Seek::rewind(&mut file)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let size = imagesize::reader_size(std::io::BufReader::new(file))
         .map_err(|e| format!("`{}` has an unreadable image header: {e}", path.display()))?;
     api::check_image_size(size.width, size.height).map_err(|m| format!("`{}` {m}", path.display()))
+}
+
+/// Whether the file ends as its format says an image ends (cheaply: the last bytes, no decoding):
+/// PNG's `IEND` chunk, JPEG's end-of-image marker (in its last 1 KiB: some cameras pad after
+/// it), the length WebP's RIFF header declares. A truncated upload or copy is caught here, not by
+/// the API.
+fn complete(file: &std::fs::File, len: u64, head: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let tail_len = len.min(1024) as usize;
+    let mut tail = vec![0u8; tail_len];
+    file.read_exact_at(&mut tail, len - tail_len as u64)
+        .map_err(|e| format!("cannot be read to its end: {e}"))?;
+    let whole = match imagesize::image_type(head) {
+        Ok(imagesize::ImageType::Png) => tail.ends_with(b"IEND\xAE\x42\x60\x82"),
+        Ok(imagesize::ImageType::Jpeg) => tail.windows(2).any(|w| w == [0xFF, 0xD9]),
+        Ok(imagesize::ImageType::Webp) => head
+            .get(4..8)
+            .is_some_and(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) + 8 <= len),
+        _ => true,
+    };
+    if whole {
+        Ok(())
+    } else {
+        Err(
+            "is cut short: it does not end as a complete image (a partial copy or download?)"
+                .into(),
+        )
+    }
 }
 
 /// The API contract's checks on one request.

@@ -405,3 +405,48 @@ fn escape_sequences_in_a_manifest_are_shown_escaped() {
         );
     }
 }
+
+/// A local image is checked whole enough to trust, without decoding it: a PNG, JPEG or WebP cut
+/// short (a partial copy) is refused, and so is a file over the byte bound (a 2 GB file with a
+/// PNG's first bytes), each with exit 2 naming the file.
+#[test]
+fn images_cut_short_or_too_large_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut jobs = String::from("name: images\njobs:\n");
+    let mut cases = Vec::new();
+    for name in ["shirt-01.png", "jacket-03.jpg", "skirt-05.webp"] {
+        let bytes = std::fs::read(root().join("manifests/images").join(name)).unwrap();
+        let cut = format!("cut-{name}");
+        std::fs::write(d.join(&cut), &bytes[..bytes.len() * 2 / 3]).unwrap();
+        cases.push((cut, "is cut short"));
+    }
+    let png = std::fs::read(root().join("manifests/images/shirt-01.png")).unwrap();
+    let huge = std::fs::File::create(d.join("huge.png")).unwrap();
+    std::io::Write::write_all(&mut &huge, &png[..64]).unwrap();
+    huge.set_len(2 << 30).unwrap();
+    cases.push(("huge.png".to_string(), "over the 64 MiB"));
+    for (i, (file, _)) in cases.iter().enumerate() {
+        jobs += &format!(
+            "  - id: j{i}\n    kind: model\n    image: {file}\n    prompt: \"a model wearing this\"\n"
+        );
+    }
+    let manifest = d.join("m.yaml");
+    std::fs::write(&manifest, jobs).unwrap();
+    let out = bin()
+        .arg("validate")
+        .arg(&manifest)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for (file, says) in &cases {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(file.as_str()) && l.contains(says)),
+            "{file}: {stderr}"
+        );
+    }
+}
