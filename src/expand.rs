@@ -381,7 +381,13 @@ pub fn count(m: &Manifest) -> Result<u64, Problem> {
                         Problem::new(&m.path, At::Job(job.info.id.clone()), Some("for_each"), e)
                     })?,
                 };
-                let product: u64 = job.matrix.iter().map(|v| v.len() as u64).product();
+                // Checked: a matrix whose count overflows 64 bits is more than any limit, not the
+                // small number a wrapped product would be.
+                let product = job
+                    .matrix
+                    .iter()
+                    .try_fold(1u64, |n, v| n.checked_mul(v.len() as u64))
+                    .unwrap_or(u64::MAX);
                 total = total.saturating_add(
                     rows.saturating_mul(product)
                         .saturating_mul(job.repeat as u64),

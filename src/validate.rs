@@ -138,7 +138,12 @@ pub(crate) fn validate(paths: &[PathBuf], options: &Options<'_>) -> (Vec<Manifes
             At::File,
             None,
             format!(
-                "the manifests expand to {total} requests, more than --max-requests {}; raise the limit if that is intended",
+                "the manifests expand to {}, more than --max-requests {}; raise the limit if that is intended",
+                if total == u64::MAX {
+                    "more than 2^64 requests".to_string()
+                } else {
+                    format!("{total} requests")
+                },
                 options.max_requests
             ),
         ));

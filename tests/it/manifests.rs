@@ -450,3 +450,34 @@ fn images_cut_short_or_too_large_are_refused() {
         );
     }
 }
+
+/// A matrix whose request count overflows 64 bits (16 variables of 16 values: exactly 2^64, which
+/// a wrapping product makes 0) is the `--max-requests` error, at once.
+#[test]
+fn a_matrix_that_overflows_is_the_max_requests_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<String> = (0..16).map(|i| i.to_string()).collect();
+    let keys: String = (0..16)
+        .map(|k| format!("      k{k}: [{}]\n", values.join(", ")))
+        .collect();
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name: o\njobs:\n  - id: s\n    kind: txt2img\n    prompt: \"x {{k0}}\"\n    matrix:\n{keys}"
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("validate")
+        .arg(&manifest)
+        .timeout(std::time::Duration::from_secs(10))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("more than 2^64 requests, more than --max-requests"),
+        "{stderr}"
+    );
+}
