@@ -434,11 +434,7 @@ fn outcome_row<'a>(
                 .unwrap_or_default()
                 .into(),
             code: o.code.map(|c| c.to_string()).unwrap_or_default().into(),
-            // Outside text: never the start of a spreadsheet formula.
-            message: match world.mark(&o.message) {
-                std::borrow::Cow::Borrowed(m) => crate::results::no_formula(m),
-                std::borrow::Cow::Owned(m) => crate::results::no_formula(&m).into_owned().into(),
-            },
+            message: world.mark(&o.message),
             submitted_at: &o.submitted_at,
             elapsed_ms: o.elapsed.as_millis().to_string().into(),
         },

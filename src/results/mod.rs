@@ -141,6 +141,18 @@ pub(crate) fn no_formula(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Outside text as a cell: control characters escaped ([`crate::logging::safe`]), and never the
+/// start of a formula ([`no_formula`]). Borrowed text that needs neither stays borrowed.
+fn outside(text: Cow<'_, str>) -> Cow<'_, str> {
+    match text {
+        Cow::Borrowed(t) => match crate::logging::safe(t) {
+            Cow::Borrowed(t) => no_formula(t),
+            Cow::Owned(t) => no_formula(&t).into_owned().into(),
+        },
+        Cow::Owned(t) => no_formula(&crate::logging::safe(&t)).into_owned().into(),
+    }
+}
+
 /// The results header of a run: leading columns, parameters, `var.*`, `meta.*` (over all
 /// manifests), then every column of the existing file not among them (another manifest's
 /// variables, a column someone added), so that nothing already in the file is lost.
@@ -306,10 +318,7 @@ impl Rows {
         row[Self::col("attempts")] = o.attempts;
         row[Self::col("http_status")] = o.http_status;
         row[Self::col("code")] = o.code;
-        row[Self::col("message")] = match o.message {
-            Cow::Borrowed(m) => crate::logging::safe(m),
-            Cow::Owned(m) => crate::logging::safe(&m).into_owned().into(),
-        };
+        row[Self::col("message")] = outside(o.message);
         row[Self::col("submitted_at")] = o.submitted_at.into();
         row[Self::col("elapsed_ms")] = o.elapsed_ms;
     }
