@@ -32,6 +32,7 @@ impl Snapshot {
         SnapshotReader {
             file: self.file.clone(),
             pos: 0,
+            last: (0, Vec::new()),
         }
     }
 }
@@ -41,11 +42,21 @@ impl Snapshot {
 pub struct SnapshotReader {
     file: Arc<File>,
     pos: u64,
+    /// The last piece read, and where it starts: [`SnapshotReader::byte_at`] asks about bytes
+    /// just read, which are almost always in it (no system call per row).
+    last: (u64, Vec<u8>),
 }
 
 impl SnapshotReader {
     /// The byte at `offset` of the copy, if there is one (read without moving the reader).
     pub fn byte_at(&self, offset: u64) -> Option<u8> {
+        let (start, piece) = &self.last;
+        if let Some(b) = offset
+            .checked_sub(*start)
+            .and_then(|i| piece.get(usize::try_from(i).ok()?))
+        {
+            return Some(*b);
+        }
         let mut b = [0u8; 1];
         match self.file.read_at(&mut b, offset) {
             Ok(1) => Some(b[0]),
@@ -57,6 +68,9 @@ impl SnapshotReader {
 impl Read for SnapshotReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read_at(buf, self.pos)?;
+        self.last.0 = self.pos;
+        self.last.1.clear();
+        self.last.1.extend_from_slice(&buf[..n]);
         self.pos += n as u64;
         Ok(n)
     }
