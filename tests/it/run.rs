@@ -250,12 +250,12 @@ async fn server_errors_are_retried_up_to_max_attempts() {
     assert_eq!(results(&out)[0]["task_id"], "t-9");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_is_honoured_as_a_floor() {
+/// A server that answers the first submission 429 with `Retry-After: retry_after`, then submits.
+async fn throttled_once(retry_after: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(TXT2IMG))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", retry_after))
         .up_to_n_times(1)
         .expect(1)
         .mount(&server)
@@ -266,6 +266,12 @@ async fn retry_after_is_honoured_as_a_floor() {
         .expect(1)
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_as_a_floor() {
+    let server = throttled_once("1").await;
     let (_dir, manifest, out) = txt2img_scratch("ra", 1, &[1]);
     let started = Instant::now();
     let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), vec![]).await;
@@ -287,20 +293,7 @@ async fn retry_after_is_honoured_as_a_floor() {
 /// The test hook scales the retry delays too, `Retry-After` included: 10 s asked, 1 s waited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_time_hook_scales_retry_after() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(TXT2IMG))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "10"))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(TXT2IMG))
-        .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("t-1")))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = throttled_once("10").await;
     let (_dir, manifest, out) = txt2img_scratch("scaled-ra", 1, &[1]);
     let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), a_tenth()).await;
     assert_eq!(
