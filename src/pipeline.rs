@@ -193,7 +193,7 @@ pub(crate) async fn run(
                 // The task ids of this batch, named if the results cannot be written.
                 let mut tasks: Vec<(uuid::Uuid, String)> = Vec::new();
                 while let Some(outcome) = next.take() {
-                    record(&mut summary, journal, rows, world, &outcome, Some(&mut tasks))?;
+                    record(&mut summary, journal, rows, world, &outcome, &mut tasks)?;
                     match stream.next().now_or_never() {
                         Some(Some(o)) => next = Some(o),
                         Some(None) => finished = true,
@@ -213,10 +213,11 @@ pub(crate) async fn run(
             () = shutdown.stopped_now() => {
                 tracing::warn!("interrupted again: stopping now; the requests in flight stay in the write-ahead log, and the next run records them `unknown`");
                 // Outcomes already in (answers that arrived) are kept, not abandoned.
+                let mut tasks = Vec::new();
                 while let Some(Some(outcome)) = stream.next().now_or_never() {
-                    record(&mut summary, journal, rows, world, &outcome, None)?;
+                    record(&mut summary, journal, rows, world, &outcome, &mut tasks)?;
                 }
-                journal.flush(Vec::new())?;
+                journal.flush(tasks)?;
                 break;
             }
             _ = ticker.tick(), if progress.wants_status() => {
@@ -235,7 +236,7 @@ fn record(
     rows: &Rows,
     world: World,
     outcome: &Outcome,
-    tasks: Option<&mut Vec<(uuid::Uuid, String)>>,
+    tasks: &mut Vec<(uuid::Uuid, String)>,
 ) -> std::io::Result<()> {
     summary.unauthorized |= outcome.unauthorized;
     let Some(status) = outcome.status else {
@@ -243,9 +244,7 @@ fn record(
     };
     if status == Status::Submitted {
         summary.submitted_images += u64::from(outcome.request.body.images());
-        if let Some(tasks) = tasks {
-            tasks.push((outcome.request.id, outcome.task_id.clone()));
-        }
+        tasks.push((outcome.request.id, outcome.task_id.clone()));
     }
     let row = outcome_row(rows, outcome, status, world);
     journal.append(outcome.request.id, outcome.pos, &row)?;
