@@ -7,10 +7,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The largest local image a request may carry. The API documents pixels (at most 4096 a side),
-/// not bytes: a 4096 × 4096 PNG of RGBA pixels stored without compression is 64 MiB, so no image
-/// the API accepts needs more, and the base64 of one (85 MiB) is already a very large request.
-pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
+/// The largest local image a request may carry ([`crate::limits::IMAGE_FILE_BYTES`]).
+pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = crate::limits::IMAGE_FILE_BYTES;
 
 /// The BLAKE3 digest of a file's bytes, with its length when it was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,8 @@
 //!   `merge`, `simulate`).
 //! - [`units`]: argument value types (durations, latency ranges, shards). [`env_vars`]: every
 //!   environment variable. [`exit`]: the exit codes and the errors that carry them. [`files`]:
-//!   opening the files a user names (regular files only, without blocking).
+//!   opening the files a user names (regular files only, without blocking). [`limits`]: every
+//!   bound on what is read (manifests, images, answers), the README's "Limits" table.
 //! - [`api`]: the HiDream API contract: hosts, paths, field limits, response shapes.
 //! - [`manifest`]: YAML and CSV manifests, loaded into one model (CSV files read once, from a
 //!   private copy); [`problem`]: what is wrong, where.
@@ -100,6 +101,7 @@ pub mod expand;
 pub(crate) mod files;
 pub mod ids;
 pub(crate) mod journal;
+pub mod limits;
 pub(crate) mod logging;
 pub mod manifest;
 pub(crate) mod merge;

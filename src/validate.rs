@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::api::{self, Kind};
 use crate::body::{Body, ImageRef};
 use crate::expand::{self, Request};
+use crate::limits;
 use crate::manifest::{self, Field, Manifest};
 use crate::problem::{At, Problem};
 
@@ -359,6 +360,10 @@ pub(crate) fn check(request: &Request, images: &mut ImageChecker) -> Vec<Problem
                     Ok(())
                 },
             );
+            add(Field::Prompt, prompt_length(&b.prompt));
+            if let Some(p) = &b.negative_prompt {
+                add(Field::NegativePrompt, prompt_length(p));
+            }
             if let Some(n) = b.img_count {
                 add(Field::ImgCount, api::check_count(n));
             }
@@ -443,8 +448,28 @@ pub(crate) fn check(request: &Request, images: &mut ImageChecker) -> Vec<Problem
 }
 
 /// Base64 given inline: it decodes to a PNG/JPEG/WebP of at most 4096 px per side.
+/// A text-to-image prompt is at most [`limits::TXT2IMG_PROMPT_CHARS`] characters (the API states
+/// no bound; the limit is ours, and says so).
+fn prompt_length(value: &str) -> Result<(), String> {
+    let n = value.chars().count();
+    if n <= limits::TXT2IMG_PROMPT_CHARS {
+        return Ok(());
+    }
+    Err(format!(
+        "is {n} characters long; hidream-batch sends at most {} for text-to-image (the API states no limit; README \"Limits\")",
+        limits::TXT2IMG_PROMPT_CHARS
+    ))
+}
+
 fn check_inline(data: &str) -> Result<(), String> {
     use base64::Engine;
+    // Base64 is 4 characters for 3 bytes: measured before anything is decoded.
+    if data.trim().len() as u64 / 4 * 3 > limits::INLINE_IMAGE_BYTES {
+        return Err(format!(
+            "the inline image is larger than {}, the limit for an inline image (README \"Limits\"); put it in a file",
+            limits::bytes(limits::INLINE_IMAGE_BYTES)
+        ));
+    }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .map_err(|_| "the inline image is not valid base64".to_string())?;

@@ -51,10 +51,8 @@ impl Limiters {
 
 /// Connect timeout of every request (the per-attempt `--timeout` covers the whole exchange).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest answer read into memory. The API's answers are small JSON envelopes (a task id, a
-/// few image URLs); anything larger is not read further: a success that large is `unknown` (its
-/// task id cannot be read), any other status is classified by its status alone.
-pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// The largest answer read into memory ([`crate::limits::ANSWER_BYTES`]).
+pub(crate) const MAX_ANSWER_BYTES: usize = crate::limits::ANSWER_BYTES;
 /// The token `run --simulate` uses with its in-process simulator.
 pub(crate) const SIMULATOR_TOKEN: &str = "simulated-token";
 
@@ -336,10 +334,9 @@ pub(crate) enum Body {
     Failed(String),
 }
 
-/// An image downloaded by `collect` larger than this is refused for that image (the API makes
-/// images of at most 4096 px a side: a PNG that size is at most about 64 MiB uncompressed; a
-/// server that sends more is not sending an image).
-pub(crate) const MAX_IMAGE_BYTES: usize = 100 << 20;
+/// An image downloaded by `collect` larger than this fails that image
+/// ([`crate::limits::DOWNLOAD_BYTES`]).
+pub(crate) const MAX_IMAGE_BYTES: usize = crate::limits::DOWNLOAD_BYTES;
 
 /// Read a body, up to `limit` bytes ([`MAX_ANSWER_BYTES`] for an API answer,
 /// [`MAX_IMAGE_BYTES`] for an image): a larger one (declared, or read so far) is not read

@@ -9,6 +9,8 @@ pub mod csv;
 pub mod snapshot;
 pub mod template;
 pub mod yaml;
+mod yaml_errors;
+mod yaml_guard;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,6 +231,16 @@ impl Manifest {
 /// Load a manifest, choosing the format by extension. Every problem found is returned. Local
 /// images' digests go into `digests` as requests are expanded.
 pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem>> {
+    if path.as_os_str() == "-" {
+        // Standard input has no extension to tell the format, no folder to resolve images
+        // against, and cannot be read again to resume: a manifest is a file.
+        return Err(vec![Problem::new(
+            path,
+            At::File,
+            None,
+            "a manifest cannot be read from standard input (`-`): save it to a `.yaml` or `.csv` file and give its path (relative image paths are resolved against the file's folder, and a resumed run reads it again)",
+        )]);
+    }
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

@@ -5,10 +5,12 @@
 //! no name), and every pass reads that copy: the bytes validated are the bytes sent.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+
+use crate::limits::{self, CSV_COLUMNS, CSV_FILE_BYTES, CSV_ROW_BYTES, CSV_ROWS};
 
 /// A private copy of a file, as it was when it was loaded.
 #[derive(Debug, Clone)]
@@ -17,11 +19,29 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Copy the regular file at `path`. The error says what the path is when it is not a file.
+    /// Copy the regular CSV file at `path`, measuring it against the CSV limits as it is copied
+    /// ([`CsvMeasure`]): a file over a limit is refused before any row of it is read into memory.
+    /// The error says what the path is when it is not a file, or which limit it passes and where.
     pub fn take(path: &Path) -> io::Result<Snapshot> {
-        let mut source = crate::files::open_regular(path)?;
+        let source = crate::files::open_regular(path)?;
+        if source.metadata()?.len() > CSV_FILE_BYTES {
+            return Err(too_big());
+        }
+        let mut source = source.take(CSV_FILE_BYTES + 1);
         let mut copy = tempfile::tempfile()?;
-        io::copy(&mut source, &mut copy)?;
+        let mut measure = CsvMeasure::default();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            measure.feed(&buf[..n])?;
+            copy.write_all(&buf[..n])?;
+        }
+        measure.feed(&[])?;
         Ok(Snapshot {
             file: Arc::new(copy),
         })
@@ -76,6 +96,99 @@ impl Read for SnapshotReader {
     }
 }
 
+fn too_big() -> io::Error {
+    io::Error::other(format!(
+        "is larger than {}, the limit for a CSV file (README \"Limits\")",
+        limits::bytes(CSV_FILE_BYTES)
+    ))
+}
+
+/// The CSV limits, measured on the bytes as they are copied (a CSV parser that keeps no row:
+/// it counts the bytes and the fields of the row it is in, and the rows). A quoted value over
+/// several lines is one value, as the reader of the copy will see it.
+#[derive(Debug)]
+struct CsvMeasure {
+    /// The limits: rows (data rows), columns, bytes of a row.
+    rows: u64,
+    columns: usize,
+    row_bytes: u64,
+    reader: csv_core::Reader,
+    /// Bytes copied so far.
+    copied: u64,
+    /// Records so far, the header included.
+    records: u64,
+    /// Bytes and fields of the record being read.
+    bytes: u64,
+    fields: usize,
+}
+
+impl Default for CsvMeasure {
+    fn default() -> Self {
+        CsvMeasure {
+            rows: CSV_ROWS,
+            columns: CSV_COLUMNS,
+            row_bytes: CSV_ROW_BYTES,
+            reader: csv_core::Reader::new(),
+            copied: 0,
+            records: 0,
+            bytes: 0,
+            fields: 0,
+        }
+    }
+}
+
+impl CsvMeasure {
+    /// Measure the next piece of the file (an empty piece: the end of the file).
+    fn feed(&mut self, mut input: &[u8]) -> io::Result<()> {
+        use csv_core::ReadRecordResult as R;
+        self.copied += input.len() as u64;
+        if self.copied > CSV_FILE_BYTES {
+            return Err(too_big());
+        }
+        let mut out = [0u8; 8 << 10];
+        let mut ends = [0usize; 256];
+        loop {
+            let (result, nin, nout, nend) = self.reader.read_record(input, &mut out, &mut ends);
+            // The line of the bytes just read: a record ended by `\n` has already counted it.
+            let ended_line = matches!(result, R::Record) && nin > 0 && input[nin - 1] == b'\n';
+            let line = self.reader.line() - u64::from(ended_line);
+            input = &input[nin..];
+            self.bytes += nout as u64;
+            self.fields += nend;
+            if self.bytes > self.row_bytes {
+                return Err(io::Error::other(format!(
+                    "has a row larger than {}, the limit (README \"Limits\"): it passes it on line {}",
+                    limits::bytes(self.row_bytes),
+                    line
+                )));
+            }
+            if self.fields > self.columns {
+                return Err(io::Error::other(format!(
+                    "has more than {} columns on line {}, the limit (README \"Limits\")",
+                    self.columns, line
+                )));
+            }
+            match result {
+                // Empty input is the end of the file: the reader then ends the last record.
+                R::InputEmpty => return Ok(()),
+                R::OutputFull | R::OutputEndsFull => {}
+                R::Record => {
+                    self.records += 1;
+                    self.bytes = 0;
+                    self.fields = 0;
+                    if self.records > self.rows + 1 {
+                        return Err(io::Error::other(format!(
+                            "has more than {} rows, the limit (README \"Limits\")",
+                            self.rows
+                        )));
+                    }
+                }
+                R::End => return Ok(()),
+            }
+        }
+    }
+}
+
 /// A message for a file that could not be copied: what the path is, or why it cannot be read.
 pub fn describe(shown: &str, path: &Path, e: &io::Error) -> String {
     match e.kind() {
@@ -91,6 +204,52 @@ pub fn describe(shown: &str, path: &Path, e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feed `text` in pieces of `piece` bytes to a measure with small limits (3 rows, 3 columns,
+    /// 12 bytes a row); the error, if any.
+    fn measured(text: &str, piece: usize) -> Option<String> {
+        let mut m = CsvMeasure {
+            rows: 3,
+            columns: 3,
+            row_bytes: 12,
+            ..CsvMeasure::default()
+        };
+        for chunk in text.as_bytes().chunks(piece).chain([&[][..]]) {
+            if let Err(e) = m.feed(chunk) {
+                return Some(e.to_string());
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn csv_limits_are_measured_while_copying_whatever_the_pieces() {
+        for piece in [1, 2, 5, 1000] {
+            assert_eq!(measured("a,b,c\n1,2,3\n4,5,6\n7,8,9\n", piece), None);
+            assert_eq!(
+                measured("a,b,c\n1,2,3\n4,5,6\n7,8,9\n0,0,0\n", piece).as_deref(),
+                Some("has more than 3 rows, the limit (README \"Limits\")")
+            );
+            assert_eq!(
+                measured("a,b,c\n1,2,3,4\n", piece).as_deref(),
+                Some("has more than 3 columns on line 2, the limit (README \"Limits\")")
+            );
+            // A quoted value over lines is one value: the row starts on line 2, ends on 4.
+            assert_eq!(
+                measured("a,b\n\"x\ny\nz\",2\nlong,0123456789abc\n", piece).as_deref(),
+                Some(
+                    "has a row larger than 12 bytes, the limit (README \"Limits\"): it passes it on line 5"
+                )
+            );
+            assert_eq!(
+                measured("a,b\r\n1,2\r\n3,0123456789abc\r\n", piece).as_deref(),
+                Some(
+                    "has a row larger than 12 bytes, the limit (README \"Limits\"): it passes it on line 3"
+                ),
+                "CRLF"
+            );
+        }
+    }
 
     #[test]
     fn a_snapshot_keeps_the_bytes_it_was_taken_with() {

@@ -11,14 +11,16 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{Field, FieldSet, ForEach, Job, JobInfo, Manifest, Source, Template};
+use super::{yaml_errors, yaml_guard};
 use crate::api::Kind;
 use crate::digest::Digests;
+use crate::limits::{YAML_DEPTH, YAML_JOBS};
 use crate::problem::{At, Problem};
 
 /// A YAML scalar (string, number or boolean) kept as text: every field is a template until a
 /// request is rendered and typed. A list or map where a scalar belongs is a type error.
 #[derive(Debug, Clone)]
-struct Scalar(String);
+pub(super) struct Scalar(String);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -105,12 +107,47 @@ struct FileDoc {
     name: Option<Scalar>,
     #[serde(default)]
     defaults: DefaultsDoc,
+    #[serde(deserialize_with = "at_most_jobs")]
     jobs: Vec<JobDoc>,
+}
+
+/// The `jobs` list, refused past [`YAML_JOBS`] before the next job is built.
+pub(super) fn at_most_jobs<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of jobs")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(job) = seq.next_element()? {
+                if out.len() == YAML_JOBS {
+                    return Err(de::Error::custom(format!(
+                        "the manifest has more than {YAML_JOBS} jobs (README \"Limits\"); sweep with a matrix, a `for_each` table or a CSV manifest"
+                    )));
+                }
+                out.push(job);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V(std::marker::PhantomData))
+}
+
+/// YAML `name`, or the file name without extension.
+fn name_of(path: &Path, name: Option<&Scalar>) -> Arc<str> {
+    match name {
+        Some(n) if !n.0.trim().is_empty() => n.0.trim().into(),
+        _ => super::stem(path).into(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DefaultsDoc {
+pub(super) struct DefaultsDoc {
     txt2img: Option<FieldsDoc>,
     model: Option<FieldsDoc>,
 }
@@ -143,7 +180,7 @@ struct FieldsDoc {
 /// `deny_unknown_fields`, so the fields are listed again here).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JobDoc {
+pub(super) struct JobDoc {
     id: Option<Scalar>,
     kind: Option<Scalar>,
     matrix: Option<Ordered<Values>>,
@@ -237,26 +274,27 @@ impl FieldsDoc {
 
 /// Load and check a YAML manifest (read once: the jobs are kept, the text is not read again).
 pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem>> {
-    let read = || -> std::io::Result<String> {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut crate::files::open_regular(path)?, &mut text)?;
-        Ok(text)
-    };
-    let text = read().map_err(|e| {
-        vec![Problem::new(
+    let text = yaml_guard::read(path).map_err(|m| vec![Problem::new(path, At::File, None, m)])?;
+    if let Some((line, column)) = yaml_guard::flow_depth(&text, YAML_DEPTH) {
+        return Err(vec![Problem::new(
             path,
-            At::File,
+            At::Text {
+                line,
+                column,
+                job: None,
+            },
             None,
-            format!("cannot read the manifest: {e}"),
-        )]
-    })?;
-    let doc: FileDoc =
-        serde_yaml::from_str(&text).map_err(|e| vec![syntax_problem(path, &text, &e)])?;
+            format!("the manifest is nested deeper than {YAML_DEPTH} levels (README \"Limits\")"),
+        )]);
+    }
+    // Past this point the text's expanded size is bounded: it may be parsed again.
+    yaml_guard::measure(&text).map_err(|e| vec![yaml_errors::problem(path, None, &e)])?;
     let dir = super::base_dir(path);
-    let name: Arc<str> = match &doc.name {
-        Some(n) if !n.0.trim().is_empty() => n.0.trim().into(),
-        _ => super::stem(path).into(),
+    let doc: FileDoc = match serde_yaml::from_str(&text) {
+        Ok(doc) => doc,
+        Err(e) => return Err(yaml_errors::structural(path, &dir, &text, &e, digests)),
     };
+    let name = name_of(path, doc.name.as_ref());
     let mut problems = Vec::new();
     if doc.jobs.is_empty() {
         problems.push(Problem::new(
@@ -314,67 +352,7 @@ pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem
     }
 }
 
-/// A serde error, with its line and column, and the job when the error is inside one.
-fn syntax_problem(path: &Path, text: &str, err: &serde_yaml::Error) -> Problem {
-    let mut message = err.to_string();
-    // The location is shown in front; drop serde's own " at line L column C" suffix.
-    if let Some(i) = message.find(" at line ") {
-        message.truncate(i);
-    }
-    let job = job_of_error(text, &message);
-    // Split serde's `jobs[2].matrix.style: invalid type …` into the field and the message.
-    let mut field = None;
-    if let Some((prefix, rest)) = message.split_once(": ")
-        && !prefix.contains(' ')
-    {
-        let local = match prefix.strip_prefix("jobs[") {
-            Some(r) => r
-                .split_once(']')
-                .map_or("", |(_, f)| f.trim_start_matches('.')),
-            None => prefix,
-        };
-        let unknown = rest
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split_once('`'))
-            .map(|(name, _)| name);
-        field = match (local, unknown) {
-            ("", Some(u)) => Some(u.to_string()),
-            (l, Some(u)) => Some(format!("{l}.{u}")),
-            ("", None) => None,
-            (l, None) => Some(l.to_string()),
-        };
-        message = rest.to_string();
-    }
-    match err.location() {
-        Some(loc) => Problem::new(
-            path,
-            At::Text {
-                line: loc.line(),
-                column: loc.column(),
-                job,
-            },
-            field.as_deref(),
-            message,
-        ),
-        None => Problem::new(path, At::File, field.as_deref(), message),
-    }
-}
-
-/// serde's messages start with the path (`jobs[2].matrix: …`); find that job's id, leniently.
-fn job_of_error(text: &str, message: &str) -> Option<String> {
-    let rest = message.strip_prefix("jobs[")?;
-    let index: usize = rest[..rest.find(']')?].parse().ok()?;
-    let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-    let id = value.get("jobs")?.get(index)?.get("id")?;
-    match id {
-        serde_yaml::Value::String(s) => Some(s.clone()),
-        other => serde_yaml::to_string(other)
-            .ok()
-            .map(|s| s.trim().to_string()),
-    }
-}
-
-fn load_job(
+pub(super) fn load_job(
     path: &Path,
     dir: &Path,
     manifest: &Arc<str>,
