@@ -9,6 +9,7 @@ pub mod csv;
 pub mod snapshot;
 pub mod template;
 pub mod yaml;
+mod yaml_doc;
 mod yaml_errors;
 mod yaml_guard;
 

@@ -1,274 +1,33 @@
-//! YAML manifests (README "Manifest reference"): the serde model (strict: an unknown key anywhere is an error), then the
-//! checks serde cannot make (ids, kinds, fields of the kind, defaults, placeholders, matrix,
+//! YAML manifests (README "Manifest reference"): the limits first (`yaml_guard`), then the serde
+//! model (`yaml_doc`, strict: an unknown key anywhere is an error), then the checks serde cannot make (ids, kinds, fields of the kind, defaults, placeholders, matrix,
 //! `for_each`), all reported at once.
+//!
+//! serde stops at the first problem of a document. So that a user sees every problem at once (as
+//! the README promises), [`structural`] reads the file again loosely — the top level as a mapping,
+//! each job as a value of its own — and checks every other job alone: its own structural problem,
+//! or, when it is well formed, every check [`load_job`] makes. The job of the first problem is not
+//! checked again. A file whose top level cannot be read even loosely (a syntax error, `jobs` not
+//! a list) has only the first problem to show.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::{Field, FieldSet, ForEach, Job, JobInfo, Manifest, Source, Template};
+use super::yaml_doc::{DefaultsDoc, FileDoc, JobDoc, Scalar, at_most_jobs};
+use super::{FieldSet, ForEach, Job, JobInfo, Manifest, Source, Template};
 use super::{yaml_errors, yaml_guard};
 use crate::api::Kind;
 use crate::digest::Digests;
-use crate::limits::{YAML_DEPTH, YAML_JOBS};
+use crate::limits::YAML_DEPTH;
 use crate::problem::{At, Problem};
-
-/// A YAML scalar (string, number or boolean) kept as text: every field is a template until a
-/// request is rendered and typed. A list or map where a scalar belongs is a type error.
-#[derive(Debug, Clone)]
-pub(super) struct Scalar(String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
-                Ok(Scalar(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A mapping whose order as written matters (the matrix: the last key varies fastest).
-#[derive(Debug, Clone, Default)]
-struct Ordered<T>(Vec<(String, T)>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = Ordered<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered<T>, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<Scalar, T>()? {
-                    out.push((k.0, v));
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// A list of scalars (a matrix variable's values).
-#[derive(Debug, Clone)]
-struct Values(Vec<Scalar>);
-
-impl<'de> Deserialize<'de> for Values {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Values;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of values")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
-                let mut out = Vec::new();
-                while let Some(v) = seq.next_element::<Scalar>()? {
-                    out.push(v);
-                }
-                Ok(Values(out))
-            }
-        }
-        d.deserialize_seq(V)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDoc {
-    name: Option<Scalar>,
-    #[serde(default)]
-    defaults: DefaultsDoc,
-    #[serde(deserialize_with = "at_most_jobs")]
-    jobs: Vec<JobDoc>,
-}
-
-/// The `jobs` list, refused past [`YAML_JOBS`] before the next job is built.
-pub(super) fn at_most_jobs<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Vec<T>, D::Error> {
-    struct V<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list of jobs")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::new();
-            while let Some(job) = seq.next_element()? {
-                if out.len() == YAML_JOBS {
-                    return Err(de::Error::custom(format!(
-                        "the manifest has more than {YAML_JOBS} jobs (README \"Limits\"); sweep with a matrix, a `for_each` table or a CSV manifest"
-                    )));
-                }
-                out.push(job);
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_seq(V(std::marker::PhantomData))
-}
 
 /// YAML `name`, or the file name without extension.
 fn name_of(path: &Path, name: Option<&Scalar>) -> Arc<str> {
     match name {
         Some(n) if !n.0.trim().is_empty() => n.0.trim().into(),
         _ => super::stem(path).into(),
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DefaultsDoc {
-    txt2img: Option<FieldsDoc>,
-    model: Option<FieldsDoc>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TemplateDoc {
-    human_template_id: Option<Scalar>,
-    scene_template_id: Option<Scalar>,
-    custom_human_template: Option<Scalar>,
-}
-
-/// The API fields, as `defaults` and jobs write them.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FieldsDoc {
-    prompt: Option<Scalar>,
-    negative_prompt: Option<Scalar>,
-    img_count: Option<Scalar>,
-    version: Option<Scalar>,
-    resolution: Option<Scalar>,
-    notify_url: Option<Scalar>,
-    image: Option<Scalar>,
-    mask: Option<Scalar>,
-    image_count: Option<Scalar>,
-    template: Option<TemplateDoc>,
-}
-
-/// A job: its own keys and the API fields (serde cannot combine `flatten` with
-/// `deny_unknown_fields`, so the fields are listed again here).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct JobDoc {
-    id: Option<Scalar>,
-    kind: Option<Scalar>,
-    matrix: Option<Ordered<Values>>,
-    for_each: Option<Scalar>,
-    repeat: Option<Scalar>,
-    meta: Option<Ordered<Scalar>>,
-    prompt: Option<Scalar>,
-    negative_prompt: Option<Scalar>,
-    img_count: Option<Scalar>,
-    version: Option<Scalar>,
-    resolution: Option<Scalar>,
-    notify_url: Option<Scalar>,
-    image: Option<Scalar>,
-    mask: Option<Scalar>,
-    image_count: Option<Scalar>,
-    template: Option<TemplateDoc>,
-}
-
-impl JobDoc {
-    fn fields(&self) -> FieldsDoc {
-        FieldsDoc {
-            prompt: self.prompt.clone(),
-            negative_prompt: self.negative_prompt.clone(),
-            img_count: self.img_count.clone(),
-            version: self.version.clone(),
-            resolution: self.resolution.clone(),
-            notify_url: self.notify_url.clone(),
-            image: self.image.clone(),
-            mask: self.mask.clone(),
-            image_count: self.image_count.clone(),
-            template: self.template.clone(),
-        }
-    }
-}
-
-impl FieldsDoc {
-    /// The fields that are set, with their values.
-    fn entries(&self) -> Vec<(Field, &str)> {
-        fn push<'a>(out: &mut Vec<(Field, &'a str)>, f: Field, v: &'a Option<Scalar>) {
-            if let Some(v) = v {
-                out.push((f, v.0.as_str()));
-            }
-        }
-        let mut out = Vec::new();
-        push(&mut out, Field::Prompt, &self.prompt);
-        push(&mut out, Field::NegativePrompt, &self.negative_prompt);
-        push(&mut out, Field::ImgCount, &self.img_count);
-        push(&mut out, Field::Version, &self.version);
-        push(&mut out, Field::Resolution, &self.resolution);
-        push(&mut out, Field::NotifyUrl, &self.notify_url);
-        push(&mut out, Field::Image, &self.image);
-        push(&mut out, Field::Mask, &self.mask);
-        push(&mut out, Field::ImageCount, &self.image_count);
-        if let Some(t) = &self.template {
-            push(&mut out, Field::HumanTemplateId, &t.human_template_id);
-            push(&mut out, Field::SceneTemplateId, &t.scene_template_id);
-            push(
-                &mut out,
-                Field::CustomHumanTemplate,
-                &t.custom_human_template,
-            );
-        }
-        out
-    }
-
-    /// Apply `defaults` under the job's own fields. A job that chooses its model mode (`template`
-    /// or `prompt`) takes neither mode from the defaults, so a default template never collides
-    /// with a job's prompt; a `template` is taken as a whole, never merged key by key.
-    fn with_defaults(mut self, defaults: Option<&FieldsDoc>, kind: Kind) -> FieldsDoc {
-        let Some(d) = defaults else { return self };
-        let own_mode = kind == Kind::Model && (self.template.is_some() || self.prompt.is_some());
-        macro_rules! fill {
-            ($($f:ident),*) => {$( if self.$f.is_none() { self.$f = d.$f.clone(); } )*};
-        }
-        fill!(
-            negative_prompt,
-            img_count,
-            version,
-            resolution,
-            notify_url,
-            image,
-            mask,
-            image_count
-        );
-        if !own_mode {
-            fill!(prompt, template);
-        }
-        self
     }
 }
 
@@ -292,7 +51,7 @@ pub fn load(path: &Path, digests: &Arc<Digests>) -> Result<Manifest, Vec<Problem
     let dir = super::base_dir(path);
     let doc: FileDoc = match serde_yaml::from_str(&text) {
         Ok(doc) => doc,
-        Err(e) => return Err(yaml_errors::structural(path, &dir, &text, &e, digests)),
+        Err(e) => return Err(structural(path, &dir, &text, &e, digests)),
     };
     let name = name_of(path, doc.name.as_ref());
     let mut problems = Vec::new();
@@ -520,4 +279,77 @@ pub(super) fn load_job(
         repeat,
         meta,
     })
+}
+
+/// The top level, read loosely: unknown keys were reported by the first pass.
+#[derive(Deserialize)]
+struct LooseDoc {
+    #[serde(default)]
+    name: Option<serde_yaml::Value>,
+    #[serde(default)]
+    defaults: Option<serde_yaml::Value>,
+    #[serde(default, deserialize_with = "at_most_jobs")]
+    jobs: Vec<serde_yaml::Value>,
+}
+
+/// Every structural problem of a manifest whose strict reading failed with `first`, and every
+/// other problem of the jobs that are well formed. `text` passed [`super::yaml_guard::measure`].
+fn structural(
+    path: &Path,
+    dir: &Path,
+    text: &str,
+    first: &serde_yaml::Error,
+    digests: &Arc<Digests>,
+) -> Vec<Problem> {
+    let mut problems = vec![yaml_errors::problem(path, Some(text), first)];
+    let Ok(doc) = serde_yaml::from_str::<LooseDoc>(text) else {
+        return problems;
+    };
+    let (first_job, _, _) = yaml_errors::split(first);
+    // The defaults, when they are well formed (otherwise the first problem is theirs, or they
+    // are reported here, and the jobs are checked for their structure only).
+    let defaults = match doc.defaults.map(|d| reparse::<DefaultsDoc>(&d)) {
+        None => Some(DefaultsDoc::default()),
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            if first_job.is_some() {
+                let (_, field, message) = yaml_errors::split(&e);
+                let field = field.map_or("defaults".to_string(), |f| format!("defaults.{f}"));
+                problems.push(Problem::new(path, At::File, Some(&field), message));
+            }
+            None
+        }
+    };
+    let name: Arc<str> = match doc.name {
+        Some(serde_yaml::Value::String(n)) if !n.trim().is_empty() => n.trim().into(),
+        _ => super::stem(path).into(),
+    };
+    for (index, value) in doc.jobs.iter().enumerate() {
+        if Some(index) == first_job {
+            continue;
+        }
+        let at = At::Job(yaml_errors::label(value).unwrap_or_else(|| format!("#{}", index + 1)));
+        match reparse::<JobDoc>(value) {
+            Err(e) => {
+                let (_, field, message) = yaml_errors::split(&e);
+                problems.push(Problem::new(path, at, field.as_deref(), message));
+            }
+            Ok(job) => {
+                if let Some(defaults) = &defaults
+                    && let Err(mut p) = load_job(path, dir, &name, defaults, index, &job, digests)
+                {
+                    problems.append(&mut p);
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// A value read as `T` from its own YAML text, so that serde's message names the field inside
+/// it (`matrix.style: …`) — reading the value directly would not.
+fn reparse<T: for<'de> Deserialize<'de>>(
+    value: &serde_yaml::Value,
+) -> Result<T, serde_yaml::Error> {
+    serde_yaml::from_str(&serde_yaml::to_string(value)?)
 }
