@@ -3,6 +3,7 @@
 mod collect;
 mod common;
 mod crash;
+mod hostile;
 mod identity;
 mod journal;
 mod layout;
