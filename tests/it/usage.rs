@@ -25,3 +25,58 @@ fn readme_first_screen_has_the_two_commands() {
     assert!(first.contains("cargo run --release -- run manifests/sweep.yaml --simulate"));
     assert!(first.contains("cargo test --locked"));
 }
+
+/// The README's "Limits" table shows the figures of `src/limits.rs`.
+#[test]
+fn readme_limits_table_matches_the_code() {
+    use hidream_batch::limits::{self, *};
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("### Limits").expect("a Limits section");
+    let table = &readme[start..start + readme[start..].find("\n\n**").unwrap()];
+    let thousands = |n: u64| {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let rows = [
+        ("YAML manifest file", limits::bytes(YAML_FILE_BYTES)),
+        ("YAML values", format!("{} values", thousands(YAML_VALUES))),
+        (
+            "YAML values",
+            format!("{} of text", limits::bytes(YAML_TEXT_BYTES)),
+        ),
+        ("YAML nesting", format!("{YAML_DEPTH} levels")),
+        ("YAML jobs", thousands(YAML_JOBS as u64)),
+        ("CSV file", limits::bytes(CSV_FILE_BYTES)),
+        ("CSV rows", thousands(CSV_ROWS)),
+        ("CSV columns", thousands(CSV_COLUMNS as u64)),
+        ("CSV row |", limits::bytes(CSV_ROW_BYTES)),
+        (
+            "text-to-image `prompt`",
+            format!("{} characters", thousands(TXT2IMG_PROMPT_CHARS as u64)),
+        ),
+        ("local image file", limits::bytes(IMAGE_FILE_BYTES)),
+        (
+            "inline (",
+            format!("{} decoded", limits::bytes(INLINE_IMAGE_BYTES)),
+        ),
+        ("an API answer read", limits::bytes(ANSWER_BYTES as u64)),
+        (
+            "an image `collect` downloads",
+            limits::bytes(DOWNLOAD_BYTES as u64),
+        ),
+    ];
+    for (what, figure) in rows {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {what}")))
+            .unwrap_or_else(|| panic!("no Limits row for {what:?}"));
+        assert!(line.contains(&figure), "{what}: {figure:?} not in {line:?}");
+    }
+}
