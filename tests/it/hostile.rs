@@ -34,6 +34,14 @@ struct Case {
     files: Vec<(&'static str, Content)>,
     args: Vec<&'static str>,
     says: Vec<&'static str>,
+    /// The exit code: 2 (bad input) unless said otherwise.
+    code: i32,
+}
+
+impl Case {
+    fn exits(self, code: i32) -> Case {
+        Case { code, ..self }
+    }
 }
 
 fn case(
@@ -47,6 +55,7 @@ fn case(
         files,
         args: args.to_vec(),
         says: says.to_vec(),
+        code: 2,
     }
 }
 
@@ -122,7 +131,7 @@ fn check(case: &Case) {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
         o.status.code(),
-        Some(2),
+        Some(case.code),
         "{}: exit {:?} (a crash under the memory bound is a signal)\n{stderr}",
         case.name,
         o.status
@@ -135,7 +144,7 @@ fn check(case: &Case) {
         );
     }
     assert!(
-        stderr.contains("nothing was sent") || stderr.contains("error: "),
+        stderr.to_lowercase().contains("nothing was sent"),
         "{}: {stderr}",
         case.name
     );
@@ -400,6 +409,16 @@ fn hostile_manifests_fail_cleanly_in_bounded_time_and_memory() {
                 "4 problems",
             ],
         ),
+        case(
+            "a write-ahead log that is not UTF-8",
+            vec![
+                ("m.yaml", Text(yaml_job("    matrix: {x: [a]}\n"))),
+                ("r.csv.wal", Bytes(b"sent \xff\xfe\n".to_vec())),
+            ],
+            &["run", "m.yaml", "--simulate", "-o", "r.csv"],
+            &["write-ahead log", "r.csv.wal", "line 1", "not UTF-8"],
+        )
+        .exits(3),
     ];
     for c in &cases {
         check(c);
