@@ -3,6 +3,7 @@
 mod collect;
 mod common;
 mod crash;
+mod hostile_server;
 mod identity;
 mod journal;
 mod layout;
