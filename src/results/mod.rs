@@ -14,7 +14,8 @@
 //! **Cells from outside.** Text the API sent is written so that a spreadsheet cannot run it as a
 //! formula: a `message` through [`no_formula`] (control characters escaped too); a task id and
 //! the sub-task ids, which are read back (resume, `merge`, `collect`), through the reversible
-//! [`cell_escape`], and read with [`cell_unescape`].
+//! [`cell_escape`], and read with [`cell_unescape`]. An id with control characters never gets
+//! here: such an answer is `unknown` (see `retry::classify`).
 //!
 //! **Which server.** A row written against the simulator (`run --simulate`, or `simulate` reached
 //! through `--base-url`) says so: its `message` starts with [`SIM_MARK`], and its task id (if any)

@@ -59,6 +59,13 @@ fn code_and_stderr(o: &Output) -> (Option<i32>, String) {
     )
 }
 
+/// Whether `bytes` hold a control character other than a line end (an escape sequence, a bell).
+fn has_raw_control(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .any(|b| (*b < 0x20 && !matches!(b, b'\n' | b'\r')) || *b == 0x7f)
+}
+
 /// The task ids the received queries asked for, decoded.
 async fn queried_tasks(server: &MockServer) -> Vec<String> {
     server
@@ -164,4 +171,46 @@ fn results_row_time(text: &str) -> String {
         .position(|h| h == "submitted_at")
         .unwrap();
     r.records().next().unwrap().unwrap()[col].to_string()
+}
+
+/// A success whose task id holds control characters cannot be recorded as sent: it is `unknown`
+/// (the task may exist), named escaped, and the results and the terminal get no raw control byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_id_with_control_characters_is_unknown_and_shown_escaped() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"code": 0, "message": "Success",
+             "result": {"task_id": "t-1\n\u{1b}[2J\u{7}", "sub_task_ids": ["t-1-0"]}}
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("control-id", 1, &[1]);
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!has_raw_control(&o.stderr), "{stderr:?}");
+    assert!(stderr.contains(r"t-1\n\u{1b}[2J\u{7}"), "{stderr}");
+    let text = std::fs::read(&out).unwrap();
+    assert!(!has_raw_control(&text));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "unknown", "{:?}", rows[0]);
+    assert_eq!(rows[0]["task_id"], "");
+    assert!(
+        rows[0]["message"].contains("cannot be recorded"),
+        "{:?}",
+        rows[0]
+    );
+    assert!(
+        rows[0]["message"].contains(r"`t-1\n\u{1b}[2J\u{7}`"),
+        "{:?}",
+        rows[0]
+    );
+    // Unknown: not sent again without --retry-unknown.
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
+    assert_eq!(code_and_stderr(&o).0, Some(1));
+    assert_eq!(submissions(&server).await.len(), 1);
 }
