@@ -94,7 +94,7 @@ pub(crate) fn merge(
                 offset: row.offset,
                 submitted: row.status == Status::Submitted,
                 submitted_at: row.record[time_col].to_string(),
-                task_id: row.record[task_col].to_string(),
+                task_id: results::cell_unescape(&row.record[task_col]).to_string(),
                 first_seen: seen,
             };
             let id = row.id;

@@ -9,6 +9,8 @@
 //! Image files are named `DIR/<job>/<request_id>-<n>.<ext>`: `n` is the sub-task's index in the
 //! `sub_task_ids` the API returned at submission (0-based), so a name never changes between runs.
 //! Sub-tasks the API reports beyond that list get the next indices, in the order it reports them.
+//! Task and sub-task ids go through `results::cell_escape` into `images.csv` and back through
+//! `cell_unescape`, from `results.csv` alike: an id cannot start a formula, and reads back as sent.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::api::{Kind, status};
 use crate::exit;
-use crate::results::no_formula;
+use crate::results::{cell_escape, cell_unescape, no_formula};
 
 /// The file extensions `collect` writes (from the image's content type), in the order a rerun
 /// looks for an existing file.
@@ -293,17 +295,18 @@ fn read_results(file: File, path: &Path) -> anyhow::Result<Batch> {
         if request_id.is_empty() {
             continue;
         }
-        let task = if get(c_status) == "submitted" && !get(c_task).is_empty() {
+        let task_id = cell_unescape(record.get(c_task).unwrap_or("")).to_string();
+        let task = if get(c_status) == "submitted" && !task_id.is_empty() {
             match Kind::parse(&get(c_kind)) {
                 Some(kind) => Some(Task {
                     request_id: request_id.clone(),
                     job: get(c_job),
                     kind,
-                    task_id: get(c_task),
+                    task_id,
                     prompt: c_prompt.map(get).unwrap_or_default(),
                     vars: vars.iter().map(|(i, _)| get(*i)).collect(),
                     meta: meta.iter().map(|(i, _)| get(*i)).collect(),
-                    subs: get(c_subs)
+                    subs: cell_unescape(&get(c_subs))
                         .split(';')
                         .filter(|s| !s.trim().is_empty())
                         .enumerate()
@@ -384,11 +387,12 @@ fn read_previous(path: &Path) -> HashMap<String, Vec<Prev>> {
                 .trim()
                 .to_string()
         };
-        let sub_task_id = get(Some(c_sub));
+        let sub_task_id = cell_unescape(&get(Some(c_sub))).to_string();
         if sub_task_id.is_empty() {
             continue;
         }
-        out.entry(get(Some(c_task))).or_default().push(Prev {
+        let task_id = cell_unescape(&get(Some(c_task))).to_string();
+        out.entry(task_id).or_default().push(Prev {
             sub_task_id,
             status: SubStatus::parse(&get(Some(c_status))),
             url: get(c_url),
@@ -446,7 +450,7 @@ pub(crate) fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf>
                 let lead = [
                     t.request_id.as_str(),
                     &t.job,
-                    &t.task_id,
+                    &cell_escape(t.task_id.as_str()),
                     "",
                     "unknown",
                     "",
@@ -466,8 +470,8 @@ pub(crate) fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf>
                 let lead = [
                     t.request_id.as_str(),
                     &t.job,
-                    &t.task_id,
-                    &s.id,
+                    &cell_escape(t.task_id.as_str()),
+                    &cell_escape(s.id.as_str()),
                     &status,
                     &no_formula(&s.url),
                     s.path.as_deref().unwrap_or(""),

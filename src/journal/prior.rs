@@ -227,7 +227,10 @@ impl Prior {
                             })?,
                             pos: UNPLACED,
                             status: r.status,
-                            world: World::of_row(&r.record[task_col], &r.record[message_col]),
+                            world: World::of_row(
+                                results::cell_unescape(&r.record[task_col]),
+                                &r.record[message_col],
+                            ),
                         });
                     }
                     Item::Torn { line, record } => {
@@ -247,8 +250,12 @@ impl Prior {
                         if whole(status_col).and_then(Status::parse) == Some(Status::Submitted)
                             && let Some(task) = whole(task_col).filter(|t| !t.is_empty())
                         {
-                            let subs = whole(subs_col).unwrap_or("").to_string();
-                            recovered.insert(entry.sent.id, (task.to_string(), subs));
+                            // The ids themselves: the row that settles the entry escapes them again.
+                            let subs = results::cell_unescape(whole(subs_col).unwrap_or(""));
+                            recovered.insert(
+                                entry.sent.id,
+                                (results::cell_unescape(task).to_string(), subs.to_string()),
+                            );
                         }
                     }
                 }
@@ -363,10 +370,8 @@ fn latest_rows(mut slots: Vec<Slot>, file: &File, task_col: usize) -> io::Result
             };
             let mut tasks: Vec<String> = Vec::new();
             for s in &submitted {
-                let task = parse_row(w.get(s.offset, s.len as usize)?)?
-                    .get(task_col)
-                    .unwrap_or("")
-                    .to_string();
+                let row = parse_row(w.get(s.offset, s.len as usize)?)?;
+                let task = results::cell_unescape(row.get(task_col).unwrap_or("")).to_string();
                 if !tasks.contains(&task) {
                     tasks.push(task);
                 }

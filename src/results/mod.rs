@@ -11,6 +11,12 @@
 //!   the current manifest whenever a run meets the request (a fixed SKU caption shows up);
 //! - any other column (one a person added in a spreadsheet) is kept as it is.
 //!
+//! **Cells from outside.** Text the API sent is written so that a spreadsheet cannot run it as a
+//! formula: a `message` through [`no_formula`] (control characters escaped too); a task id and
+//! the sub-task ids, which are read back (resume, `merge`, `collect`), through the reversible
+//! [`cell_escape`], and read with [`cell_unescape`]. An id with control characters never gets
+//! here: such an answer is `unknown` (see `retry::classify`).
+//!
 //! **Which server.** A row written against the simulator (`run --simulate`, or `simulate` reached
 //! through `--base-url`) says so: its `message` starts with [`SIM_MARK`], and its task id (if any)
 //! has the simulator's self-checking shape. A run never takes a row of the other server for its
@@ -130,14 +136,42 @@ impl World {
     }
 }
 
+/// The first characters that make a spreadsheet run a cell as a formula.
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
 /// A cell of outside text (an API message, an image URL) as written to `results.csv` and
 /// `images.csv`: one that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`,
 /// a tab or a carriage return) gets a leading `'`, which a spreadsheet hides and shows the text
-/// as it was (OWASP's advice on CSV injection). Already guarded text is left as it is.
+/// as it was (OWASP's advice on CSV injection). Already guarded text is left as it is. For text
+/// that is read back, use [`cell_escape`] instead.
 pub(crate) fn no_formula(text: &str) -> Cow<'_, str> {
-    match text.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}").into(),
-        _ => text.into(),
+    if text.starts_with(FORMULA_START) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// An id from the API (a `task_id`, the `sub_task_ids`, an `images.csv` `sub_task_id`) as written
+/// to a cell that is read back: like [`no_formula`], but reversibly — text that starts with a
+/// formula character **or with `'`** gets one more `'`, so [`cell_unescape`] gives back exactly
+/// what was written, a leading `'` of the id itself included.
+pub(crate) fn cell_escape<'a>(id: impl Into<Cow<'a, str>>) -> Cow<'a, str> {
+    let id = id.into();
+    if id.starts_with(FORMULA_START) || id.starts_with('\'') {
+        format!("'{id}").into()
+    } else {
+        id
+    }
+}
+
+/// The id in a cell written by [`cell_escape`]: one leading `'` is taken away when the text after
+/// it starts with a formula character or `'` (as only an escaped cell does); any other text is
+/// the id as it is.
+pub(crate) fn cell_unescape(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_START) || rest.starts_with('\'') => rest,
+        _ => cell,
     }
 }
 
@@ -313,8 +347,8 @@ impl Rows {
     ) {
         row[Self::col("request_id")] = id;
         row[Self::col("status")] = o.status.into();
-        row[Self::col("task_id")] = o.task_id.into();
-        row[Self::col("sub_task_ids")] = o.sub_task_ids;
+        row[Self::col("task_id")] = cell_escape(o.task_id);
+        row[Self::col("sub_task_ids")] = cell_escape(o.sub_task_ids);
         row[Self::col("attempts")] = o.attempts;
         row[Self::col("http_status")] = o.http_status;
         row[Self::col("code")] = o.code;
@@ -371,6 +405,29 @@ mod tests {
             "'=1",
             "guarding twice changes nothing"
         );
+    }
+
+    #[test]
+    fn an_id_cell_cannot_start_a_formula_and_reads_back_as_written() {
+        assert_eq!(cell_escape("=cmd|' /C calc'!A0"), "'=cmd|' /C calc'!A0");
+        assert_eq!(
+            cell_escape("'quoted"),
+            "''quoted",
+            "a leading quote is kept"
+        );
+        assert_eq!(cell_escape("3fe836e2-e1ce"), "3fe836e2-e1ce");
+        assert_eq!(cell_escape("-"), "'-");
+        for id in [
+            "=1", "+1", "-1", "@A1", "\tx", "\rx", "'", "'x", "''=1", "'=1", "a'b", "", "t-1",
+            "任务",
+        ] {
+            assert_eq!(cell_unescape(&cell_escape(id)), id, "{id:?}");
+            assert!(!cell_escape(id).starts_with(FORMULA_START), "{id:?}");
+        }
+        // A cell not written by `cell_escape` (typed by hand) is read as it is.
+        assert_eq!(cell_unescape("'abc"), "'abc");
+        assert_eq!(cell_unescape("abc"), "abc");
+        assert_eq!(cell_unescape("'"), "'");
     }
 
     const ID: &str = "6b1f3c1e-9a4d-5e2b-8c7f-0d1a2b3c4d5e";

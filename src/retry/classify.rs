@@ -9,7 +9,7 @@
 //! | result | verdict | did it create a task? |
 //! |---|---|---|
 //! | HTTP 200, `code == 0`, a task id | `Submitted` | yes |
-//! | HTTP 200, `code == 0`, no task id; a 2xx body unreadable or over 1 MiB | `Unknown` | maybe |
+//! | HTTP 200, `code == 0`, no task id, or ids that cannot be recorded as sent (see [`unrecordable`]); a 2xx body unreadable or over 1 MiB | `Unknown` | maybe |
 //! | HTTP 200, `code != 0` | `Rejected` with code and message | no |
 //! | HTTP 401 / 403 | `Unauthorized`: stop dispatching, exit 3 | no |
 //! | HTTP 504, 524, 598, 599 (a gateway gave up waiting on an upstream that had the request), 520 (the upstream's answer was lost) | `Unknown` | maybe |
@@ -105,9 +105,12 @@ pub(crate) fn submission(attempt: Attempt) -> Verdict {
                         message: e.message,
                     },
                     Ok(e) => match e.result {
-                        Some(r) if !r.task_id.is_empty() => Verdict::Submitted {
-                            task_id: r.task_id,
-                            sub_task_ids: r.sub_task_ids,
+                        Some(r) if !r.task_id.is_empty() => match unrecordable(&r) {
+                            None => Verdict::Submitted {
+                                task_id: r.task_id,
+                                sub_task_ids: r.sub_task_ids,
+                            },
+                            Some(reason) => Verdict::Unknown { reason },
                         },
                         _ => Verdict::Unknown {
                             reason: "the API answered success without a task id".into(),
@@ -122,6 +125,23 @@ pub(crate) fn submission(attempt: Attempt) -> Verdict {
             }
         }
     }
+}
+
+/// Why the ids of an accepted submission cannot be recorded as the API sent them, if they cannot:
+/// a control character in the task id or a sub-task id (a line end would split the results row,
+/// an escape sequence would reach a terminal), or a `;` in a sub-task id (the `sub_task_ids` cell
+/// joins them with `;`). The task was created, but its id would be read back as another: such an
+/// answer is `unknown`, like a success without a task id, and the ids are named escaped.
+fn unrecordable(r: &crate::api::Submitted) -> Option<String> {
+    let bad = |id: &String| id.chars().any(char::is_control);
+    if !bad(&r.task_id) && !r.sub_task_ids.iter().any(|s| bad(s) || s.contains(';')) {
+        return None;
+    }
+    Some(format!(
+        "the API answered success with ids that cannot be recorded as sent (control characters, or a `;` in a sub-task id): task id `{}`, sub-task ids `{}`",
+        crate::logging::safe(&r.task_id),
+        crate::logging::safe(&r.sub_task_ids.join("`, `"))
+    ))
 }
 
 /// What a task query's answer means.
@@ -265,6 +285,35 @@ mod tests {
             submission(answered(200, Err("html".into()))),
             Verdict::Unknown { .. }
         ));
+    }
+
+    #[test]
+    fn ids_that_cannot_be_recorded_as_sent_are_unknown_and_named_escaped() {
+        let answer = |task: &str, sub: &str| {
+            let mut e = env(0, Some(task)).unwrap();
+            e.result.as_mut().unwrap().sub_task_ids = vec![sub.into()];
+            submission(answered(200, Ok(e)))
+        };
+        for (task, sub) in [
+            ("t\n1", "s"),
+            ("t\u{1b}[31m", "s"),
+            ("t", "s\r"),
+            ("t", "a;b"),
+        ] {
+            match answer(task, sub) {
+                Verdict::Unknown { reason } => {
+                    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+                    assert!(reason.contains("cannot be recorded"), "{reason}");
+                }
+                other => panic!("{task:?} {sub:?}: {other:?}"),
+            }
+        }
+        match answer("t\u{1b}x", "s") {
+            Verdict::Unknown { reason } => assert!(reason.contains("`t\\u{1b}x`"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // A formula-looking id is recorded: the results guard their cells (`results::cell_escape`).
+        assert!(matches!(answer("=1+1", "@x"), Verdict::Submitted { .. }));
     }
 
     #[test]

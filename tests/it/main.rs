@@ -4,6 +4,7 @@ mod collect;
 mod common;
 mod crash;
 mod hostile;
+mod hostile_server;
 mod identity;
 mod journal;
 mod layout;

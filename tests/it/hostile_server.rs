@@ -1,0 +1,216 @@
+//! A hostile or broken server (issue 14, points 5 and 6): ids that look like formulas, ids with
+//! control characters, a body that drips forever, a `Retry-After` of days or a year, and escape
+//! sequences in the API's messages. Each is met over loopback by `run`, `collect`, or both.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::*;
+
+const TXT2IMG: &str = "/api-pub/gw/v3/image/txt2img/async";
+const RESULTS: &str = "/api-pub/gw/v3/image/txt2img/async/results";
+
+/// Arguments of `collect` against `base`, reading `results` and writing `out`; quick retries.
+fn collect_args(base: &str, results: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "collect",
+        "--base-url",
+        base,
+        "--results",
+        &results.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+        "--rate",
+        "0",
+        "--backoff",
+        "5ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Run the binary, killing it if it has not ended within 60 s: a hang detector, not a
+/// measurement (a hang would otherwise keep the test from ever finishing).
+async fn bounded(args: Vec<String>) -> Output {
+    let child = spawn(&args);
+    let pid = child.id();
+    match tokio::time::timeout(Duration::from_secs(60), wait(child)).await {
+        Ok(output) => output,
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("`hidream-batch {}` did not end within 60 s", args[0]);
+        }
+    }
+}
+
+fn code_and_stderr(o: &Output) -> (Option<i32>, String) {
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Whether `bytes` hold a control character other than a line end (an escape sequence, a bell).
+fn has_raw_control(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .any(|b| (*b < 0x20 && !matches!(b, b'\n' | b'\r')) || *b == 0x7f)
+}
+
+/// The task ids the received queries asked for, decoded.
+async fn queried_tasks(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == RESULTS)
+        .map(|r| {
+            r.url
+                .query_pairs()
+                .find(|(k, _)| k == "task_id")
+                .map(|(_, v)| v.into_owned())
+                .expect("a task_id in the query")
+        })
+        .collect()
+}
+
+/// A task id that a spreadsheet would run is written with a `'` before it, and read back as the
+/// API sent it: `collect` asks for the original id, and a second `run` sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_formula_task_id_is_escaped_in_the_csvs_and_read_back_as_sent() {
+    const TASK: &str = "=cmd|' /C calc'!A0";
+    const SUB: &str = "+sub-0";
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"code": 0, "message": "Success", "result": {"task_id": TASK, "sub_task_ids": [SUB]}}
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(RESULTS))
+        .and(query_param("task_id", TASK))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"code": 0, "message": "Success", "result": {"task_id": TASK,
+             "sub_task_results": [{"sub_task_id": SUB, "task_status": 3, "description": "nsfw"}]}}
+        )))
+        .mount(&server)
+        .await;
+    let (dir, manifest, out) = txt2img_scratch("formula-id", 1, &[1]);
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
+    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    let row = &results(&out)[0];
+    assert_eq!(row["task_id"], format!("'{TASK}"));
+    assert_eq!(row["sub_task_ids"], format!("'{SUB}"));
+
+    // `collect` asks for the task as the API named it; the failed image is the sub-task
+    // submitted (one row). A second `collect` reads images.csv back: the image is settled under
+    // its own ids, so nothing is asked again.
+    let images = dir.path().join("images");
+    for _ in 1..=2 {
+        let o = bounded(collect_args(&server.uri(), &out, &images, &[])).await;
+        let (code, stderr) = code_and_stderr(&o);
+        assert_eq!(code, Some(1), "a failed image\n{stderr}");
+        assert_eq!(queried_tasks(&server).await, [TASK]);
+        let rows = results(&images.join("images.csv"));
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0]["task_id"], format!("'{TASK}"));
+        assert_eq!(rows[0]["sub_task_id"], format!("'{SUB}"));
+        assert_eq!(rows[0]["status"], "failed");
+    }
+
+    // Resume: the request is submitted; nothing more is sent, and its cells are as they were.
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
+    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    assert_eq!(submissions(&server).await.len(), 1);
+    assert_eq!(results(&out)[0]["task_id"], format!("'{TASK}"));
+
+    // A crash cut the row short after its ids while its request was in the write-ahead log: the
+    // next run recovers the ids themselves (escaped once, not twice) and sends nothing.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let cut = text.find(&format!(",'{SUB},")).unwrap() + SUB.len() + 4;
+    std::fs::write(&out, &text[..cut]).unwrap();
+    let at = &results_row_time(&text);
+    std::fs::write(
+        sibling(&out, "wal"),
+        format!(
+            "sent {} 1 {at} {at} api txt2img j0\n",
+            expanded_ids(&[&manifest.display().to_string()])[0]
+        ),
+    )
+    .unwrap();
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(submissions(&server).await.len(), 1);
+    let row = &results(&out)[0];
+    assert_eq!(row["status"], "submitted", "{row:?}");
+    assert_eq!(row["task_id"], format!("'{TASK}"));
+    assert_eq!(row["sub_task_ids"], format!("'{SUB}"));
+}
+
+/// The `submitted_at` of the one row of a results text.
+fn results_row_time(text: &str) -> String {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let col = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "submitted_at")
+        .unwrap();
+    r.records().next().unwrap().unwrap()[col].to_string()
+}
+
+/// A success whose task id holds control characters cannot be recorded as sent: it is `unknown`
+/// (the task may exist), named escaped, and the results and the terminal get no raw control byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_id_with_control_characters_is_unknown_and_shown_escaped() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"code": 0, "message": "Success",
+             "result": {"task_id": "t-1\n\u{1b}[2J\u{7}", "sub_task_ids": ["t-1-0"]}}
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("control-id", 1, &[1]);
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!has_raw_control(&o.stderr), "{stderr:?}");
+    assert!(stderr.contains(r"t-1\n\u{1b}[2J\u{7}"), "{stderr}");
+    let text = std::fs::read(&out).unwrap();
+    assert!(!has_raw_control(&text));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "unknown", "{:?}", rows[0]);
+    assert_eq!(rows[0]["task_id"], "");
+    assert!(
+        rows[0]["message"].contains("cannot be recorded"),
+        "{:?}",
+        rows[0]
+    );
+    assert!(
+        rows[0]["message"].contains(r"`t-1\n\u{1b}[2J\u{7}`"),
+        "{:?}",
+        rows[0]
+    );
+    // Unknown: not sent again without --retry-unknown.
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
+    assert_eq!(code_and_stderr(&o).0, Some(1));
+    assert_eq!(submissions(&server).await.len(), 1);
+}
