@@ -5,6 +5,7 @@
 //! simulator (`sim`) check requests with the functions below, so the tool and its stand-in can never
 //! disagree about what the API accepts.
 
+pub mod answer;
 pub mod model;
 pub mod txt2img;
 
@@ -113,7 +114,8 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// The envelope every documented response uses: success is `code == 0`.
+/// The envelope every documented response uses: success is `code == 0`. The simulator writes it;
+/// answers are read leniently by [`answer::Reply`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope<T> {
     /// The API's status code (返回状态码): 0 is success, anything else an error.

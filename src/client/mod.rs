@@ -13,7 +13,8 @@ use reqwest::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
 };
 
-use crate::api::{Envelope, Kind, Submitted};
+use crate::api::Kind;
+use crate::api::answer::Reply;
 use crate::body::WireBody;
 use crate::env_vars;
 
@@ -147,8 +148,8 @@ pub(crate) enum Attempt {
     Answered {
         status: u16,
         retry_after: Option<Duration>,
-        /// The parsed envelope, or why it could not be parsed.
-        envelope: Result<Envelope<Submitted>, String>,
+        /// The envelope, read leniently ([`Reply`]), or why it is not one.
+        envelope: Result<Reply, String>,
     },
     /// The request never reached the server (connection refused, DNS failure): safe to retry.
     NotSent(String),
@@ -266,12 +267,12 @@ impl Client {
         answer(sent).await
     }
 
-    /// One GET of a JSON document on a kind's endpoint family (task results).
-    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    /// One GET of an API answer on a kind's endpoint family (task results).
+    pub(crate) async fn get_reply(
         &self,
         kind: Kind,
         url: &str,
-    ) -> Result<(u16, Option<Duration>, Result<T, String>), Attempt> {
+    ) -> Result<(u16, Option<Duration>, Result<Reply, String>), Attempt> {
         let mut headers = self.headers(kind);
         headers.remove(CONTENT_TYPE);
         match self.http.get(url).headers(headers).send().await {
@@ -280,11 +281,7 @@ impl Client {
                 let status = r.status().as_u16();
                 let retry_after = retry_after(r.headers());
                 match read_bounded(r, MAX_ANSWER_BYTES).await {
-                    Ok(b) => Ok((
-                        status,
-                        retry_after,
-                        serde_json::from_slice(&b).map_err(|e| format!("unreadable answer: {e}")),
-                    )),
+                    Ok(b) => Ok((status, retry_after, Reply::read(&b))),
                     Err(Body::TooLarge(m)) if !(200..300).contains(&status) => {
                         Ok((status, retry_after, Err(m)))
                     }
@@ -306,13 +303,7 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
         Ok(bytes) => Attempt::Answered {
             status,
             retry_after,
-            envelope: serde_json::from_slice(&bytes).map_err(|_| {
-                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-                format!(
-                    "the answer is not the API's JSON envelope: {}",
-                    crate::logging::safe(&text)
-                )
-            }),
+            envelope: Reply::read(&bytes),
         },
         // Too large to read: the status alone decides, except a success, whose task id is in
         // the part not read.

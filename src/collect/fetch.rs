@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::api::{Envelope, Kind, RESULTS_SUFFIX, TaskResult};
+use crate::api::{Kind, RESULTS_SUFFIX};
 use crate::client::{BaseUrl, Body, Client, Limiters, MAX_IMAGE_BYTES, describe, read_bounded};
 use crate::retry::classify::{self, DownloadVerdict, QueryVerdict};
 use crate::retry::{Ending, Retrier, Step};
@@ -127,10 +127,7 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
     let ending = ctx
         .retrier
         .drive(gate, p.kind.as_str(), async |n| {
-            let answer = ctx
-                .client
-                .get_json::<Envelope<TaskResult>>(p.kind, &url)
-                .await;
+            let answer = ctx.client.get_reply(p.kind, &url).await;
             match classify::query(answer) {
                 QueryVerdict::Answer(r) => Step::Done(Ok(r)),
                 QueryVerdict::Refused(message) => Step::Done(Err(Polled::Refused {

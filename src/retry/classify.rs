@@ -32,7 +32,8 @@
 
 use std::time::Duration;
 
-use crate::api::{Envelope, TaskResult};
+use crate::api::TaskResult;
+use crate::api::answer::Reply;
 use crate::client::Attempt;
 
 /// The one rule the three share: an HTTP status worth another attempt after a backoff (the
@@ -78,49 +79,48 @@ pub(crate) fn submission(attempt: Attempt) -> Verdict {
             envelope,
         } => {
             let code = envelope.as_ref().ok().map(|e| e.code);
-            let message = |envelope: Result<
-                crate::api::Envelope<crate::api::Submitted>,
-                String,
-            >| match envelope {
-                Ok(e) => e.message,
-                Err(m) => m,
+            let message = |envelope: &Result<Reply, String>| match envelope {
+                Ok(e) => e.message.clone(),
+                Err(m) => m.clone(),
             };
             match status {
                 401 | 403 => Verdict::Unauthorized {
-                    message: format!("HTTP {status}: {}", message(envelope)),
+                    message: format!("HTTP {status}: {}", message(&envelope)),
                 },
                 504 | 520 | 524 | 598 | 599 => Verdict::Unknown {
                     reason: format!(
                         "HTTP {status}: a gateway gave up waiting for the API, which may have created the task: {}",
-                        message(envelope)
+                        message(&envelope)
                     ),
                 },
                 s if transient(s) => Verdict::Retry {
-                    reason: format!("HTTP {status}: {}", message(envelope)),
+                    reason: format!("HTTP {status}: {}", message(&envelope)),
                     retry_after,
                 },
+                // `code` first: a refusal is a refusal whatever its `result` holds.
                 200..=299 => match envelope {
                     Ok(e) if e.code != 0 => Verdict::Rejected {
                         code: Some(e.code),
                         message: e.message,
                     },
-                    Ok(e) => match e.result {
-                        Some(r) if !r.task_id.is_empty() => match unrecordable(&r) {
+                    Ok(e) => match e.submitted() {
+                        Some(r) => match unrecordable(&r) {
                             None => Verdict::Submitted {
                                 task_id: r.task_id,
                                 sub_task_ids: r.sub_task_ids,
                             },
                             Some(reason) => Verdict::Unknown { reason },
                         },
-                        _ => Verdict::Unknown {
+                        None => Verdict::Unknown {
                             reason: "the API answered success without a task id".into(),
                         },
                     },
                     Err(m) => Verdict::Unknown { reason: m },
                 },
+                // Another status (4xx, 3xx): refused, with the envelope's code when it has one.
                 _ => Verdict::Rejected {
-                    code,
-                    message: format!("HTTP {status}: {}", message(envelope)),
+                    code: code.filter(|c| *c != 0),
+                    message: format!("HTTP {status}: {}", message(&envelope)),
                 },
             }
         }
@@ -164,8 +164,7 @@ pub(crate) enum QueryVerdict {
 
 /// A task query's answer: status, `Retry-After`, the envelope (or why it is unreadable); or an
 /// attempt that got no answer.
-pub(crate) type QueryAnswer =
-    Result<(u16, Option<Duration>, Result<Envelope<TaskResult>, String>), Attempt>;
+pub(crate) type QueryAnswer = Result<(u16, Option<Duration>, Result<Reply, String>), Attempt>;
 
 /// Classify one task query attempt.
 pub(crate) fn query(answer: QueryAnswer) -> QueryVerdict {
@@ -199,7 +198,7 @@ pub(crate) fn query(answer: QueryAnswer) -> QueryVerdict {
                 "the API refused the query: code {}: {}",
                 e.code, e.message
             )),
-            Ok(e) => match e.result {
+            Ok(e) => match e.task() {
                 Some(r) => QueryVerdict::Answer(r),
                 None => QueryVerdict::Retry {
                     reason: "the API answered success without a result".into(),
@@ -238,9 +237,14 @@ pub(crate) fn download(status: u16) -> DownloadVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Submitted;
+    use crate::api::{Envelope, Submitted};
 
-    fn answered(status: u16, body: Result<Envelope<Submitted>, String>) -> Attempt {
+    /// An envelope as the simulator writes it, read back as the client reads any answer.
+    fn read<T: serde::Serialize>(envelope: Envelope<T>) -> Result<Reply, String> {
+        Reply::read(&serde_json::to_vec(&envelope).unwrap())
+    }
+
+    fn answered(status: u16, body: Result<Reply, String>) -> Attempt {
         Attempt::Answered {
             status,
             retry_after: Some(Duration::from_secs(3)),
@@ -248,8 +252,8 @@ mod tests {
         }
     }
 
-    fn env(code: i64, task: Option<&str>) -> Result<Envelope<Submitted>, String> {
-        Ok(Envelope {
+    fn env(code: i64, task: Option<&str>) -> Result<Reply, String> {
+        read(Envelope {
             code,
             message: if code == 0 {
                 "Success".into()
@@ -290,9 +294,16 @@ mod tests {
     #[test]
     fn ids_that_cannot_be_recorded_as_sent_are_unknown_and_named_escaped() {
         let answer = |task: &str, sub: &str| {
-            let mut e = env(0, Some(task)).unwrap();
-            e.result.as_mut().unwrap().sub_task_ids = vec![sub.into()];
-            submission(answered(200, Ok(e)))
+            let e = read(Envelope {
+                code: 0,
+                message: "Success".into(),
+                request_id: None,
+                result: Some(Submitted {
+                    task_id: task.into(),
+                    sub_task_ids: vec![sub.into()],
+                }),
+            });
+            submission(answered(200, e))
         };
         for (task, sub) in [
             ("t\n1", "s"),
@@ -390,8 +401,8 @@ mod tests {
         ));
     }
 
-    fn query_env(code: i64, result: Option<TaskResult>) -> Result<Envelope<TaskResult>, String> {
-        Ok(Envelope {
+    fn query_env(code: i64, result: Option<TaskResult>) -> Result<Reply, String> {
+        read(Envelope {
             code,
             message: "m".into(),
             request_id: None,
