@@ -2,8 +2,11 @@
 //! control characters, a body that drips forever, a `Retry-After` of days or a year, and escape
 //! sequences in the API's messages. Each is met over loopback by `run`, `collect`, or both.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wiremock::matchers::{method, path, query_param};
@@ -13,6 +16,8 @@ use crate::common::*;
 
 const TXT2IMG: &str = "/api-pub/gw/v3/image/txt2img/async";
 const RESULTS: &str = "/api-pub/gw/v3/image/txt2img/async/results";
+/// A request id for results files written by hand.
+const REQUEST: &str = "3f0c6a4e-0000-5000-8000-000000000001";
 
 /// Arguments of `collect` against `base`, reading `results` and writing `out`; quick retries.
 fn collect_args(base: &str, results: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
@@ -34,6 +39,19 @@ fn collect_args(base: &str, results: &Path, out: &Path, extra: &[&str]) -> Vec<S
     .collect();
     a.extend(extra.iter().map(|s| s.to_string()));
     a
+}
+
+/// A results file with one submitted text-to-image task.
+fn one_task(dir: &Path, task: &str, subs: &str) -> std::path::PathBuf {
+    let results = dir.join("results.csv");
+    std::fs::write(
+        &results,
+        format!(
+            "request_id,job,kind,status,task_id,sub_task_ids\n{REQUEST},hero,txt2img,submitted,{task},{subs}\n"
+        ),
+    )
+    .unwrap();
+    results
 }
 
 /// Run the binary, killing it if it has not ended within 60 s: a hang detector, not a
@@ -213,4 +231,92 @@ async fn a_task_id_with_control_characters_is_unknown_and_shown_escaped() {
     let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
     assert_eq!(code_and_stderr(&o).0, Some(1));
     assert_eq!(submissions(&server).await.len(), 1);
+}
+
+/// A server on a std thread that answers `HEAD` (the check a run makes first) at once, and any
+/// other request with its headers and then one byte of body every 50 ms, without end, until the
+/// client hangs up. Returns its origin and how many body bytes it has sent.
+fn dripping_server() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let dripped = Arc::new(AtomicUsize::new(0));
+    let count = dripped.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if head.starts_with(b"HEAD ") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let headers = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if conn.write_all(headers).is_err() {
+                    return;
+                }
+                // The pace of the drip, not a synchronisation: the client's timeout ends it.
+                while conn.write_all(b"1\r\n \r\n").is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    (origin, dripped)
+}
+
+/// A submission answered with headers and a body that never ends is cut off by `--timeout`: the
+/// request was received, so it is `unknown`, and the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_answer_that_drips_forever_is_cut_off_and_unknown() {
+    let (origin, dripped) = dripping_server();
+    let (_dir, manifest, out) = txt2img_scratch("drip", 1, &[1]);
+    let extra = ["--timeout", "500ms", "--max-attempts", "1"];
+    let o = bounded(run_args(&manifest, &origin, &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        dripped.load(Ordering::Relaxed) >= 2,
+        "the body had begun when the timeout cut it"
+    );
+    let row = &results(&out)[0];
+    assert_eq!(row["status"], "unknown", "{row:?}");
+    assert!(row["message"].contains("timed out"), "{row:?}");
+    assert_eq!(row["task_id"], "");
+}
+
+/// A task query answered with a body that never ends is cut off by `--request-timeout`: the
+/// task stays unanswered (pending), and `collect` ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_answer_that_drips_forever_is_cut_off_and_the_task_stays_pending() {
+    let (origin, dripped) = dripping_server();
+    let dir = tempfile::tempdir().unwrap();
+    let results_csv = one_task(dir.path(), "t-1", "t-1-0");
+    let out = dir.path().join("out");
+    let extra = ["--request-timeout", "500ms", "--max-attempts", "2"];
+    let o = bounded(collect_args(&origin, &results_csv, &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(dripped.load(Ordering::Relaxed) >= 2);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("1 pending"), "{stdout}");
+    let rows = results(&out.join("images.csv"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0]["status"], "unknown",
+        "never answered: {:?}",
+        rows[0]
+    );
+    assert!(
+        rows[0]["message"].contains("after 2 attempts") && rows[0]["message"].contains("timed out"),
+        "{:?}",
+        rows[0]
+    );
 }
