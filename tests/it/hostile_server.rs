@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -318,5 +318,56 @@ async fn a_query_answer_that_drips_forever_is_cut_off_and_the_task_stays_pending
         rows[0]["message"].contains("after 2 attempts") && rows[0]["message"].contains("timed out"),
         "{:?}",
         rows[0]
+    );
+}
+
+/// A `Retry-After` given as an HTTP date a year ahead is capped at `--backoff-max` by `run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_caps_a_retry_after_date_a_year_ahead_at_backoff_max() {
+    let next_year = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", httpdate::fmt_http_date(next_year).as_str()),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"code": 0, "message": "Success", "result": {"task_id": "t-1", "sub_task_ids": ["t-1-0"]}}
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("ra-date", 1, &[1]);
+    let extra = ["--backoff-max", "200ms", "--timeout", "5s"];
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("waiting at most --backoff-max 200ms"),
+        "{stderr}"
+    );
+    // Said in whole seconds (a date's wait is measured from now, to the nanosecond).
+    let asked = stderr
+        .split("the API asked to wait ")
+        .nth(1)
+        .and_then(|s| {
+            s.split(" (Retry-After); waiting at most --backoff-max 200ms")
+                .next()
+        })
+        .unwrap_or_else(|| panic!("the cap is said: {stderr}"));
+    assert!(asked.starts_with("11months 30days"), "{asked}");
+    assert!(asked.ends_with('s') && !asked.ends_with("ms"), "{asked}");
+    assert!(!asked.contains("us") && !asked.contains("ns"), "{asked}");
+    let row = &results(&out)[0];
+    assert_eq!(
+        (row["attempts"].as_str(), row["task_id"].as_str()),
+        ("2", "t-1")
     );
 }
