@@ -321,6 +321,55 @@ async fn a_query_answer_that_drips_forever_is_cut_off_and_the_task_stays_pending
     );
 }
 
+/// A server asking `collect` to wait eleven days (`Retry-After: 999999`) waits at most
+/// `--backoff-max`, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_caps_a_retry_after_of_days_at_backoff_max_and_says_so() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(RESULTS))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "999999"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = serde_json::json!({"code": 0, "message": "Success", "result": {"task_id": "t-1",
+        "sub_task_results": [
+            {"sub_task_id": "t-1-0", "task_status": 1, "image": format!("{}/cdn/a", server.uri())}]}});
+    Mock::given(method("GET"))
+        .and(path(RESULTS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/cdn/a"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Content-Type", "image/png")
+                .set_body_bytes(b"\x89PNG\r\n\x1a\n not really a png".to_vec()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let results_csv = one_task(dir.path(), "t-1", "t-1-0");
+    let out = dir.path().join("out");
+    let extra = ["--backoff-max", "200ms", "--request-timeout", "5s"];
+    let o = bounded(collect_args(&server.uri(), &results_csv, &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the API asked to wait 11days")
+            && stderr.contains("waiting at most --backoff-max 200ms"),
+        "{stderr}"
+    );
+    assert_eq!(queried_tasks(&server).await.len(), 2);
+    let rows = results(&out.join("images.csv"));
+    assert_eq!(rows[0]["status"], "done");
+    assert!(out.join(&rows[0]["path"]).exists(), "{:?}", rows[0]);
+}
+
 /// A `Retry-After` given as an HTTP date a year ahead is capped at `--backoff-max` by `run`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_caps_a_retry_after_date_a_year_ahead_at_backoff_max() {
