@@ -420,3 +420,38 @@ async fn run_caps_a_retry_after_date_a_year_ahead_at_backoff_max() {
         ("2", "t-1")
     );
 }
+
+/// Colours, a window title and a bell, as an API message would carry them.
+const ESCAPES: &str = "\u{1b}[31mRED\u{1b}]0;title\u{7}";
+/// [`ESCAPES`] as hidream-batch shows it (`crate::logging::safe`).
+const ESCAPED: &str = r"\u{1b}[31mRED\u{1b}]0;title\u{7}";
+
+/// A rejection whose message holds escape sequences reaches the terminal and the results escaped,
+/// at every verbosity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_in_a_rejection_reach_the_terminal_and_the_results_escaped() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"code": 1001, "message": ESCAPES})),
+        )
+        .expect(3)
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("escapes", 1, &[1]);
+    for verbosity in [None, Some("-v"), Some("-vv")] {
+        let mut args = run_args(&manifest, &server.uri(), &out, &["--retry-rejected"]);
+        args.splice(0..0, verbosity.map(String::from));
+        let o = bounded(args).await;
+        let (code, stderr) = code_and_stderr(&o);
+        assert_eq!(code, Some(1), "{verbosity:?}: {stderr}");
+        assert!(!has_raw_control(&o.stderr), "{verbosity:?}: {stderr:?}");
+        assert!(stderr.contains(ESCAPED), "{verbosity:?}: {stderr}");
+        assert!(!has_raw_control(&std::fs::read(&out).unwrap()));
+        let row = &results(&out)[0];
+        assert_eq!(row["status"], "rejected");
+        assert_eq!(row["message"], ESCAPED);
+    }
+}
