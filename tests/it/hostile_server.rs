@@ -455,3 +455,42 @@ async fn escape_sequences_in_a_rejection_reach_the_terminal_and_the_results_esca
         assert_eq!(row["message"], ESCAPED);
     }
 }
+
+/// A failed image's description, a sub-task id and an image URL holding escape sequences reach
+/// the terminal, images.csv and the page escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_in_a_query_answer_reach_the_terminal_and_images_csv_escaped() {
+    let server = MockServer::start().await;
+    let answer = serde_json::json!({"code": 0, "message": "Success", "result": {"task_id": "t-1",
+        "sub_task_results": [
+            {"sub_task_id": "t-1-0", "task_status": 3, "description": ESCAPES},
+            {"sub_task_id": format!("t-1-1{ESCAPES}"), "task_status": 4, "description": "x",
+             "image": format!("http://x/{ESCAPES}")}]}});
+    Mock::given(method("GET"))
+        .and(path(RESULTS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(2)
+        .mount(&server)
+        .await;
+    for verbosity in [None, Some("-v")] {
+        let dir = tempfile::tempdir().unwrap();
+        let results_csv = one_task(dir.path(), "t-1", "t-1-0");
+        let out = dir.path().join("out");
+        let mut args = collect_args(&server.uri(), &results_csv, &out, &[]);
+        args.splice(0..0, verbosity.map(String::from));
+        let o = bounded(args).await;
+        let (code, stderr) = code_and_stderr(&o);
+        assert_eq!(code, Some(1), "{verbosity:?}: {stderr}");
+        assert!(!has_raw_control(&o.stderr), "{verbosity:?}: {stderr:?}");
+        assert!(stderr.contains(ESCAPED), "{verbosity:?}: {stderr}");
+        let images = out.join("images.csv");
+        assert!(!has_raw_control(&std::fs::read(&images).unwrap()));
+        let rows = results(&images);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0]["message"], ESCAPED);
+        assert_eq!(rows[1]["sub_task_id"], format!("t-1-1{ESCAPED}"));
+        assert_eq!(rows[1]["url"], format!("http://x/{ESCAPED}"));
+        let html = std::fs::read(out.join("index.html")).unwrap();
+        assert!(!has_raw_control(&html));
+    }
+}
