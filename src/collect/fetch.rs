@@ -10,6 +10,11 @@
 //! another host, a CDN: the token goes only to the API), are not counted by the API's rate
 //! limiter, and are written to a temporary file in the job's directory, then renamed, so an image
 //! file on disk is always complete.
+//!
+//! What the answer says is made safe here, where it comes in: a sub-task id, an image URL and a
+//! description have their control characters escaped (`logging::safe`) before they reach a log
+//! line, `images.csv` or the page. A sub-task id is only ever compared, never sent back; a URL
+//! with a control character is not one a download could use anyway.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -172,7 +177,8 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
     let mut next_index = p.next_index;
     let mut reports = Vec::with_capacity(result.sub_task_results.len());
     for r in result.sub_task_results {
-        let (index, settled) = match p.known.iter().find(|(id, _, _)| *id == r.sub_task_id) {
+        let id = crate::logging::safe(&r.sub_task_id).into_owned();
+        let (index, settled) = match p.known.iter().find(|(known, _, _)| *known == id) {
             Some((_, i, s)) => (*i, *s),
             None => {
                 next_index += 1;
@@ -180,7 +186,10 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
             }
         };
         let status = SubStatus::Code(r.task_status);
-        let url = r.image.filter(|u| !u.trim().is_empty());
+        let url = r
+            .image
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| crate::logging::safe(&u).into_owned());
         let file = match (&url, status.is_done() && !settled) {
             (Some(url), true) => {
                 let stem = batch::stem(&p.job, &p.request_id, index);
@@ -198,7 +207,7 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
             _ => File::None,
         };
         reports.push(Report {
-            id: r.sub_task_id,
+            id,
             index,
             status,
             url,

@@ -178,9 +178,11 @@ impl Retrier {
             }
             let backoff = &self.policy.backoff;
             if backoff.caps(retry_after) && !self.capped_logged.swap(true, Ordering::Relaxed) {
+                // In whole seconds: a date's wait is measured from now, to the nanosecond.
+                let asked = Duration::from_secs(retry_after.unwrap_or_default().as_secs());
                 tracing::warn!(
                     "{what}: the API asked to wait {} (Retry-After); waiting at most --backoff-max {}",
-                    humantime::format_duration(retry_after.unwrap_or_default()),
+                    humantime::format_duration(asked),
                     humantime::format_duration(backoff.max)
                 );
             }

@@ -2,9 +2,12 @@
 //! control characters, a body that drips forever, a `Retry-After` of days or a year, and escape
 //! sequences in the API's messages. Each is met over loopback by `run`, `collect`, or both.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -13,6 +16,8 @@ use crate::common::*;
 
 const TXT2IMG: &str = "/api-pub/gw/v3/image/txt2img/async";
 const RESULTS: &str = "/api-pub/gw/v3/image/txt2img/async/results";
+/// A request id for results files written by hand.
+const REQUEST: &str = "3f0c6a4e-0000-5000-8000-000000000001";
 
 /// Arguments of `collect` against `base`, reading `results` and writing `out`; quick retries.
 fn collect_args(base: &str, results: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
@@ -34,6 +39,19 @@ fn collect_args(base: &str, results: &Path, out: &Path, extra: &[&str]) -> Vec<S
     .collect();
     a.extend(extra.iter().map(|s| s.to_string()));
     a
+}
+
+/// A results file with one submitted text-to-image task.
+fn one_task(dir: &Path, task: &str, subs: &str) -> std::path::PathBuf {
+    let results = dir.join("results.csv");
+    std::fs::write(
+        &results,
+        format!(
+            "request_id,job,kind,status,task_id,sub_task_ids\n{REQUEST},hero,txt2img,submitted,{task},{subs}\n"
+        ),
+    )
+    .unwrap();
+    results
 }
 
 /// Run the binary, killing it if it has not ended within 60 s: a hang detector, not a
@@ -213,4 +231,266 @@ async fn a_task_id_with_control_characters_is_unknown_and_shown_escaped() {
     let o = bounded(run_args(&manifest, &server.uri(), &out, &[])).await;
     assert_eq!(code_and_stderr(&o).0, Some(1));
     assert_eq!(submissions(&server).await.len(), 1);
+}
+
+/// A server on a std thread that answers `HEAD` (the check a run makes first) at once, and any
+/// other request with its headers and then one byte of body every 50 ms, without end, until the
+/// client hangs up. Returns its origin and how many body bytes it has sent.
+fn dripping_server() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let dripped = Arc::new(AtomicUsize::new(0));
+    let count = dripped.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if head.starts_with(b"HEAD ") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let headers = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if conn.write_all(headers).is_err() {
+                    return;
+                }
+                // The pace of the drip, not a synchronisation: the client's timeout ends it.
+                while conn.write_all(b"1\r\n \r\n").is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    (origin, dripped)
+}
+
+/// A submission answered with headers and a body that never ends is cut off by `--timeout`: the
+/// request was received, so it is `unknown`, and the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_answer_that_drips_forever_is_cut_off_and_unknown() {
+    let (origin, dripped) = dripping_server();
+    let (_dir, manifest, out) = txt2img_scratch("drip", 1, &[1]);
+    let extra = ["--timeout", "500ms", "--max-attempts", "1"];
+    let o = bounded(run_args(&manifest, &origin, &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        dripped.load(Ordering::Relaxed) >= 2,
+        "the body had begun when the timeout cut it"
+    );
+    let row = &results(&out)[0];
+    assert_eq!(row["status"], "unknown", "{row:?}");
+    assert!(row["message"].contains("timed out"), "{row:?}");
+    assert_eq!(row["task_id"], "");
+}
+
+/// A task query answered with a body that never ends is cut off by `--request-timeout`: the
+/// task stays unanswered (pending), and `collect` ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_answer_that_drips_forever_is_cut_off_and_the_task_stays_pending() {
+    let (origin, dripped) = dripping_server();
+    let dir = tempfile::tempdir().unwrap();
+    let results_csv = one_task(dir.path(), "t-1", "t-1-0");
+    let out = dir.path().join("out");
+    let extra = ["--request-timeout", "500ms", "--max-attempts", "2"];
+    let o = bounded(collect_args(&origin, &results_csv, &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(dripped.load(Ordering::Relaxed) >= 2);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("1 pending"), "{stdout}");
+    let rows = results(&out.join("images.csv"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0]["status"], "unknown",
+        "never answered: {:?}",
+        rows[0]
+    );
+    assert!(
+        rows[0]["message"].contains("after 2 attempts") && rows[0]["message"].contains("timed out"),
+        "{:?}",
+        rows[0]
+    );
+}
+
+/// A server asking `collect` to wait eleven days (`Retry-After: 999999`) waits at most
+/// `--backoff-max`, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_caps_a_retry_after_of_days_at_backoff_max_and_says_so() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(RESULTS))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "999999"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = serde_json::json!({"code": 0, "message": "Success", "result": {"task_id": "t-1",
+        "sub_task_results": [
+            {"sub_task_id": "t-1-0", "task_status": 1, "image": format!("{}/cdn/a", server.uri())}]}});
+    Mock::given(method("GET"))
+        .and(path(RESULTS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/cdn/a"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Content-Type", "image/png")
+                .set_body_bytes(b"\x89PNG\r\n\x1a\n not really a png".to_vec()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let results_csv = one_task(dir.path(), "t-1", "t-1-0");
+    let out = dir.path().join("out");
+    let extra = ["--backoff-max", "200ms", "--request-timeout", "5s"];
+    let o = bounded(collect_args(&server.uri(), &results_csv, &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the API asked to wait 11days")
+            && stderr.contains("waiting at most --backoff-max 200ms"),
+        "{stderr}"
+    );
+    assert_eq!(queried_tasks(&server).await.len(), 2);
+    let rows = results(&out.join("images.csv"));
+    assert_eq!(rows[0]["status"], "done");
+    assert!(out.join(&rows[0]["path"]).exists(), "{:?}", rows[0]);
+}
+
+/// A `Retry-After` given as an HTTP date a year ahead is capped at `--backoff-max` by `run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_caps_a_retry_after_date_a_year_ahead_at_backoff_max() {
+    let next_year = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", httpdate::fmt_http_date(next_year).as_str()),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"code": 0, "message": "Success", "result": {"task_id": "t-1", "sub_task_ids": ["t-1-0"]}}
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("ra-date", 1, &[1]);
+    let extra = ["--backoff-max", "200ms", "--timeout", "5s"];
+    let o = bounded(run_args(&manifest, &server.uri(), &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("waiting at most --backoff-max 200ms"),
+        "{stderr}"
+    );
+    // Said in whole seconds (a date's wait is measured from now, to the nanosecond).
+    let asked = stderr
+        .split("the API asked to wait ")
+        .nth(1)
+        .and_then(|s| {
+            s.split(" (Retry-After); waiting at most --backoff-max 200ms")
+                .next()
+        })
+        .unwrap_or_else(|| panic!("the cap is said: {stderr}"));
+    assert!(asked.starts_with("11months 30days"), "{asked}");
+    assert!(asked.ends_with('s') && !asked.ends_with("ms"), "{asked}");
+    assert!(!asked.contains("us") && !asked.contains("ns"), "{asked}");
+    let row = &results(&out)[0];
+    assert_eq!(
+        (row["attempts"].as_str(), row["task_id"].as_str()),
+        ("2", "t-1")
+    );
+}
+
+/// Colours, a window title and a bell, as an API message would carry them.
+const ESCAPES: &str = "\u{1b}[31mRED\u{1b}]0;title\u{7}";
+/// [`ESCAPES`] as hidream-batch shows it (`crate::logging::safe`).
+const ESCAPED: &str = r"\u{1b}[31mRED\u{1b}]0;title\u{7}";
+
+/// A rejection whose message holds escape sequences reaches the terminal and the results escaped,
+/// at every verbosity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_in_a_rejection_reach_the_terminal_and_the_results_escaped() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TXT2IMG))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"code": 1001, "message": ESCAPES})),
+        )
+        .expect(3)
+        .mount(&server)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("escapes", 1, &[1]);
+    for verbosity in [None, Some("-v"), Some("-vv")] {
+        let mut args = run_args(&manifest, &server.uri(), &out, &["--retry-rejected"]);
+        args.splice(0..0, verbosity.map(String::from));
+        let o = bounded(args).await;
+        let (code, stderr) = code_and_stderr(&o);
+        assert_eq!(code, Some(1), "{verbosity:?}: {stderr}");
+        assert!(!has_raw_control(&o.stderr), "{verbosity:?}: {stderr:?}");
+        assert!(stderr.contains(ESCAPED), "{verbosity:?}: {stderr}");
+        assert!(!has_raw_control(&std::fs::read(&out).unwrap()));
+        let row = &results(&out)[0];
+        assert_eq!(row["status"], "rejected");
+        assert_eq!(row["message"], ESCAPED);
+    }
+}
+
+/// A failed image's description, a sub-task id and an image URL holding escape sequences reach
+/// the terminal, images.csv and the page escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_in_a_query_answer_reach_the_terminal_and_images_csv_escaped() {
+    let server = MockServer::start().await;
+    let answer = serde_json::json!({"code": 0, "message": "Success", "result": {"task_id": "t-1",
+        "sub_task_results": [
+            {"sub_task_id": "t-1-0", "task_status": 3, "description": ESCAPES},
+            {"sub_task_id": format!("t-1-1{ESCAPES}"), "task_status": 4, "description": "x",
+             "image": format!("http://x/{ESCAPES}")}]}});
+    Mock::given(method("GET"))
+        .and(path(RESULTS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(2)
+        .mount(&server)
+        .await;
+    for verbosity in [None, Some("-v")] {
+        let dir = tempfile::tempdir().unwrap();
+        let results_csv = one_task(dir.path(), "t-1", "t-1-0");
+        let out = dir.path().join("out");
+        let mut args = collect_args(&server.uri(), &results_csv, &out, &[]);
+        args.splice(0..0, verbosity.map(String::from));
+        let o = bounded(args).await;
+        let (code, stderr) = code_and_stderr(&o);
+        assert_eq!(code, Some(1), "{verbosity:?}: {stderr}");
+        assert!(!has_raw_control(&o.stderr), "{verbosity:?}: {stderr:?}");
+        assert!(stderr.contains(ESCAPED), "{verbosity:?}: {stderr}");
+        let images = out.join("images.csv");
+        assert!(!has_raw_control(&std::fs::read(&images).unwrap()));
+        let rows = results(&images);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0]["message"], ESCAPED);
+        assert_eq!(rows[1]["sub_task_id"], format!("t-1-1{ESCAPED}"));
+        assert_eq!(rows[1]["url"], format!("http://x/{ESCAPED}"));
+        let html = std::fs::read(out.join("index.html")).unwrap();
+        assert!(!has_raw_control(&html));
+    }
 }
