@@ -14,7 +14,8 @@
 //!
 //! A task query's `result` is read the same way: `sub_task_results` missing or not a list is
 //! empty; in each entry `task_status` is a number or a string of digits (anything else is
-//! [`UNREADABLE_STATUS`], polled again, never taken for done); `image` null or empty is no image;
+//! [`UNREADABLE_STATUS`], polled again, never taken for done); an entry without a `sub_task_id`
+//! is named by its place (`#0`); `image` null or empty is no image;
 //! the failure reason is `description`, else `error_msg`; unknown fields are ignored.
 
 use serde_json::{Map, Value};
@@ -89,7 +90,8 @@ impl Reply {
             Some(Value::Array(entries)) => entries
                 .iter()
                 .filter_map(Value::as_object)
-                .map(sub_task)
+                .enumerate()
+                .map(|(i, entry)| sub_task(i, entry))
                 .collect(),
             _ => Vec::new(),
         };
@@ -100,9 +102,15 @@ impl Reply {
     }
 }
 
-fn sub_task(entry: &Map<String, Value>) -> SubTaskResult {
+/// Entry `i` of `sub_task_results`; without a `sub_task_id` it is named by its place (`#0`),
+/// so that two such entries stay two images.
+fn sub_task(i: usize, entry: &Map<String, Value>) -> SubTaskResult {
     SubTaskResult {
-        sub_task_id: entry.get("sub_task_id").and_then(id).unwrap_or_default(),
+        sub_task_id: entry
+            .get("sub_task_id")
+            .and_then(id)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("#{i}")),
         task_status: entry
             .get("task_status")
             .and_then(integer)

@@ -10,6 +10,8 @@
 //! dispatching: no new attempt starts, and a backoff wait is cut short.
 
 pub(crate) mod classify;
+#[cfg(test)]
+mod corpus;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
