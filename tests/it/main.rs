@@ -1,5 +1,6 @@
 //! Integration tests: one test binary (as ripgrep and uv do), one module per concern.
 
+mod answers;
 mod collect;
 mod common;
 mod crash;
