@@ -270,6 +270,22 @@ pub struct SimulateArgs {
     /// holds, to check that a client lost none.
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<std::path::PathBuf>,
+
+    /// How refusals and errors write their missing `result`: `null`, `{}` (empty) or no key at
+    /// all (absent), as servers variously write "no result".
+    #[arg(long, value_name = "SHAPE", value_enum, default_value = "null")]
+    pub refusal_result: RefusalResultArg,
+}
+
+/// `simulate --refusal-result`: how an answer without a result writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RefusalResultArg {
+    /// `"result": null`.
+    Null,
+    /// `"result": {}`.
+    Empty,
+    /// No `result` key.
+    Absent,
 }
 
 /// The arguments of `merge`.

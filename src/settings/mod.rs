@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{
-    CollectArgs, ConnectionArgs, ExpandArgs, ManifestArgs, MergeArgs, RunArgs, SimulateArgs,
+    CollectArgs, ConnectionArgs, ExpandArgs, ManifestArgs, MergeArgs, RefusalResultArg, RunArgs,
+    SimulateArgs,
 };
 use crate::client::BaseUrl;
 use crate::plan::Flags;
 use crate::retry::{Backoff, RetryPolicy};
-use crate::sim::{LedgerConfig, SimConfig};
+use crate::sim::{LedgerConfig, RefusalResult, SimConfig};
 use crate::units::Shard;
 
 /// What every manifest command reads.
@@ -273,6 +274,11 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
         drop_before: args.drop_before,
         drop_after: args.drop_after,
         ledger: args.ledger.map_or(LedgerConfig::Off, LedgerConfig::File),
+        refusal_result: match args.refusal_result {
+            RefusalResultArg::Null => RefusalResult::Null,
+            RefusalResultArg::Empty => RefusalResult::Empty,
+            RefusalResultArg::Absent => RefusalResult::Absent,
+        },
     };
     config.check()?;
     Ok(SimSettings {

@@ -111,6 +111,22 @@ pub struct SimConfig {
     /// Keep a ledger of every task created, for tests and benchmarks that check no task id was
     /// lost: in memory ([`Simulator::created`]; it grows with every task) or in a file.
     pub ledger: LedgerConfig,
+    /// How an answer without a result (a refusal, an error) writes `result`.
+    pub refusal_result: RefusalResult,
+}
+
+/// How the simulator writes the `result` of an answer that has none. The API's documentation
+/// shows only successes; other servers write "no result" each of these ways, and hidream-batch
+/// reads them all as one (`api::answer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RefusalResult {
+    /// `"result": null`.
+    #[default]
+    Null,
+    /// `"result": {}`.
+    Empty,
+    /// No `result` key.
+    Absent,
 }
 
 /// Where the simulator records the tasks it creates.
@@ -143,6 +159,7 @@ impl Default for SimConfig {
             drop_before: 0.0,
             drop_after: 0.0,
             ledger: LedgerConfig::Off,
+            refusal_result: RefusalResult::Null,
         }
     }
 }
@@ -166,6 +183,7 @@ impl fmt::Debug for SimConfig {
             .field("drop_before", &self.drop_before)
             .field("drop_after", &self.drop_after)
             .field("ledger", &self.ledger)
+            .field("refusal_result", &self.refusal_result)
             .finish()
     }
 }

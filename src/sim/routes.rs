@@ -30,6 +30,7 @@ use crate::api::{
     TXT2IMG_PATH, TaskResult, status,
 };
 
+use super::RefusalResult;
 use super::SimConfig;
 use crate::logging::safe;
 
@@ -248,6 +249,7 @@ fn arrive(
         bump(&c.http_401);
         tracing::debug!(seq, %kind, "401: {why}");
         let response = answer(
+            &s,
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
             why,
@@ -261,7 +263,7 @@ fn arrive(
         let max = s.config.max_concurrent.unwrap_or(0);
         let message = format!("more than {max} requests in flight; retry later");
         tracing::debug!(seq, %kind, "429: {message}");
-        let response = too_many(codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
+        let response = too_many(&s, codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
         return (None, Answer::Send(response));
     };
     let pass = Some(pass);
@@ -269,7 +271,7 @@ fn arrive(
         bump(&c.throttled);
         let message = "overloaded (`--throttle-rate`); retry later".to_string();
         tracing::debug!(seq, %kind, "429: {message}");
-        let response = too_many(codes::OVERLOADED, message, 1, request_id());
+        let response = too_many(&s, codes::OVERLOADED, message, 1, request_id());
         return (pass, Answer::Send(response));
     }
     if draws.error {
@@ -277,6 +279,7 @@ fn arrive(
         let message = "simulated server error (`--error-rate`)";
         tracing::debug!(seq, %kind, "500: {message}");
         let response = answer(
+            &s,
             StatusCode::INTERNAL_SERVER_ERROR,
             codes::SERVER_ERROR,
             message,
@@ -296,6 +299,7 @@ fn arrive(
             c.reject(rejection.reason);
             tracing::debug!(seq, %kind, code = rejection.code, "rejected: {}", safe(&rejection.message));
             let response = answer(
+                &s,
                 StatusCode::OK,
                 rejection.code,
                 rejection.message,
@@ -329,6 +333,7 @@ fn arrive(
             );
             tracing::debug!(seq, %kind, "429: {message}");
             let response = too_many(
+                &s,
                 codes::RATE_LIMITED,
                 message,
                 retry_after_secs(on_sim_clock(wait, s.config.rate_minute)),
@@ -394,6 +399,7 @@ fn refuse_unauthenticated(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     let why = s.authenticate(headers).err()?;
     bump(&s.counters.http_401);
     Some(answer(
+        &s,
         StatusCode::UNAUTHORIZED,
         codes::UNAUTHORIZED,
         why,
@@ -409,13 +415,20 @@ fn results(kind: Kind, s: &Shared, headers: &HeaderMap, query: ResultsQuery) -> 
     }
     let Some(id) = query.task_id.filter(|id| !id.is_empty()) else {
         let message = "`task_id` is required (`?task_id=…`)";
-        return answer(StatusCode::OK, codes::MISSING_FIELD, message, fresh_id());
+        return answer(
+            &s,
+            StatusCode::OK,
+            codes::MISSING_FIELD,
+            message,
+            fresh_id(),
+        );
     };
     match s.task_result(kind, &id, &s.origin(headers)) {
         Some(result) => success(result),
         None => {
             bump(&c.unknown_task_ids);
             answer(
+                &s,
                 StatusCode::OK,
                 codes::UNKNOWN_TASK,
                 unknown_task(kind, &id),
@@ -446,6 +459,7 @@ fn batch(kind: Kind, s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
         Ok(ids) => ids,
         Err(rejection) => {
             return answer(
+                &s,
                 StatusCode::OK,
                 rejection.code,
                 rejection.message,
@@ -461,6 +475,7 @@ fn batch(kind: Kind, s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
             None => {
                 bump(&c.unknown_task_ids);
                 return answer(
+                    &s,
                     StatusCode::OK,
                     codes::UNKNOWN_TASK,
                     unknown_task(kind, id),
@@ -496,7 +511,13 @@ async fn image_file(State(s): St, Path(file): Path<String>) -> Response {
         None => {
             let shown: String = file.chars().take(80).collect();
             let message = format!("no finished image `{shown}`");
-            answer(StatusCode::NOT_FOUND, codes::NOT_FOUND, message, fresh_id())
+            answer(
+                &s,
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                message,
+                fresh_id(),
+            )
         }
     }
 }
@@ -510,7 +531,13 @@ async fn not_found(State(s): St, uri: axum::http::Uri) -> Response {
     bump(&s.counters.not_found);
     let path: String = uri.path().chars().take(120).collect();
     let message = format!("no endpoint `{path}` in the simulator");
-    answer(StatusCode::NOT_FOUND, codes::NOT_FOUND, message, fresh_id())
+    answer(
+        &s,
+        StatusCode::NOT_FOUND,
+        codes::NOT_FOUND,
+        message,
+        fresh_id(),
+    )
 }
 
 /// A `request_id` for answers outside the seeded submit path.
@@ -530,24 +557,36 @@ fn success<T: serde::Serialize>(result: T) -> Response {
     .into_response()
 }
 
-/// An answer with no result: an error, or a rejection.
+/// An answer with no result: an error, or a rejection. Its `result` is written as
+/// `--refusal-result` says (`null` by default; `{}` or absent, as other servers write "no result").
 fn answer(
+    s: &Shared,
     status: StatusCode,
     code: i64,
     message: impl Into<String>,
     request_id: String,
 ) -> Response {
-    let envelope: Envelope<()> = Envelope {
-        code,
-        message: message.into(),
-        request_id: Some(request_id),
-        result: None,
-    };
+    let mut envelope = serde_json::json!({
+        "code": code,
+        "message": message.into(),
+        "request_id": request_id,
+    });
+    match s.config.refusal_result {
+        RefusalResult::Null => envelope["result"] = serde_json::Value::Null,
+        RefusalResult::Empty => envelope["result"] = serde_json::json!({}),
+        RefusalResult::Absent => {}
+    }
     (status, Json(envelope)).into_response()
 }
 
-fn too_many(code: i64, message: String, retry_after: u64, request_id: String) -> Response {
-    let mut response = answer(StatusCode::TOO_MANY_REQUESTS, code, message, request_id);
+fn too_many(
+    s: &Shared,
+    code: i64,
+    message: String,
+    retry_after: u64,
+    request_id: String,
+) -> Response {
+    let mut response = answer(s, StatusCode::TOO_MANY_REQUESTS, code, message, request_id);
     response.headers_mut().insert(
         RETRY_AFTER,
         retry_after.to_string().parse().expect("digits"),

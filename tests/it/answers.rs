@@ -235,3 +235,104 @@ async fn every_query_answer_of_the_corpus_is_recorded_image_by_image() {
         );
     }
 }
+
+/// Issue 18's case, whole: a server that refuses every request with `"result": {}` leaves every
+/// row `rejected` with its code and message (exit 1), and `--retry-rejected` resends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_with_an_empty_result_are_rejected_and_resent_on_request() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let refusing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"code": 1999, "message": "积分不足", "request_id": "", "result": {}}
+        )))
+        .mount(&refusing)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "broke", 3, &[1, 2]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(run_args(&manifest, &refusing.uri(), &out, &[]), vec![]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(
+            (
+                row["status"].as_str(),
+                row["code"].as_str(),
+                row["message"].as_str()
+            ),
+            ("rejected", "1999", "积分不足"),
+            "{row:?}"
+        );
+    }
+    let accepting = crate::common::accepting_server().await;
+    let o = run_bin(run_args(&manifest, &accepting.uri(), &out, &[]), vec![]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "still not every request submitted"
+    );
+    assert_eq!(
+        crate::common::submissions(&accepting).await.len(),
+        0,
+        "rejected rows are not resent without --retry-rejected"
+    );
+    let o = run_bin(
+        run_args(&manifest, &accepting.uri(), &out, &["--retry-rejected"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(crate::common::submissions(&accepting).await.len(), 3);
+    assert!(results(&out).iter().all(|r| r["status"] == "submitted"));
+}
+
+/// `simulate --refusal-result`: the simulator writes "no result" each way, and every way is read
+/// as the same refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_writes_its_refusals_each_way() {
+    use hidream_batch::sim::RefusalResult;
+    for (shape, written) in [
+        (RefusalResult::Null, Some(serde_json::Value::Null)),
+        (RefusalResult::Empty, Some(serde_json::json!({}))),
+        (RefusalResult::Absent, None),
+    ] {
+        let sim = crate::common::simulator(hidream_batch::sim::SimConfig {
+            refusal_result: shape,
+            ..crate::common::quiet()
+        })
+        .await;
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "{}/api-pub/gw/v3/image/txt2img/async",
+                sim.base_url()
+            ))
+            .bearer_auth(crate::common::TOKEN)
+            .json(&serde_json::json!({"prompt": "a cat", "img_count": 9}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(answer["code"], 0, "{answer}");
+        assert_eq!(
+            answer.get("result").cloned(),
+            written,
+            "{shape:?}: {answer}"
+        );
+    }
+}
