@@ -249,7 +249,7 @@ fn arrive(
         bump(&c.http_401);
         tracing::debug!(seq, %kind, "401: {why}");
         let response = answer(
-            &s,
+            s,
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
             why,
@@ -263,7 +263,7 @@ fn arrive(
         let max = s.config.max_concurrent.unwrap_or(0);
         let message = format!("more than {max} requests in flight; retry later");
         tracing::debug!(seq, %kind, "429: {message}");
-        let response = too_many(&s, codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
+        let response = too_many(s, codes::TOO_MANY_IN_FLIGHT, message, 1, request_id());
         return (None, Answer::Send(response));
     };
     let pass = Some(pass);
@@ -271,7 +271,7 @@ fn arrive(
         bump(&c.throttled);
         let message = "overloaded (`--throttle-rate`); retry later".to_string();
         tracing::debug!(seq, %kind, "429: {message}");
-        let response = too_many(&s, codes::OVERLOADED, message, 1, request_id());
+        let response = too_many(s, codes::OVERLOADED, message, 1, request_id());
         return (pass, Answer::Send(response));
     }
     if draws.error {
@@ -279,7 +279,7 @@ fn arrive(
         let message = "simulated server error (`--error-rate`)";
         tracing::debug!(seq, %kind, "500: {message}");
         let response = answer(
-            &s,
+            s,
             StatusCode::INTERNAL_SERVER_ERROR,
             codes::SERVER_ERROR,
             message,
@@ -299,7 +299,7 @@ fn arrive(
             c.reject(rejection.reason);
             tracing::debug!(seq, %kind, code = rejection.code, "rejected: {}", safe(&rejection.message));
             let response = answer(
-                &s,
+                s,
                 StatusCode::OK,
                 rejection.code,
                 rejection.message,
@@ -333,7 +333,7 @@ fn arrive(
             );
             tracing::debug!(seq, %kind, "429: {message}");
             let response = too_many(
-                &s,
+                s,
                 codes::RATE_LIMITED,
                 message,
                 retry_after_secs(on_sim_clock(wait, s.config.rate_minute)),
@@ -399,7 +399,7 @@ fn refuse_unauthenticated(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     let why = s.authenticate(headers).err()?;
     bump(&s.counters.http_401);
     Some(answer(
-        &s,
+        s,
         StatusCode::UNAUTHORIZED,
         codes::UNAUTHORIZED,
         why,
@@ -415,20 +415,14 @@ fn results(kind: Kind, s: &Shared, headers: &HeaderMap, query: ResultsQuery) -> 
     }
     let Some(id) = query.task_id.filter(|id| !id.is_empty()) else {
         let message = "`task_id` is required (`?task_id=…`)";
-        return answer(
-            &s,
-            StatusCode::OK,
-            codes::MISSING_FIELD,
-            message,
-            fresh_id(),
-        );
+        return answer(s, StatusCode::OK, codes::MISSING_FIELD, message, fresh_id());
     };
     match s.task_result(kind, &id, &s.origin(headers)) {
         Some(result) => success(result),
         None => {
             bump(&c.unknown_task_ids);
             answer(
-                &s,
+                s,
                 StatusCode::OK,
                 codes::UNKNOWN_TASK,
                 unknown_task(kind, &id),
@@ -459,7 +453,7 @@ fn batch(kind: Kind, s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
         Ok(ids) => ids,
         Err(rejection) => {
             return answer(
-                &s,
+                s,
                 StatusCode::OK,
                 rejection.code,
                 rejection.message,
@@ -475,7 +469,7 @@ fn batch(kind: Kind, s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
             None => {
                 bump(&c.unknown_task_ids);
                 return answer(
-                    &s,
+                    s,
                     StatusCode::OK,
                     codes::UNKNOWN_TASK,
                     unknown_task(kind, id),
