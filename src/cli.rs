@@ -130,6 +130,20 @@ pub struct ConnectionArgs {
     pub backoff_max: Duration,
 }
 
+/// How submitted tasks are followed: shared by `run` (`--max-pending`, `--collect`) and `collect`.
+#[derive(Debug, Clone, Args)]
+pub struct PollArgs {
+    /// At most N task queries per minute per endpoint; 0 = no limit. Queries have their own
+    /// pace, apart from --rate (the API documents no limit on them).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_POLL_RATE)]
+    pub poll_rate: u32,
+
+    /// How an `image` the API gives as a bare id (not a URL) becomes a URL: `{id}` is replaced
+    /// by it (HiDream's own client uses this CDN for its domestic service).
+    #[arg(long, value_name = "TEMPLATE", default_value = DEFAULT_IMAGE_URL_TEMPLATE)]
+    pub image_url_template: String,
+}
+
 /// The arguments of `run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -169,9 +183,20 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// After submitting, wait for the tasks and download their images into DIR.
+    /// Download the images into DIR as their tasks finish, while submitting; then wait for the
+    /// rest (as `collect --wait`) and write DIR/images.csv and DIR/index.html.
     #[arg(long, value_name = "DIR")]
     pub collect: Option<PathBuf>,
+
+    /// At most N of this run's tasks submitted and not yet finished, across both endpoints (the
+    /// API's concurrency limit per membership tier: 1, 3, 5, 7 or 10). The run follows its own
+    /// tasks and submits the next request as soon as one finishes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending: Option<u32>,
+
+    /// How tasks are queried (with --max-pending and --collect).
+    #[command(flatten)]
+    pub poll: PollArgs,
 }
 
 /// The arguments of `collect`.
@@ -204,6 +229,10 @@ pub struct CollectArgs {
     /// Timeout of one HTTP attempt (a query or a download).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub request_timeout: Duration,
+
+    /// How tasks are queried.
+    #[command(flatten)]
+    pub poll: PollArgs,
 }
 
 /// The arguments of `simulate`.

@@ -7,6 +7,10 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
+
+/// How often a status line is logged when no progress bar shows the progress (`run` and the
+/// polling loop of `collect`).
+pub(crate) const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::env_vars;
 
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

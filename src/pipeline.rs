@@ -26,8 +26,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::client::{Client, Limiters};
+use crate::collect::batch::Task;
+use crate::collect::poller::Tracked;
 use crate::expand::Request;
 use crate::journal::{self, Journal, SentLine, WalHandle};
 use crate::results::{OutcomeCols, Rows, Status, World};
@@ -62,6 +65,9 @@ pub(crate) struct Outcome {
     pub elapsed: Duration,
     /// The credentials were refused.
     pub unauthorized: bool,
+    /// Its slot of the pending-task window, if `--max-pending` is set: handed on with a
+    /// submitted task, released with any other outcome.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Outcome {
@@ -79,12 +85,13 @@ impl Outcome {
             message: String::new(),
             elapsed: Duration::ZERO,
             unauthorized: false,
+            slot: None,
         }
     }
 }
 
 /// How often [`Observer::status`] is called when it wants status lines.
-pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(10);
+pub(crate) use crate::logging::STATUS_EVERY;
 
 /// Whoever shows the pipeline's progress (the pipeline itself prints nothing).
 pub(crate) trait Observer {
@@ -135,6 +142,17 @@ pub(crate) struct Dispatch {
     pub retry_unknown: bool,
     /// HTTP requests in flight at once.
     pub concurrency: usize,
+    /// Where submitted tasks are followed (`--max-pending`, `--collect`), if they are.
+    pub follow: Option<Follow>,
+}
+
+/// How a run follows the tasks it submits: the pending-task window's slots (`--max-pending`),
+/// and the feed of the polling loop (`crate::collect::poller`) that releases them.
+pub(crate) struct Follow {
+    /// One permit per task that may be submitted and unfinished; `None`: no window.
+    pub slots: Option<Arc<Semaphore>>,
+    /// Each submitted task goes here, with its slot, once its row is written.
+    pub feed: mpsc::UnboundedSender<Tracked>,
 }
 
 /// What every submission shares.
@@ -146,6 +164,8 @@ struct Ctx {
     retrier: Retrier,
     retry_unknown: bool,
     wal: WalHandle,
+    /// The pending-task window (`--max-pending`).
+    slots: Option<Arc<Semaphore>>,
 }
 
 /// Submit `requests` (each with its position in the expansion), append their rows to `journal`,
@@ -165,7 +185,9 @@ pub(crate) async fn run(
         retrier: Retrier::new(dispatch.retry, shutdown.child()),
         retry_unknown: dispatch.retry_unknown,
         wal: journal.wal(),
+        slots: dispatch.follow.as_ref().and_then(|f| f.slots.clone()),
     });
+    let feed = dispatch.follow.map(|f| f.feed);
     let world = ctx.world;
     // A signal that came while the run started stops it before it dispatches anything.
     let mut stop_seen = shutdown.is_stopping();
@@ -193,7 +215,7 @@ pub(crate) async fn run(
                 // The task ids of this batch, named if the results cannot be written.
                 let mut tasks: Vec<(uuid::Uuid, String)> = Vec::new();
                 while let Some(outcome) = next.take() {
-                    record(&mut summary, journal, rows, world, &outcome, &mut tasks)?;
+                    record(&mut summary, journal, rows, world, outcome, &mut tasks, feed.as_ref())?;
                     match stream.next().now_or_never() {
                         Some(Some(o)) => next = Some(o),
                         Some(None) => finished = true,
@@ -215,7 +237,7 @@ pub(crate) async fn run(
                 // Outcomes already in (answers that arrived) are kept, not abandoned.
                 let mut tasks = Vec::new();
                 while let Some(Some(outcome)) = stream.next().now_or_never() {
-                    record(&mut summary, journal, rows, world, &outcome, &mut tasks)?;
+                    record(&mut summary, journal, rows, world, outcome, &mut tasks, feed.as_ref())?;
                 }
                 journal.flush(tasks)?;
                 break;
@@ -229,16 +251,19 @@ pub(crate) async fn run(
     Ok(summary)
 }
 
-/// Count an outcome and append its row (if it was attempted).
+/// Count an outcome and append its row (if it was attempted); a submitted task then goes to the
+/// `feed` with its slot (any other outcome's slot is released here).
 fn record(
     summary: &mut Summary,
     journal: &mut Journal,
     rows: &Rows,
     world: World,
-    outcome: &Outcome,
+    mut outcome: Outcome,
     tasks: &mut Vec<(uuid::Uuid, String)>,
+    feed: Option<&mpsc::UnboundedSender<Tracked>>,
 ) -> std::io::Result<()> {
     summary.unauthorized |= outcome.unauthorized;
+    let slot = outcome.slot.take();
     let Some(status) = outcome.status else {
         return Ok(());
     };
@@ -246,8 +271,21 @@ fn record(
         summary.submitted_images += u64::from(outcome.request.body.images());
         tasks.push((outcome.request.id, outcome.task_id.clone()));
     }
-    let row = outcome_row(rows, outcome, status, world);
+    let row = outcome_row(rows, &outcome, status, world);
     journal.append(outcome.request.id, outcome.pos, &row)?;
+    if status == Status::Submitted
+        && let Some(feed) = feed
+    {
+        let task = Task::submitted(
+            outcome.request.id.to_string(),
+            outcome.request.job.id.clone(),
+            outcome.request.body.kind(),
+            outcome.task_id.clone(),
+            &outcome.sub_task_ids,
+        );
+        // The loop is gone only when the run is stopping: the slot goes with the task.
+        let _ = feed.send(Tracked { task, slot });
+    }
     *summary.counts.entry(status).or_default() += 1;
     if status != Status::Submitted {
         tracing::info!(
@@ -275,6 +313,13 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
     }
     let kind = out.request.body.kind();
     let images = out.request.body.images();
+    // A slot of the pending-task window first: nothing is built or sent without one.
+    if let Some(slots) = &ctx.slots {
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => out.slot = permit.ok(),
+            () = ctx.retrier.shutdown.stopping() => return out,
+        }
+    }
     let body = match out.request.wire() {
         Ok(b) => b,
         Err(e) => {

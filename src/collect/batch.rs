@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::api::{Kind, status};
 use crate::exit;
-use crate::results::{cell_escape, cell_unescape, no_formula};
+use crate::results::cell_unescape;
 
 /// The file extensions `collect` writes (from the image's content type), in the order a rerun
 /// looks for an existing file.
@@ -147,9 +147,51 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    /// Whether it must be queried: some image is not settled (or none is known yet).
-    pub(crate) fn needs_query(&self) -> bool {
-        !self.query_given_up && (self.subs.is_empty() || self.subs.iter().any(|s| !s.settled()))
+    /// A task just submitted: its images are the sub-task ids the API returned, in that order
+    /// (their indices name the files), as `load` reads them from its results row.
+    pub(crate) fn submitted(
+        request_id: String,
+        job: String,
+        kind: Kind,
+        task_id: String,
+        sub_task_ids: &[String],
+    ) -> Task {
+        Task {
+            request_id,
+            job,
+            kind,
+            task_id,
+            prompt: String::new(),
+            vars: Vec::new(),
+            meta: Vec::new(),
+            subs: sub_task_ids
+                .iter()
+                .enumerate()
+                .map(|(n, s)| Sub::new(s.clone(), n))
+                .collect(),
+            message: String::new(),
+            query_given_up: false,
+        }
+    }
+
+    /// Whether it must be queried: some image is not settled — or, when nothing is downloaded,
+    /// the task is not finished — or no image is known yet.
+    pub(crate) fn needs_query(&self, downloads: bool) -> bool {
+        !self.query_given_up
+            && match downloads {
+                true => self.subs.is_empty() || self.subs.iter().any(|s| !s.settled()),
+                false => !self.finished(),
+            }
+    }
+
+    /// Every image is in a terminal status (done, failed or refused): the API no longer counts
+    /// the task as running.
+    pub(crate) fn finished(&self) -> bool {
+        !self.subs.is_empty()
+            && self
+                .subs
+                .iter()
+                .all(|s| s.status.is_done() || s.status.is_lost())
     }
 
     /// The next free index for a sub-task the API reports beyond the known ones.
@@ -206,17 +248,9 @@ pub(crate) fn existing(dir: &Path, stem: &str) -> Option<String> {
     })
 }
 
-/// What an earlier `collect` recorded about one sub-task.
-struct Prev {
-    sub_task_id: String,
-    status: SubStatus,
-    url: String,
-    message: String,
-}
-
-/// Read the results CSV (row by row, keeping only what collecting needs), then merge what
-/// `DIR/images.csv` recorded, if it exists and is readable.
-pub(crate) fn load(results: &Path, dir: &Path) -> anyhow::Result<Batch> {
+/// Read the results CSV (row by row, keeping only what collecting needs); what `DIR/images.csv`
+/// recorded is merged in by `images_csv::merge`.
+pub(crate) fn load(results: &Path) -> anyhow::Result<Batch> {
     let file = File::open(results).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             exit::invalid(format!(
@@ -230,10 +264,7 @@ pub(crate) fn load(results: &Path, dir: &Path) -> anyhow::Result<Batch> {
             ))
         }
     })?;
-    let mut batch = read_results(file, results)?;
-    let prev = read_previous(&dir.join(super::IMAGES_CSV));
-    merge(&mut batch, prev, dir);
-    Ok(batch)
+    read_results(file, results)
 }
 
 fn read_results(file: File, path: &Path) -> anyhow::Result<Batch> {
@@ -345,147 +376,6 @@ fn read_results(file: File, path: &Path) -> anyhow::Result<Batch> {
     })
 }
 
-/// The rows of an earlier `images.csv`, per task id, in file order. A missing file is no history;
-/// an unreadable one is ignored with a warning (the images on disk are still found by name).
-fn read_previous(path: &Path) -> HashMap<String, Vec<Prev>> {
-    let mut out: HashMap<String, Vec<Prev>> = HashMap::new();
-    let mut reader = match csv::ReaderBuilder::new().flexible(true).from_path(path) {
-        Ok(r) => r,
-        Err(e) => {
-            if !matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::NotFound) {
-                tracing::warn!("ignoring `{}`: {e}", path.display());
-            }
-            return out;
-        }
-    };
-    let header: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(str::to_string).collect(),
-        Err(e) => {
-            tracing::warn!("ignoring `{}`: {e}", path.display());
-            return out;
-        }
-    };
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let (Some(c_task), Some(c_sub), Some(c_status)) =
-        (col("task_id"), col("sub_task_id"), col("status"))
-    else {
-        tracing::warn!(
-            "ignoring `{}`: it is not an images.csv of `collect`",
-            path.display()
-        );
-        return out;
-    };
-    let (c_url, c_message) = (col("url"), col("message"));
-    for record in reader.records() {
-        let Ok(record) = record else {
-            tracing::warn!("ignoring an unreadable row of `{}`", path.display());
-            continue;
-        };
-        let get = |i: Option<usize>| {
-            i.and_then(|i| record.get(i))
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
-        let sub_task_id = cell_unescape(&get(Some(c_sub))).to_string();
-        if sub_task_id.is_empty() {
-            continue;
-        }
-        let task_id = cell_unescape(&get(Some(c_task))).to_string();
-        out.entry(task_id).or_default().push(Prev {
-            sub_task_id,
-            status: SubStatus::parse(&get(Some(c_status))),
-            url: get(c_url),
-            message: get(c_message),
-        });
-    }
-    out
-}
-
-/// Apply the earlier record: statuses, URLs and messages; the file of every done image that is
-/// still on disk.
-fn merge(batch: &mut Batch, mut prev: HashMap<String, Vec<Prev>>, dir: &Path) {
-    for task in &mut batch.tasks {
-        let Some(rows) = prev.remove(&task.task_id) else {
-            continue;
-        };
-        for p in rows {
-            let i = match task.subs.iter().position(|s| s.id == p.sub_task_id) {
-                Some(i) => i,
-                None => {
-                    let n = task.next_index();
-                    task.subs.push(Sub::new(p.sub_task_id.clone(), n));
-                    task.subs.len() - 1
-                }
-            };
-            let sub = &mut task.subs[i];
-            sub.status = p.status;
-            sub.url = p.url;
-            sub.message = p.message;
-        }
-        for sub in &mut task.subs {
-            if sub.status.is_done() {
-                sub.path = existing(dir, &stem(&task.job, &task.request_id, sub.index));
-            }
-        }
-    }
-}
-
-/// Write `DIR/images.csv` atomically: one row per sub-task (a task with none known yet gets one
-/// row with an empty `sub_task_id`), in the results' order.
-pub(crate) fn write_images_csv(batch: &Batch, dir: &Path) -> io::Result<PathBuf> {
-    let path = dir.join(super::IMAGES_CSV);
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    {
-        let mut w = csv::Writer::from_writer(io::BufWriter::new(tmp.as_file()));
-        let header = LEADING
-            .iter()
-            .map(|s| s.to_string())
-            .chain(batch.vars.iter().cloned())
-            .chain(batch.meta.iter().cloned());
-        w.write_record(header)?;
-        for t in &batch.tasks {
-            let tail = t.vars.iter().chain(&t.meta).map(String::as_str);
-            if t.subs.is_empty() {
-                let lead = [
-                    t.request_id.as_str(),
-                    &t.job,
-                    &cell_escape(t.task_id.as_str()),
-                    "",
-                    "unknown",
-                    "",
-                    "",
-                    &no_formula(&t.message),
-                ];
-                w.write_record(lead.into_iter().chain(tail))?;
-                continue;
-            }
-            for s in &t.subs {
-                let status = s.status.name();
-                let message = if s.message.is_empty() {
-                    &t.message
-                } else {
-                    &s.message
-                };
-                let lead = [
-                    t.request_id.as_str(),
-                    &t.job,
-                    &cell_escape(t.task_id.as_str()),
-                    &cell_escape(s.id.as_str()),
-                    &status,
-                    &no_formula(&s.url),
-                    s.path.as_deref().unwrap_or(""),
-                    &no_formula(message),
-                ];
-                w.write_record(lead.into_iter().chain(tail.clone()))?;
-            }
-        }
-        w.flush()?;
-    }
-    crate::journal::persist(tmp, &path)?;
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,7 +406,7 @@ mod tests {
         assert_eq!(stem("hero", "abc", 2), "hero/abc-2");
     }
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
@@ -534,7 +424,7 @@ mod tests {
              a,hero,txt2img,submitted,t1,t1-0;t1-1,p1,x,S1\n\
              c,look,model,submitted,t2,,,,S3\n",
         );
-        let b = load(&results, &dir.path().join("out")).unwrap();
+        let b = load(&results).unwrap();
         assert_eq!(b.vars, ["var.style"]);
         assert_eq!(b.meta, ["meta.sku"]);
         assert_eq!(b.without_task, 1);
@@ -545,50 +435,17 @@ mod tests {
             [0, 1]
         );
         assert_eq!(b.tasks[1].kind, Kind::Model);
-        assert!(b.tasks[1].subs.is_empty() && b.tasks[1].needs_query());
+        assert!(b.tasks[1].subs.is_empty() && b.tasks[1].needs_query(true));
     }
 
     #[test]
     fn a_missing_results_file_is_invalid_input() {
         let dir = tempfile::tempdir().unwrap();
-        let err = load(&dir.path().join("nope.csv"), dir.path()).unwrap_err();
+        let err = load(&dir.path().join("nope.csv")).unwrap_err();
         assert_eq!(crate::exit::code_of(&err), crate::exit::INVALID);
         assert!(err.to_string().contains("do not exist"), "{err}");
         let bad = write(dir.path(), "x.csv", "a,b\n1,2\n");
-        let err = load(&bad, dir.path()).unwrap_err();
+        let err = load(&bad).unwrap_err();
         assert!(err.to_string().contains("no `request_id` column"), "{err}");
-    }
-
-    #[test]
-    fn an_earlier_images_csv_settles_what_is_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        std::fs::create_dir_all(out.join("hero")).unwrap();
-        std::fs::write(out.join("hero/a-0.png"), b"png").unwrap();
-        let results = write(
-            dir.path(),
-            "r.csv",
-            "request_id,job,kind,status,task_id,sub_task_ids\n\
-             a,hero,txt2img,submitted,t1,t1-0;t1-1;t1-2\n",
-        );
-        write(
-            &out,
-            super::super::IMAGES_CSV,
-            "request_id,job,task_id,sub_task_id,status,url,path,message\n\
-             a,hero,t1,t1-0,done,http://x/0.png,hero/a-0.png,\n\
-             a,hero,t1,t1-1,done,http://x/1.png,hero/a-1.png,\n\
-             a,hero,t1,t1-2,refused,,,nope\n\
-             a,hero,t1,t1-9,running,,,\n",
-        );
-        let b = load(&results, &out).unwrap();
-        let subs = &b.tasks[0].subs;
-        assert_eq!(subs.len(), 4);
-        assert_eq!(subs[0].path.as_deref(), Some("hero/a-0.png"));
-        assert!(subs[0].settled());
-        assert!(subs[1].path.is_none(), "its file is gone");
-        assert!(!subs[1].settled());
-        assert!(subs[2].settled() && subs[2].message == "nope");
-        assert_eq!((subs[3].id.as_str(), subs[3].index), ("t1-9", 3));
-        assert!(b.tasks[0].needs_query());
     }
 }

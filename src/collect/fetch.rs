@@ -39,6 +39,17 @@ pub(crate) fn result_url(base: &BaseUrl, kind: Kind, task_id: &str) -> Result<St
     Ok(url.into())
 }
 
+/// An image as the API gave it, as a URL: an http(s) URL as is; anything else is a bare id (as
+/// HiDream's own client reads it for its domestic service), put into `template` for `{id}`.
+pub(crate) fn image_url(template: &str, image: &str) -> String {
+    let image = image.trim();
+    if image.starts_with("http://") || image.starts_with("https://") {
+        image.to_string()
+    } else {
+        template.replace("{id}", image)
+    }
+}
+
 /// What every poll shares.
 pub(crate) struct Ctx {
     /// The shared HTTP client.
@@ -47,8 +58,11 @@ pub(crate) struct Ctx {
     pub limiters: Limiters,
     /// Attempts and delays; stopped by a signal, the `--wait` deadline, or a 401.
     pub retrier: Retrier,
-    /// DIR.
-    pub out: PathBuf,
+    /// DIR, where finished images are downloaded; `None`: nothing is downloaded (`run
+    /// --max-pending` without `--collect` only follows its tasks).
+    pub out: Option<PathBuf>,
+    /// `--image-url-template`: how an `image` that is a bare id becomes a URL.
+    pub image_url: String,
 }
 
 /// A task to query, with what the future needs to know about its images.
@@ -189,19 +203,19 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
         let url = r
             .image
             .filter(|u| !u.trim().is_empty())
-            .map(|u| crate::logging::safe(&u).into_owned());
-        let file = match (&url, status.is_done() && !settled) {
-            (Some(url), true) => {
+            .map(|image| crate::logging::safe(&image_url(&ctx.image_url, &image)).into_owned());
+        let file = match (&url, &ctx.out, status.is_done() && !settled) {
+            (Some(url), Some(out), true) => {
                 let stem = batch::stem(&p.job, &p.request_id, index);
-                match batch::existing(&ctx.out, &stem) {
+                match batch::existing(out, &stem) {
                     Some(rel) => File::Present(rel),
-                    None => match download(&ctx, url, &stem).await {
+                    None => match download(&ctx, out, url, &stem).await {
                         Ok(rel) => File::Downloaded(rel),
                         Err(e) => File::Failed(crate::logging::safe(&e).into_owned()),
                     },
                 }
             }
-            (None, true) => {
+            (None, Some(_), true) => {
                 File::Failed("the API reports it done but gives no image URL".to_string())
             }
             _ => File::None,
@@ -242,7 +256,7 @@ pub(crate) fn extension(content_type: Option<&str>, head: &[u8]) -> Option<&'sta
 
 /// Download `url` to `DIR/<stem>.<ext>` (temporary file, then rename); retried like a query.
 /// Returns the path relative to DIR.
-async fn download(ctx: &Ctx, url: &str, stem: &str) -> Result<String, String> {
+async fn download(ctx: &Ctx, out: &Path, url: &str, stem: &str) -> Result<String, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad image URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
@@ -310,7 +324,7 @@ async fn download(ctx: &Ctx, url: &str, stem: &str) -> Result<String, String> {
         ));
     };
     let rel = format!("{stem}.{ext}");
-    let target = ctx.out.join(&rel);
+    let target = out.join(&rel);
     tokio::task::spawn_blocking(move || save(&target, &bytes))
         .await
         .map_err(|e| format!("cannot save the image: {e}"))?
@@ -328,6 +342,18 @@ fn save(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     crate::journal::persist(tmp, target)
+}
+
+impl Polled {
+    /// The task the poll was about (none for a stop).
+    pub(crate) fn task(&self) -> Option<usize> {
+        match self {
+            Polled::Answered { task, .. }
+            | Polled::Refused { task, .. }
+            | Polled::Failed { task, .. } => Some(*task),
+            Polled::Unauthorized { .. } | Polled::Skipped => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,13 +26,12 @@
 pub(crate) mod batch;
 pub(crate) mod fetch;
 pub(crate) mod html;
+pub(crate) mod images_csv;
+pub(crate) mod poller;
+pub(crate) mod schedule;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-use futures::StreamExt;
-use tokio::time::Instant;
 
 use crate::api::status;
 use crate::client::{Client, Limiters};
@@ -42,7 +41,12 @@ use crate::settings::CollectSettings;
 use crate::shutdown::Shutdown;
 
 use batch::{Batch, Sub, SubStatus};
-use fetch::{Ctx, File, Poll, Polled};
+use fetch::{Ctx, File, Polled};
+use schedule::Schedule;
+
+/// What a run that followed its own tasks learned of their images, by task id: `collect` asks
+/// nothing more about the ones settled.
+pub(crate) type Known = std::collections::HashMap<String, Vec<Sub>>;
 
 /// The file of the images' table, in DIR.
 pub(crate) const IMAGES_CSV: &str = "images.csv";
@@ -109,10 +113,13 @@ impl Summary {
 pub(crate) async fn collect(
     client: &Client,
     settings: &CollectSettings,
+    mut known: Known,
     shutdown: &Shutdown,
 ) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let mut batch = batch::load(&settings.results, &settings.out)?;
+    let mut batch = batch::load(&settings.results)?;
+    let previous = images_csv::read_previous(&settings.out.join(IMAGES_CSV));
+    images_csv::merge(&mut batch, previous, &settings.out);
     std::fs::create_dir_all(&settings.out).map_err(|e| {
         exit::aborted(format!(
             "cannot create the output directory `{}`: {e}",
@@ -124,102 +131,27 @@ pub(crate) async fn collect(
     let stop = shutdown.child();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        limiters: Limiters::new(connection.rate, true),
+        limiters: Limiters::new(settings.poll.rate, true),
         retrier: Retrier::new(connection.retry.clone(), stop.clone()),
-        out: settings.out.clone(),
+        out: Some(settings.out.clone()),
+        image_url: settings.poll.image_url.clone(),
     });
-    let deadline = settings
-        .wait
-        .then(|| Instant::now() + settings.wait_timeout);
-    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    let deadline_sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
-    tokio::pin!(deadline_sleep);
-
-    let mut first_signal_seen = shutdown.is_stopping();
-    let mut unauthorized: Option<String> = None;
-    let mut timed_out = false;
-    let mut rounds = 0u32;
-    let mut queries = 0u64;
-    'rounds: loop {
-        let todo: Vec<Poll> = batch
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.needs_query())
-            .map(|(i, t)| Poll {
-                task: i,
-                kind: t.kind,
-                task_id: t.task_id.clone(),
-                job: t.job.clone(),
-                request_id: t.request_id.clone(),
-                known: t
-                    .subs
-                    .iter()
-                    .map(|s| (s.id.clone(), s.index, s.settled()))
-                    .collect(),
-                next_index: t.next_index(),
-            })
-            .collect();
-        if todo.is_empty() {
-            break;
-        }
-        rounds += 1;
-        tracing::info!("round {rounds}: querying {} tasks", todo.len());
-        let source_ctx = ctx.clone();
-        let source = todo
-            .into_iter()
-            .take_while(move |_| !source_ctx.retrier.shutdown.is_stopping());
-        let mut stream = futures::stream::iter(source)
-            .map(|p| fetch::poll(ctx.clone(), p))
-            .buffer_unordered(connection.concurrency);
-        loop {
-            tokio::select! {
-                next = stream.next() => {
-                    let Some(polled) = next else { break };
-                    if !matches!(polled, Polled::Skipped) {
-                        queries += 1;
-                    }
-                    if let Some(message) = apply(&mut batch, polled) {
-                        if unauthorized.is_none() {
-                            unauthorized = Some(message);
-                        }
-                        stop.stop_dispatch();
-                    }
-                }
-                () = shutdown.stopping(), if !first_signal_seen => {
-                    first_signal_seen = true;
-                    tracing::warn!("interrupted: no new queries; waiting for those in flight (signal again to stop at once)");
-                }
-                () = shutdown.stopped_now() => {
-                    tracing::warn!("interrupted again: stopping now");
-                    break;
-                }
-                () = &mut deadline_sleep, if deadline.is_some() && !timed_out => {
-                    timed_out = true;
-                    stop.stop_dispatch();
-                    tracing::warn!("--timeout reached: no new queries; waiting for those in flight");
-                }
-            }
-        }
-        drop(stream);
-        let pending = Summary::of(&batch).pending;
-        tracing::info!("round {rounds} done: {pending} images pending");
-        if stop.is_stopping() || !settings.wait {
-            break;
-        }
-        if !batch.tasks.iter().any(|t| t.needs_query()) {
-            break;
-        }
-        // The pause between rounds, cut short by the deadline or a signal.
-        tokio::select! {
-            () = tokio::time::sleep(settings.poll_interval) => {}
-            () = &mut deadline_sleep, if deadline.is_some() => {
-                timed_out = true;
-                break 'rounds;
-            }
-            () = shutdown.stopping() => break 'rounds,
+    // What a run that followed its tasks already knows (settled ones are not asked again).
+    for t in &mut batch.tasks {
+        if let Some(subs) = known.remove(&t.task_id) {
+            t.subs = subs;
         }
     }
+    let options = poller::Options {
+        concurrency: connection.concurrency,
+        wait: settings.wait,
+        downloads: true,
+        wait_timeout: settings.wait.then_some(settings.wait_timeout),
+    };
+    let schedule = Schedule::new(schedule::FIRST_QUERY, settings.poll_interval);
+    let ended = poller::drive(&mut batch, ctx, schedule, None, &options, &stop, shutdown).await;
+    let (queries, timed_out) = (ended.queries, ended.timed_out);
+    let unauthorized = ended.unauthorized;
 
     // The outputs, whatever happened.
     let summary = Summary::of(&batch);
@@ -232,7 +164,7 @@ pub(crate) async fn collect(
     // Written on the blocking pool: no file is written on the runtime's thread.
     let out = settings.out.clone();
     let written = tokio::task::spawn_blocking(move || {
-        batch::write_images_csv(&batch, &out).map_err(|e| (IMAGES_CSV, e))?;
+        images_csv::write_images_csv(&batch, &out).map_err(|e| (IMAGES_CSV, e))?;
         write_atomic(&out.join(INDEX_HTML), page.as_bytes()).map_err(|e| (INDEX_HTML, e))
     })
     .await
@@ -245,7 +177,7 @@ pub(crate) async fn collect(
     }
 
     crate::logging::say(&format!(
-        "collect: {} images: {} done ({} downloaded, {} skipped: already on disk), {} failed, {} refused, {} pending{}; {} task queries in {} round{}, {:.1}s; {} and {} in {}\n",
+        "collect: {} images: {} done ({} downloaded, {} skipped: already on disk), {} failed, {} refused, {} pending{}; {} task queries, {:.1}s; {} and {} in {}\n",
         summary.images,
         summary.done,
         summary.downloaded,
@@ -259,8 +191,6 @@ pub(crate) async fn collect(
             String::new()
         },
         queries,
-        rounds,
-        if rounds == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64(),
         IMAGES_CSV,
         INDEX_HTML,
@@ -307,8 +237,80 @@ pub(crate) async fn collect(
     })
 }
 
+/// Follow the tasks a run submits, as they come from `feed`: query each until it is finished
+/// (releasing its slot of the pending-task window), and — with `--collect DIR` — download its
+/// images as they finish, while the run goes on submitting. When the feed closes, a window alone
+/// stops at once; with `--collect` the loop waits (up to `collect --timeout`'s default) for the
+/// rest. Returns what it learned of each task's images, for the final `collect` (which then asks
+/// nothing about what is settled).
+pub(crate) async fn follow(
+    client: &Client,
+    settings: &crate::settings::RunSettings,
+    feed: tokio::sync::mpsc::UnboundedReceiver<poller::Tracked>,
+    shutdown: &Shutdown,
+) -> Known {
+    let collect = settings.collect.as_ref();
+    let out = collect.map(|c| c.out.clone());
+    if let Some(out) = &out
+        && let Err(e) = std::fs::create_dir_all(out)
+    {
+        tracing::warn!("cannot create `{}` yet: {e}", out.display());
+    }
+    let stop = shutdown.child();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        limiters: Limiters::new(settings.poll.rate, true),
+        retrier: Retrier::new(settings.connection.retry.clone(), stop.clone()),
+        out,
+        image_url: settings.poll.image_url.clone(),
+    });
+    let options = poller::Options {
+        concurrency: settings.connection.concurrency,
+        wait: true,
+        downloads: collect.is_some(),
+        wait_timeout: collect.map(|c| c.wait_timeout),
+    };
+    let interval = collect.map_or_else(
+        || crate::settings::defaults::duration(crate::settings::defaults::DEFAULT_POLL_INTERVAL),
+        |c| c.poll_interval,
+    );
+    let schedule = Schedule::new(schedule::FIRST_QUERY, interval);
+    let mut batch = Batch::default();
+    let ended = poller::drive(
+        &mut batch,
+        ctx,
+        schedule,
+        Some(feed),
+        &options,
+        &stop,
+        shutdown,
+    )
+    .await;
+    if let Some(message) = ended.unauthorized {
+        tracing::warn!(
+            "the API refused the credentials for a task query ({message}): this run's tasks are no longer followed"
+        );
+    }
+    let s = Summary::of(&batch);
+    tracing::info!(
+        "followed {} tasks with {} queries: {} images done ({} downloaded), {} failed, {} refused, {} pending",
+        batch.tasks.len(),
+        ended.queries,
+        s.done,
+        s.downloaded,
+        s.failed,
+        s.refused,
+        s.pending
+    );
+    batch
+        .tasks
+        .into_iter()
+        .map(|t| (t.task_id, t.subs))
+        .collect()
+}
+
 /// Apply one poll to the batch; returns the message of a refused credential.
-fn apply(batch: &mut Batch, polled: Polled) -> Option<String> {
+pub(crate) fn apply(batch: &mut Batch, polled: Polled) -> Option<String> {
     match polled {
         Polled::Skipped => {}
         Polled::Unauthorized { message } => return Some(message),

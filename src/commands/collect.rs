@@ -16,5 +16,5 @@ pub async fn run(settings: CollectSettings, shutdown: Shutdown) -> anyhow::Resul
         )));
     }
     let conn = connect(&settings.connection).await?;
-    crate::collect::collect(&conn.client, &settings, &shutdown).await
+    crate::collect::collect(&conn.client, &settings, Default::default(), &shutdown).await
 }

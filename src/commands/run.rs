@@ -14,7 +14,7 @@ use crate::display::{self, Progress};
 use crate::exit;
 use crate::journal::{self, Journal, Prior, Resume};
 use crate::manifest::Manifest;
-use crate::pipeline::{self, Dispatch};
+use crate::pipeline::{self, Dispatch, Follow};
 use crate::plan::{self, Plan, PlanError, Target};
 use crate::results::{Rows, Status, World};
 use crate::settings::RunSettings;
@@ -80,6 +80,9 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
         plan::positioned(&manifests, settings.manifest.run_id.as_deref()).filter(|(_, r)| {
             plan::in_shard(shard, &r.id) && plan::should_send(resume.get(&r.id), flags)
         });
+    // `--max-pending` and `--collect`: the run follows its own tasks while it submits.
+    let following = settings.max_pending.is_some() || settings.collect.is_some();
+    let (feed, fed) = tokio::sync::mpsc::unbounded_channel();
     let dispatch = Dispatch {
         client: conn.client.clone(),
         world,
@@ -87,18 +90,30 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
         retry: settings.connection.retry.clone(),
         retry_unknown: flags.retry_unknown,
         concurrency: settings.connection.concurrency,
+        follow: following.then(|| Follow {
+            slots: settings
+                .max_pending
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            feed,
+        }),
     };
     let progress = Progress::new(plan.to_send());
-    let summary = pipeline::run(
+    let submitting = pipeline::run(
         dispatch,
         requests,
         &mut journal,
         &rows,
         &progress,
         &shutdown,
-    )
-    .await
-    .map_err(|e| unwritable(&shown, e))?;
+    );
+    let follower = async {
+        match following {
+            true => crate::collect::follow(&conn.client, &settings, fed, &shutdown).await,
+            false => Default::default(),
+        }
+    };
+    let (summary, known) = tokio::join!(submitting, follower);
+    let summary = summary.map_err(|e| unwritable(&shown, e))?;
     progress.finish();
 
     // Final rewrite: one row per request, in expansion order.
@@ -129,7 +144,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     // worse of the two outcomes is the exit code (0 only if every request was submitted and every
     // image is on disk; 130 if a signal stopped the collection; an error, such as 401, wins).
     if let Some(collect) = &settings.collect {
-        let collected = crate::collect::collect(&conn.client, collect, &shutdown).await?;
+        let collected = crate::collect::collect(&conn.client, collect, known, &shutdown).await?;
         return Ok(code.max(collected));
     }
     Ok(code)

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{
-    CollectArgs, ConnectionArgs, ExpandArgs, ManifestArgs, MergeArgs, RefusalResultArg, RunArgs,
-    SimulateArgs,
+    CollectArgs, ConnectionArgs, ExpandArgs, ManifestArgs, MergeArgs, PollArgs, RefusalResultArg,
+    RunArgs, SimulateArgs,
 };
 use crate::client::BaseUrl;
 use crate::plan::Flags;
@@ -94,8 +94,35 @@ pub struct RunSettings {
     pub shard: Option<Shard>,
     /// Print the plan, send and write nothing.
     pub dry_run: bool,
-    /// `--collect DIR`: collect after submitting.
+    /// `--collect DIR`: download as tasks finish, then collect the rest.
     pub collect: Option<CollectSettings>,
+    /// `--max-pending`: this run's submitted, unfinished tasks at most.
+    pub max_pending: Option<u32>,
+    /// How tasks are queried (`--max-pending`, `--collect`).
+    pub poll: PollSettings,
+}
+
+/// How submitted tasks are queried.
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    /// Task queries per minute per endpoint; 0 = no limit.
+    pub rate: u32,
+    /// How a bare image id becomes a URL (`{id}` replaced).
+    pub image_url: String,
+}
+
+/// `--poll-rate`, `--image-url-template`.
+pub fn poll(args: PollArgs) -> Result<PollSettings, String> {
+    if !args.image_url_template.contains("{id}") {
+        return Err(format!(
+            "--image-url-template: `{}` has no `{{id}}` to put the image id in",
+            args.image_url_template
+        ));
+    }
+    Ok(PollSettings {
+        rate: args.poll_rate,
+        image_url: args.image_url_template,
+    })
 }
 
 /// `collect`, and `run --collect`.
@@ -113,6 +140,8 @@ pub struct CollectSettings {
     pub poll_interval: Duration,
     /// How long `wait` polls.
     pub wait_timeout: Duration,
+    /// How tasks are queried.
+    pub poll: PollSettings,
 }
 
 /// `simulate`.
@@ -205,9 +234,10 @@ pub fn connection(
 /// `run`'s options.
 pub fn run(args: RunArgs) -> Result<RunSettings, String> {
     let connection = connection(args.connection, "--timeout", args.timeout)?;
+    let poll = poll(args.poll)?;
     let collect = args
         .collect
-        .map(|dir| CollectSettings::after_run(&connection, &args.out, dir));
+        .map(|dir| CollectSettings::after_run(&connection, &poll, &args.out, dir));
     Ok(RunSettings {
         manifest: manifest(args.manifest),
         connection,
@@ -220,6 +250,8 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
         shard: args.shard,
         dry_run: args.dry_run,
         collect,
+        max_pending: args.max_pending,
+        poll,
     })
 }
 
@@ -228,6 +260,7 @@ impl CollectSettings {
     /// poll interval and wait timeout.
     pub fn after_run(
         connection: &ConnectionSettings,
+        poll: &PollSettings,
         results: &std::path::Path,
         out: PathBuf,
     ) -> CollectSettings {
@@ -238,6 +271,7 @@ impl CollectSettings {
             wait: true,
             poll_interval: defaults::duration(defaults::DEFAULT_POLL_INTERVAL),
             wait_timeout: defaults::duration(defaults::DEFAULT_WAIT_TIMEOUT),
+            poll: poll.clone(),
         }
     }
 }
@@ -253,6 +287,7 @@ pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
         wait: args.wait,
         poll_interval: args.poll_interval,
         wait_timeout: args.timeout,
+        poll: poll(args.poll)?,
     })
 }
 

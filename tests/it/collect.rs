@@ -27,6 +27,8 @@ fn collect_args(base: &str, results: &Path, out: &Path, extra: &[&str]) -> Vec<S
         out.display().to_string(),
         "--rate".into(),
         "0".into(),
+        "--poll-rate".into(),
+        "0".into(),
         "--backoff".into(),
         "5ms".into(),
         "--poll-interval".into(),
@@ -712,7 +714,7 @@ async fn queries_and_downloads_are_retried_and_the_token_stays_with_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queries_are_paced_by_the_rate_per_endpoint() {
+async fn queries_are_paced_by_the_poll_rate_per_endpoint() {
     let sim = simulator(fast(0)).await;
     let dir = tempfile::tempdir().unwrap();
     let manifest = txt2img_manifest(dir.path(), "paced", 4, &[1]);
@@ -720,7 +722,7 @@ async fn queries_are_paced_by_the_rate_per_endpoint() {
     let out = dir.path().join("out");
     submit(&manifest, &sim.base_url(), &results).await;
     let mut args = collect_args(&sim.base_url(), &results, &out, &["--concurrency", "4"]);
-    set_option(&mut args, "--rate", "120"); // one query every 0.5 s
+    set_option(&mut args, "--poll-rate", "120"); // one query every 0.5 s
     let started = Instant::now();
     let o = run_bin(args, vec![]).await;
     ok(&o, 0);

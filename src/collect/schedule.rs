@@ -1,0 +1,111 @@
+//! When each task is queried next: a task is first queried when it could plausibly be done, then
+//! at a growing interval — doubling from [`Schedule::first`] up to `--poll-interval` — so a long
+//! batch does not re-ask about tasks whose last answer is still fresh, and a quick task is not kept
+//! waiting a whole interval. Queries themselves are paced by `--poll-rate` (the limiter), not here.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The first query of a task submitted by this run comes this long after its submission (the
+/// simulator's tasks take 2 s by default; the API's, seconds to minutes), and the interval
+/// doubles from there.
+pub(crate) const FIRST_QUERY: Duration = Duration::from_secs(2);
+
+/// Due times of the tasks to query, by their position in the batch.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// The interval after each task's next query.
+    gap: HashMap<usize, Duration>,
+    first: Duration,
+    max: Duration,
+}
+
+impl Schedule {
+    /// A schedule whose intervals double from `first` up to `max` (`--poll-interval`).
+    pub(crate) fn new(first: Duration, max: Duration) -> Schedule {
+        Schedule {
+            due: BinaryHeap::new(),
+            gap: HashMap::new(),
+            first: first.min(max),
+            max,
+        }
+    }
+
+    /// The first interval.
+    pub(crate) fn first(&self) -> Duration {
+        self.first
+    }
+
+    /// Query `task` at `at`, then at the first interval.
+    pub(crate) fn add(&mut self, task: usize, at: Instant) {
+        self.gap.insert(task, self.first);
+        self.due.push(Reverse((at, task)));
+    }
+
+    /// Query `task` again after its interval from `now`; the interval doubles, up to the maximum.
+    pub(crate) fn again(&mut self, task: usize, now: Instant) {
+        let gap = self.gap.entry(task).or_insert(self.first);
+        let at = now + *gap;
+        *gap = (*gap * 2).min(self.max);
+        self.due.push(Reverse((at, task)));
+    }
+
+    /// A task whose time has come, if any.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<usize> {
+        match self.due.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.due.pop().map(|Reverse((_, t))| t),
+            _ => None,
+        }
+    }
+
+    /// When the next task is due.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Tasks waiting for their time.
+    pub(crate) fn len(&self) -> usize {
+        self.due.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_double_up_to_the_poll_interval_and_tasks_come_in_due_order() {
+        let t0 = Instant::now();
+        let s = |n: u64| Duration::from_secs(n);
+        let mut sched = Schedule::new(s(2), s(5));
+        sched.add(0, t0 + s(2));
+        sched.add(1, t0);
+        assert_eq!(sched.pop_due(t0), Some(1));
+        assert_eq!(sched.pop_due(t0), None, "task 0 is not due yet");
+        assert_eq!(sched.next_due(), Some(t0 + s(2)));
+        let mut at = t0;
+        let mut gaps = Vec::new();
+        for _ in 0..4 {
+            sched.again(1, at);
+            let next = loop {
+                let due = sched.next_due().unwrap();
+                let task = sched.pop_due(due).unwrap();
+                if task == 1 {
+                    break due;
+                }
+            };
+            gaps.push((next - at).as_secs());
+            at = next;
+        }
+        assert_eq!(gaps, [2, 4, 5, 5]);
+        assert_eq!(
+            Schedule::new(s(2), s(1)).first(),
+            s(1),
+            "never above the maximum"
+        );
+    }
+}
