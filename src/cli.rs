@@ -138,6 +138,11 @@ pub struct PollArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_POLL_RATE)]
     pub poll_rate: u32,
 
+    /// The longest pause between two queries of one task: a task is first queried 2 s after its
+    /// submission (or at once, for `collect`), then at doubling intervals up to this.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_POLL_INTERVAL, value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
     /// How an `image` the API gives as a bare id (not a URL) becomes a URL: `{id}` is replaced
     /// by it (HiDream's own client uses this CDN for its domestic service).
     #[arg(long, value_name = "TEMPLATE", default_value = DEFAULT_IMAGE_URL_TEMPLATE)]
@@ -217,10 +222,6 @@ pub struct CollectArgs {
     /// Keep polling until every task is finished or `--timeout` passes.
     #[arg(long)]
     pub wait: bool,
-
-    /// Pause between polling rounds.
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_POLL_INTERVAL, value_parser = parse_duration)]
-    pub poll_interval: Duration,
 
     /// How long `--wait` keeps polling.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_WAIT_TIMEOUT, value_parser = parse_duration)]

@@ -270,11 +270,7 @@ pub(crate) async fn follow(
         downloads: collect.is_some(),
         wait_timeout: collect.map(|c| c.wait_timeout),
     };
-    let interval = collect.map_or_else(
-        || crate::settings::defaults::duration(crate::settings::defaults::DEFAULT_POLL_INTERVAL),
-        |c| c.poll_interval,
-    );
-    let schedule = Schedule::new(schedule::FIRST_QUERY, interval);
+    let schedule = Schedule::new(schedule::FIRST_QUERY, settings.poll.interval);
     let mut batch = Batch::default();
     let ended = poller::drive(
         &mut batch,

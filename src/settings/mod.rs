@@ -109,6 +109,8 @@ pub struct PollSettings {
     pub rate: u32,
     /// How a bare image id becomes a URL (`{id}` replaced).
     pub image_url: String,
+    /// The longest pause between two queries of one task.
+    pub interval: Duration,
 }
 
 /// `--poll-rate`, `--image-url-template`.
@@ -119,9 +121,11 @@ pub fn poll(args: PollArgs) -> Result<PollSettings, String> {
             args.image_url_template
         ));
     }
+    positive("--poll-interval", args.poll_interval)?;
     Ok(PollSettings {
         rate: args.poll_rate,
         image_url: args.image_url_template,
+        interval: args.poll_interval,
     })
 }
 
@@ -269,7 +273,7 @@ impl CollectSettings {
             results: results.to_path_buf(),
             out,
             wait: true,
-            poll_interval: defaults::duration(defaults::DEFAULT_POLL_INTERVAL),
+            poll_interval: poll.interval,
             wait_timeout: defaults::duration(defaults::DEFAULT_WAIT_TIMEOUT),
             poll: poll.clone(),
         }
@@ -278,14 +282,13 @@ impl CollectSettings {
 
 /// `collect`'s options.
 pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
-    positive("--poll-interval", args.poll_interval)?;
     positive("--timeout", args.timeout)?;
     Ok(CollectSettings {
         connection: connection(args.connection, "--request-timeout", args.request_timeout)?,
         results: args.results,
         out: args.out,
         wait: args.wait,
-        poll_interval: args.poll_interval,
+        poll_interval: args.poll.poll_interval,
         wait_timeout: args.timeout,
         poll: poll(args.poll)?,
     })

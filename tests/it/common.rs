@@ -123,6 +123,10 @@ pub fn run_args(manifest: &Path, base: &str, out: &Path, extra: &[&str]) -> Vec<
         "0".into(),
         "--backoff".into(),
         "5ms".into(),
+        "--poll-rate".into(),
+        "0".into(),
+        "--poll-interval".into(),
+        "50ms".into(),
     ];
     a.extend(extra.iter().map(|s| s.to_string()));
     a
