@@ -10,6 +10,7 @@ mod identity;
 mod journal;
 mod layout;
 mod manifests;
+mod pending;
 mod run;
 mod shutdown;
 mod sim;

@@ -1,0 +1,153 @@
+//! `run --max-pending` and `run --collect` as one streaming pipeline (issue 15): a run follows its
+//! own tasks while it submits, downloads images as tasks finish, and a run killed half way resumes
+//! both halves.
+
+use std::time::{Duration, SystemTime};
+
+use hidream_batch::sim::SimConfig;
+
+use crate::common::{
+    quiet, results, run_args, run_bin, signal, simulator, spawn, txt2img_manifest, until, wait,
+};
+
+fn task_time(ms: u64) -> SimConfig {
+    SimConfig {
+        task_time: Duration::from_millis(ms),
+        ..quiet()
+    }
+}
+
+fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    results(path)
+}
+
+/// An RFC 3339 time with milliseconds (the results' `submitted_at`), as a `SystemTime`.
+fn parse_time(text: &str) -> SystemTime {
+    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_collect_images_are_on_disk_before_the_last_submission() {
+    let sim = simulator(task_time(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "stream", 5, &[1]);
+    let out = dir.path().join("r.csv");
+    let images = dir.path().join("imgs");
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &sim.base_url(),
+            &out,
+            &[
+                "--max-pending",
+                "1",
+                "--collect",
+                &images.display().to_string(),
+            ],
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = csv_rows(&out);
+    let last_submission = rows
+        .iter()
+        .map(|r| parse_time(&r["submitted_at"]))
+        .max()
+        .unwrap();
+    let on_disk = csv_rows(&images.join("images.csv"));
+    assert_eq!(on_disk.len(), 5);
+    let first_image = on_disk
+        .iter()
+        .map(|r| {
+            std::fs::metadata(images.join(&r["path"]))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .min()
+        .unwrap();
+    assert!(
+        first_image < last_submission,
+        "an image was downloaded while the run was still submitting"
+    );
+    // The final collection asked nothing more about the tasks the run had followed to the end.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("0 task queries")
+            || String::from_utf8_lossy(&o.stdout).contains("0 task queries"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_half_way_resumes_both_halves() {
+    let sim = simulator(SimConfig {
+        ledger: hidream_batch::sim::LedgerConfig::Memory,
+        ..task_time(300)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "half", 8, &[1]);
+    let out = dir.path().join("r.csv");
+    let images = dir.path().join("imgs");
+    let args = run_args(
+        &manifest,
+        &sim.base_url(),
+        &out,
+        &[
+            "--max-pending",
+            "1",
+            "--collect",
+            &images.display().to_string(),
+        ],
+    );
+    let child = spawn(&args);
+    until("an image on disk while submitting", || {
+        std::fs::read_dir(images.join("j0"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+            && sim.stats().accepted < 8
+    })
+    .await;
+    signal(&child, "-KILL");
+    let _ = wait(child).await;
+    assert!(sim.stats().accepted < 8, "killed half way");
+    let o = run_bin(args, vec![]).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), 8);
+    // A request in flight at the kill is `unknown` (exit 1), never sent twice; every other one
+    // is submitted, and every submitted task's image is on disk.
+    let unknown = rows.iter().filter(|r| r["status"] == "unknown").count();
+    assert!(unknown <= 1, "{rows:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(if unknown == 0 { 0 } else { 1 }),
+        "{stderr}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "submitted").count() + unknown,
+        8
+    );
+    let created = sim.created();
+    let distinct: std::collections::HashSet<_> =
+        created.iter().map(|c| c.request_id.clone()).collect();
+    assert_eq!(
+        distinct.len(),
+        created.len(),
+        "no request was accepted twice"
+    );
+    let images_rows = csv_rows(&images.join("images.csv"));
+    assert_eq!(images_rows.len(), 8 - unknown, "{images_rows:?}");
+    assert!(
+        images_rows
+            .iter()
+            .all(|r| r["status"] == "done" && images.join(&r["path"]).is_file())
+    );
+}
