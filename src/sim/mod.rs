@@ -16,6 +16,7 @@
 //! # Layout
 //!
 //! - `routes`: the HTTP handlers and the order of checks on a submit request.
+//! - `shared`: the state every handler shares (configuration, counters, limits, ledger).
 //! - `check`: request validation, on top of the shared checks of [`crate::api`].
 //! - `faults`: the seeded random choices, the rolling-minute window and the concurrency gate.
 //! - `tasks`: self-describing task ids and task progress over time.
@@ -36,6 +37,7 @@ mod hash;
 mod image;
 mod ledger;
 mod routes;
+mod shared;
 pub mod stats;
 mod tasks;
 
@@ -64,7 +66,7 @@ pub fn is_task_id(id: &str) -> bool {
 }
 
 use conn::{Hangup, HangupListener};
-use routes::Shared;
+use shared::Shared;
 
 /// How the simulator behaves. [`SimConfig::default`] is a well-behaved server: no latency, no
 /// faults, no limits, tasks done after 2 s, any non-empty bearer token accepted.
