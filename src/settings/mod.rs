@@ -279,6 +279,8 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
             RefusalResultArg::Empty => RefusalResult::Empty,
             RefusalResultArg::Absent => RefusalResult::Absent,
         },
+        max_pending: args.max_pending,
+        credits: args.credits,
     };
     config.check()?;
     Ok(SimSettings {

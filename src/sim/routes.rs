@@ -4,12 +4,14 @@
 //! A submit request is decided the moment it has arrived (its whole body read), in this order:
 //! authentication (401), the `--max-concurrent` gate (429), `--throttle-rate` (429),
 //! `--error-rate` (500), a hang-up before the task exists (`--drop-before`), validation (HTTP 200
-//! with `code != 0`), the `--rate-limit` window (429), then the task's creation. Only then does
-//! `--latency` pass, and the answer (or a hang-up after the task was created, `--drop-after`)
-//! goes out. Like a real server, the simulator does not undo a task because the client hung up,
-//! timed out or was killed while it waited for the answer. Nothing on this path holds a lock
-//! across an `.await`; the only locks are the rolling-minute window, a shard of the duplicate
-//! set and (in tests) the ledger, each held for a few instructions.
+//! with `code != 0`), the account (HTTP 200: `--max-pending` 1201, then `--credits` 1202), the
+//! `--rate-limit` window (429), then the task's creation. Only then does `--latency` pass, and the
+//! answer (or a hang-up after the task was created, `--drop-after`) goes out. Like a real server,
+//! the simulator does not undo a task because the client hung up, timed out or was killed while it
+//! waited for the answer. Nothing on this path holds a lock across an `.await`; the only locks are
+//! the account (held from its check to the task's creation, so that check and creation are one
+//! step), the rolling-minute window (taken inside the account's lock, never the other way), a
+//! shard of the duplicate set and (in tests) the ledger, each held for a few instructions.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -194,6 +196,22 @@ fn arrive(
             return (pass, Answer::Send(response));
         }
     };
+    // Held until the task is created: the account counts it from then, atomically with its check.
+    // A refusal further on (the rate window) drops it, and the account registers nothing.
+    let admission = match s.account.admit(checked.images) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            tracing::debug!(seq, %kind, code = refusal.code(), "refused: {}", refusal.message());
+            let response = answer(
+                s,
+                StatusCode::OK,
+                refusal.code(),
+                refusal.message(),
+                request_id(),
+            );
+            return (pass, Answer::Send(response));
+        }
+    };
     let now_ms = s.started.elapsed().as_millis() as u64;
     let added = s.windows.0[slot(kind)]
         .lock()
@@ -234,12 +252,13 @@ fn arrive(
     }
     let task = Task {
         kind,
-        created_ms: unix_ms(),
+        created_ms: admission.created_ms(),
         run_ms: Task::run_ms_of(s.config.task_time),
         count: checked.images as u8,
         fates,
         hash: checked.hash,
     };
+    admission.commit();
     let (task_id, sub_task_ids) = task.ids();
     c.accept(kind, checked.images, checked.key, window_total);
     s.ledger.record(Created {
@@ -404,7 +423,7 @@ async fn image_file(State(s): St, Path(file): Path<String>) -> Response {
 
 async fn stats(State(s): St) -> Response {
     bump(&s.counters.stats);
-    Json(s.counters.snapshot()).into_response()
+    Json(s.stats()).into_response()
 }
 
 async fn not_found(State(s): St, uri: axum::http::Uri) -> Response {

@@ -1,6 +1,6 @@
 //! What every handler of the simulator shares: the configuration, the counters, the limits'
-//! state and the ledger, with the few questions asked of them on every request (is the token
-//! right, where do image URLs point, what is the state of a task).
+//! state, the account and the ledger, with the few questions asked of them on every request (is
+//! the token right, where do image URLs point, what is the state of a task).
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -12,9 +12,10 @@ use axum::http::header::{AUTHORIZATION, HOST};
 use crate::api::{Kind, SubTaskResult, TaskResult, status};
 
 use super::SimConfig;
+use super::account::Account;
 use super::faults::{Gate, Windows};
 use super::ledger::Ledger;
-use super::stats::Counters;
+use super::stats::{Counters, Stats};
 use super::tasks::{Task, unix_ms};
 
 /// Everything the handlers share.
@@ -31,12 +32,15 @@ pub(crate) struct Shared {
     local_addr: SocketAddr,
     /// Every task created, when [`SimConfig::ledger`] asks for it.
     pub ledger: Ledger,
+    /// The unfinished tasks and the credit (`--max-pending`, `--credits`).
+    pub account: Account,
 }
 
 impl Shared {
     pub(crate) fn new(config: SimConfig, local_addr: SocketAddr) -> std::io::Result<Shared> {
         let ledger = Ledger::open(&config.ledger)?;
         let windows = Windows::new(config.rate_minute);
+        let account = Account::new(&config);
         Ok(Shared {
             config,
             counters: Counters::default(),
@@ -46,7 +50,15 @@ impl Shared {
             started: Instant::now(),
             local_addr,
             ledger,
+            account,
         })
+    }
+
+    /// What `GET /sim/stats` answers: the counters and the account's numbers.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = self.counters.snapshot();
+        self.account.fill(&mut stats);
+        stats
     }
 
     /// Whether the request carries an acceptable bearer token; `Err` says what is wrong (without

@@ -13,5 +13,6 @@ mod manifests;
 mod run;
 mod shutdown;
 mod sim;
+mod sim_account;
 mod unattended;
 mod usage;
