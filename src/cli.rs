@@ -286,6 +286,12 @@ pub struct SimulateArgs {
     /// one asking for more than is left is refused (HTTP 200, code 1202).
     #[arg(long, value_name = "N")]
     pub credits: Option<u64>,
+
+    /// Give a finished image in query results as its bare id (the sub-task id) instead of a URL,
+    /// as HiDream's own client expects; it is served at `/sim/images/{id}.png` and
+    /// `/sim/images/{id}`.
+    #[arg(long)]
+    pub bare_image_ids: bool,
 }
 
 /// `simulate --refusal-result`: how an answer without a result writes it.

@@ -281,6 +281,7 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
         },
         max_pending: args.max_pending,
         credits: args.credits,
+        bare_image_ids: args.bare_image_ids,
     };
     config.check()?;
     Ok(SimSettings {

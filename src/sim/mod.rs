@@ -127,6 +127,10 @@ pub struct SimConfig {
     /// Images of credit for the whole run: each accepted submission spends its image count; one
     /// asking for more than is left is refused (HTTP 200, `code` 1202).
     pub credits: Option<u64>,
+    /// Query results give `image` as the bare sub-task id, as HiDream's own client expects
+    /// (it builds the URL itself), instead of a URL. The image is served at
+    /// `/sim/images/{id}.png` and `/sim/images/{id}` either way.
+    pub bare_image_ids: bool,
 }
 
 /// How the simulator writes the `result` of an answer that has none. The API's documentation
@@ -176,6 +180,7 @@ impl Default for SimConfig {
             refusal_result: RefusalResult::Null,
             max_pending: None,
             credits: None,
+            bare_image_ids: false,
         }
     }
 }
@@ -202,6 +207,7 @@ impl fmt::Debug for SimConfig {
             .field("refusal_result", &self.refusal_result)
             .field("max_pending", &self.max_pending)
             .field("credits", &self.credits)
+            .field("bare_image_ids", &self.bare_image_ids)
             .finish()
     }
 }

@@ -391,13 +391,12 @@ fn unknown_task(kind: Kind, id: &str) -> String {
     format!("unknown `task_id` `{shown}`: not a {kind} task of this simulator")
 }
 
-/// `GET /sim/images/<sub_task_id>.png`, for finished images only.
+/// `GET /sim/images/<sub_task_id>.png`, or `/sim/images/<sub_task_id>` (for a client that builds
+/// image URLs from bare ids, `--bare-image-ids`), for finished images only.
 async fn image_file(State(s): St, Path(file): Path<String>) -> Response {
     bump(&s.counters.images);
-    let found = file
-        .strip_suffix(".png")
-        .and_then(Task::parse_sub)
-        .filter(|(task, index)| task.is_done(*index, unix_ms()));
+    let id = file.strip_suffix(".png").unwrap_or(&file);
+    let found = Task::parse_sub(id).filter(|(task, index)| task.is_done(*index, unix_ms()));
     match found {
         Some((task, index)) => (
             [

@@ -112,8 +112,13 @@ impl Shared {
             .map(|i| {
                 let progress = task.progress(i, now);
                 let sub_task_id = task.sub_id(i);
-                let image = (progress.status == status::DONE)
-                    .then(|| format!("{origin}/sim/images/{sub_task_id}.png"));
+                let image = (progress.status == status::DONE).then(|| {
+                    if self.config.bare_image_ids {
+                        sub_task_id.clone()
+                    } else {
+                        format!("{origin}/sim/images/{sub_task_id}.png")
+                    }
+                });
                 let description = match progress.status {
                     status::FAILED => Some("generation failed (simulated)".to_string()),
                     status::REFUSED => Some("refused by content review (simulated)".to_string()),

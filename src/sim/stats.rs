@@ -98,7 +98,7 @@ pub struct Calls {
     pub batch_results_txt2img: u64,
     /// `POST /api-pub/ec/v3/image/model/async/results/batch`.
     pub batch_results_model: u64,
-    /// `GET /sim/images/<sub_task_id>.png`.
+    /// `GET /sim/images/<sub_task_id>.png` (or without `.png`).
     pub images: u64,
     /// `GET /sim/stats`.
     pub stats: u64,

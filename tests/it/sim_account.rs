@@ -1,5 +1,6 @@
 //! The simulator's account over real loopback HTTP: the limit on unfinished tasks
-//! (`--max-pending`, code 1201) and the credit (`--credits`, code 1202).
+//! (`--max-pending`, code 1201), the credit (`--credits`, code 1202), and image results given as
+//! bare ids (`--bare-image-ids`).
 
 use std::time::Duration;
 
@@ -218,6 +219,49 @@ async fn credit_is_spent_per_image_and_a_request_over_it_is_refused() {
     assert_eq!(stats.accepted, 3);
 }
 
+#[tokio::test]
+async fn bare_image_ids_are_served_with_and_without_the_extension() {
+    let sim = simulator(SimConfig {
+        bare_image_ids: true,
+        task_time: Duration::ZERO,
+        ..quiet()
+    })
+    .await;
+    let c = client();
+    let (status, answer) = submit(&c, &sim, Kind::Txt2Img, &txt2img("a heron", 2)).await;
+    let id = task_id(status, &answer);
+    let result = query(&c, &sim, Kind::Txt2Img, &id).await;
+    assert_eq!(result.sub_task_results.len(), 2);
+    for sub in &result.sub_task_results {
+        assert_eq!(sub.task_status, status::DONE);
+        assert_eq!(sub.image.as_deref(), Some(sub.sub_task_id.as_str()));
+        let mut bodies = Vec::new();
+        for path in [format!("{}.png", sub.sub_task_id), sub.sub_task_id.clone()] {
+            let png = c
+                .get(format!("{}/sim/images/{path}", sim.base_url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(png.status(), 200, "{path}");
+            assert_eq!(png.headers()["content-type"], "image/png");
+            let bytes = png.bytes().await.unwrap();
+            assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{path}");
+            bodies.push(bytes);
+        }
+        assert_eq!(bodies[0], bodies[1]);
+    }
+    let missing = c
+        .get(format!("{}/sim/images/{id}-9", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "no such image, with or without `.png`"
+    );
+}
+
 #[test]
 fn the_simulate_command_refuses_a_limit_of_zero_and_documents_the_account() {
     let output = bin()
@@ -232,7 +276,7 @@ fn the_simulate_command_refuses_a_limit_of_zero_and_documents_the_account() {
     let help = bin().args(["simulate", "--help"]).output().unwrap();
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);
-    for option in ["--max-pending <N>", "--credits <N>"] {
+    for option in ["--max-pending <N>", "--credits <N>", "--bare-image-ids"] {
         assert!(help.contains(option), "{option} missing from:\n{help}");
     }
 }
