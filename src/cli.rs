@@ -305,6 +305,23 @@ pub struct SimulateArgs {
     /// all (absent), as servers variously write "no result".
     #[arg(long, value_name = "SHAPE", value_enum, default_value = "null")]
     pub refusal_result: RefusalResultArg,
+
+    /// Refuse submissions (HTTP 200, code 1201) while N tasks are unfinished: the API's
+    /// concurrency limit per membership tier (1, 3, 5, 7 or 10), counted in requests whose task
+    /// has not ended, across both endpoints.
+    #[arg(long, value_name = "N")]
+    pub max_pending: Option<u32>,
+
+    /// N images of credit for the whole run: each accepted submission spends its image count;
+    /// one asking for more than is left is refused (HTTP 200, code 1202).
+    #[arg(long, value_name = "N")]
+    pub credits: Option<u64>,
+
+    /// Give a finished image in query results as its bare id (the sub-task id) instead of a URL,
+    /// as HiDream's own client expects; it is served at `/sim/images/{id}.png` and
+    /// `/sim/images/{id}`.
+    #[arg(long)]
+    pub bare_image_ids: bool,
 }
 
 /// `simulate --refusal-result`: how an answer without a result writes it.

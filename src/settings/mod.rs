@@ -317,6 +317,9 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
             RefusalResultArg::Empty => RefusalResult::Empty,
             RefusalResultArg::Absent => RefusalResult::Absent,
         },
+        max_pending: args.max_pending,
+        credits: args.credits,
+        bare_image_ids: args.bare_image_ids,
     };
     config.check()?;
     Ok(SimSettings {

@@ -15,6 +15,8 @@
 //! | 1005 | 200 | bad `image`/`mask`: neither an http(s) URL nor base64, a `data:` prefix, not PNG/JPEG/WebP, corrupt, or over 4096 px on a side |
 //! | 1006 | 200 | model: both or neither of `template` and `prompt` |
 //! | 1101 | 200 | result query: unknown or garbled `task_id` |
+//! | 1201 | 200 | as many unfinished tasks as `--max-pending` allows (the API's concurrency limit per membership tier) |
+//! | 1202 | 200 | not enough credit left for the request's images (`--credits`) |
 //! | 4001 | 401 | missing or wrong bearer token |
 //! | 4004 | 404 | no such endpoint, or no such (finished) image |
 //! | 4291 | 429 | over `--rate-limit` images per rolling minute (with `Retry-After`) |
@@ -40,6 +42,12 @@ pub const BAD_IMAGE: i64 = 1005;
 pub const TEMPLATE_XOR_PROMPT: i64 = 1006;
 /// Result query: a task id this simulator never issued.
 pub const UNKNOWN_TASK: i64 = 1101;
+/// As many unfinished tasks as `--max-pending` allows; the message is
+/// `并行任务数已达上限（N），请等待任务完成后再提交`.
+pub const PENDING_LIMIT: i64 = 1201;
+/// Less credit left than the request's images (`--credits`); the message is
+/// `积分不足，请充值后再试`.
+pub const NO_CREDITS: i64 = 1202;
 /// HTTP 401: missing or wrong bearer token.
 pub const UNAUTHORIZED: i64 = 4001;
 /// HTTP 404: no such endpoint or image.

@@ -4,10 +4,12 @@
 //! It serves both submit endpoints at their real paths with the documented validation, the
 //! result and batch-result queries, generated PNG images and `GET /sim/stats`; it can misbehave
 //! on purpose (HTTP 500, 429 with `Retry-After`, latency, hung-up connections), reproducibly for a
-//! given `--seed`. Like a real server it creates a task the moment a submission has arrived: a
-//! client that hangs up, times out or is killed while waiting for the answer does not undo it.
-//! It keeps no per-task state: task ids describe themselves, so a simulator started later (with
-//! `collect --simulate`) answers for tasks that an earlier one created.
+//! given `--seed`, and model an account's limits (unfinished tasks, credit). Like a real server it
+//! creates a task the moment a submission has arrived: a client that hangs up, times out or is
+//! killed while waiting for the answer does not undo it. It keeps no per-task state beyond the
+//! end times of its unfinished tasks (for the account's limit): task ids describe themselves, so
+//! a simulator started later (with `collect --simulate`) answers for tasks that an earlier one
+//! created.
 //!
 //! Every answer carries the header [`MARK_HEADER`], and its task ids have a shape no other server
 //! produces ([`is_task_id`]): a run can tell a rehearsal from the real API, and never takes the
@@ -16,7 +18,9 @@
 //! # Layout
 //!
 //! - `routes`: the HTTP handlers and the order of checks on a submit request.
+//! - `shared`: the state every handler shares (configuration, counters, limits, ledger).
 //! - `check`: request validation, on top of the shared checks of [`crate::api`].
+//! - `account`: the account's limits: unfinished tasks (`--max-pending`) and credit (`--credits`).
 //! - `faults`: the seeded random choices, the rolling-minute window and the concurrency gate.
 //! - `tasks`: self-describing task ids and task progress over time.
 //! - `image`: the generated PNG tiles.
@@ -28,6 +32,7 @@
 //! [`serve`] (on a given listener until a shutdown future completes) and `commands::simulate` (the
 //! `simulate` command).
 
+mod account;
 mod check;
 pub mod codes;
 mod conn;
@@ -36,6 +41,7 @@ mod hash;
 mod image;
 mod ledger;
 mod routes;
+mod shared;
 pub mod stats;
 mod tasks;
 
@@ -64,10 +70,11 @@ pub fn is_task_id(id: &str) -> bool {
 }
 
 use conn::{Hangup, HangupListener};
-use routes::Shared;
+use shared::Shared;
 
 /// How the simulator behaves. [`SimConfig::default`] is a well-behaved server: no latency, no
-/// faults, no limits, tasks done after 2 s, any non-empty bearer token accepted.
+/// faults, no limits, no account limits (unfinished tasks, credit), tasks done after 2 s, any
+/// non-empty bearer token accepted.
 #[derive(Clone)]
 pub struct SimConfig {
     /// Added to every submit request before it is answered.
@@ -113,6 +120,17 @@ pub struct SimConfig {
     pub ledger: LedgerConfig,
     /// How an answer without a result (a refusal, an error) writes `result`.
     pub refusal_result: RefusalResult,
+    /// Refuse a submission (HTTP 200, `code` 1201) while this many of the tasks this simulator
+    /// created are unfinished (not yet `task_time` old): the API's concurrency limit per
+    /// membership tier (1, 3, 5, 7 or 10), counted in requests, across both endpoints.
+    pub max_pending: Option<u32>,
+    /// Images of credit for the whole run: each accepted submission spends its image count; one
+    /// asking for more than is left is refused (HTTP 200, `code` 1202).
+    pub credits: Option<u64>,
+    /// Query results give `image` as the bare sub-task id, as HiDream's own client expects
+    /// (it builds the URL itself), instead of a URL. The image is served at
+    /// `/sim/images/{id}.png` and `/sim/images/{id}` either way.
+    pub bare_image_ids: bool,
 }
 
 /// How the simulator writes the `result` of an answer that has none. The API's documentation
@@ -160,6 +178,9 @@ impl Default for SimConfig {
             drop_after: 0.0,
             ledger: LedgerConfig::Off,
             refusal_result: RefusalResult::Null,
+            max_pending: None,
+            credits: None,
+            bare_image_ids: false,
         }
     }
 }
@@ -184,6 +205,9 @@ impl fmt::Debug for SimConfig {
             .field("drop_after", &self.drop_after)
             .field("ledger", &self.ledger)
             .field("refusal_result", &self.refusal_result)
+            .field("max_pending", &self.max_pending)
+            .field("credits", &self.credits)
+            .field("bare_image_ids", &self.bare_image_ids)
             .finish()
     }
 }
@@ -227,6 +251,12 @@ impl SimConfig {
         if self.max_concurrent == Some(0) {
             return Err("`--max-concurrent` must be at least 1 (leave it out for no limit)".into());
         }
+        if self.max_pending == Some(0) {
+            return Err(
+                "`--max-pending` must be at least 1 (the API's tiers allow 1, 3, 5, 7 or 10; leave it out for no limit)"
+                    .into(),
+            );
+        }
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err("`--token` must not be empty (leave it out to accept any token)".into());
         }
@@ -260,7 +290,7 @@ impl Simulator {
 
     /// A snapshot of the counters (what `GET /sim/stats` answers, without counting a call).
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.stats()
     }
 
     /// Every task created so far, in order (empty unless [`SimConfig::ledger`] is

@@ -4,158 +4,46 @@
 //! A submit request is decided the moment it has arrived (its whole body read), in this order:
 //! authentication (401), the `--max-concurrent` gate (429), `--throttle-rate` (429),
 //! `--error-rate` (500), a hang-up before the task exists (`--drop-before`), validation (HTTP 200
-//! with `code != 0`), the `--rate-limit` window (429), then the task's creation. Only then does
-//! `--latency` pass, and the answer (or a hang-up after the task was created, `--drop-after`)
-//! goes out. Like a real server, the simulator does not undo a task because the client hung up,
-//! timed out or was killed while it waited for the answer. Nothing on this path holds a lock
-//! across an `.await`; the only locks are the rolling-minute window, a shard of the duplicate
-//! set and (in tests) the ledger, each held for a few instructions.
+//! with `code != 0`), the account (HTTP 200: `--max-pending` 1201, then `--credits` 1202), the
+//! `--rate-limit` window (429), then the task's creation. Only then does `--latency` pass, and the
+//! answer (or a hang-up after the task was created, `--drop-after`) goes out. Like a real server,
+//! the simulator does not undo a task because the client hung up, timed out or was killed while it
+//! waited for the answer. Nothing on this path holds a lock across an `.await`; the only locks are
+//! the account (held from its check to the task's creation, so that check and creation are one
+//! step), the rolling-minute window (taken inside the account's lock, never the other way), a
+//! shard of the duplicate set and (in tests) the ledger, each held for a few instructions.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::api::{
-    BATCH_RESULTS_SUFFIX, Envelope, Kind, MODEL_PATH, RESULTS_SUFFIX, SubTaskResult, Submitted,
-    TXT2IMG_PATH, TaskResult, status,
+    BATCH_RESULTS_SUFFIX, Envelope, Kind, MODEL_PATH, RESULTS_SUFFIX, Submitted, TXT2IMG_PATH,
 };
 
 use super::RefusalResult;
-use super::SimConfig;
 use crate::logging::safe;
 
 use super::check;
 use super::codes;
 use super::conn::Hangup;
-use super::faults::{Draws, Gate, Pass, Windows, on_sim_clock, retry_after_secs};
+use super::faults::{Draws, Pass, on_sim_clock, retry_after_secs};
 use super::image;
-use super::ledger::{Created, Ledger};
-use super::stats::{Counters, bump, slot};
+use super::ledger::Created;
+use super::shared::Shared;
+use super::stats::{bump, slot};
 use super::tasks::{Fate, Task, unix_ms};
 
 /// Largest request body accepted: a 4096 px image in base64 fits with room to spare.
 const MAX_BODY: usize = 64 << 20;
-
-/// Everything the handlers share.
-pub(crate) struct Shared {
-    pub config: SimConfig,
-    pub counters: Counters,
-    /// Sequence number of the next submit request (see [`super::faults`]).
-    seq: AtomicU64,
-    gate: Gate,
-    windows: Windows,
-    /// Origin of the monotonic clock of the rate windows.
-    started: Instant,
-    /// Where this simulator listens: the image host when a request has no usable `Host` header.
-    local_addr: SocketAddr,
-    /// Every task created, when [`SimConfig::ledger`] asks for it.
-    pub ledger: Ledger,
-}
-
-impl Shared {
-    pub(crate) fn new(config: SimConfig, local_addr: SocketAddr) -> std::io::Result<Shared> {
-        let ledger = Ledger::open(&config.ledger)?;
-        let windows = Windows::new(config.rate_minute);
-        Ok(Shared {
-            config,
-            counters: Counters::default(),
-            seq: AtomicU64::new(0),
-            gate: Gate::default(),
-            windows,
-            started: Instant::now(),
-            local_addr,
-            ledger,
-        })
-    }
-
-    /// Whether the request carries an acceptable bearer token; `Err` says what is wrong (without
-    /// ever repeating the token).
-    fn authenticate(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        let value = headers
-            .get(AUTHORIZATION)
-            .ok_or("missing `Authorization: Bearer …` header")?;
-        let value = value
-            .to_str()
-            .map_err(|_| "the `Authorization` header is not text")?;
-        let (scheme, token) = value
-            .trim()
-            .split_once(' ')
-            .ok_or("the `Authorization` header is not `Bearer <token>`")?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err("the `Authorization` header is not `Bearer <token>`");
-        }
-        let token = token.trim();
-        let ok = match &self.config.token {
-            None => !token.is_empty(),
-            Some(expected) => constant_time_eq(expected.as_bytes(), token.as_bytes()),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err("the bearer token is not valid")
-        }
-    }
-
-    /// `http://host:port` as the client reached us, for image URLs.
-    fn origin(&self, headers: &HeaderMap) -> String {
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok()).filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        });
-        match host {
-            Some(h) => format!("http://{h}"),
-            None => format!("http://{}", self.local_addr),
-        }
-    }
-
-    /// The answer to a query about `id`, or `None` if it is not a task of `kind` this simulator
-    /// (or one started before it) issued.
-    fn task_result(&self, kind: Kind, id: &str, origin: &str) -> Option<TaskResult> {
-        let task = Task::parse(id).filter(|t| t.kind == kind)?;
-        let now = unix_ms();
-        let sub_task_results = (0..usize::from(task.count))
-            .map(|i| {
-                let progress = task.progress(i, now);
-                let sub_task_id = task.sub_id(i);
-                let image = (progress.status == status::DONE)
-                    .then(|| format!("{origin}/sim/images/{sub_task_id}.png"));
-                let description = match progress.status {
-                    status::FAILED => Some("generation failed (simulated)".to_string()),
-                    status::REFUSED => Some("refused by content review (simulated)".to_string()),
-                    _ => None,
-                };
-                SubTaskResult {
-                    sub_task_id,
-                    task_status: progress.status,
-                    task_completion: Some(progress.completion),
-                    image,
-                    description,
-                }
-            })
-            .collect();
-        Some(TaskResult {
-            task_id: Some(id.to_string()),
-            sub_task_results,
-        })
-    }
-}
-
-/// Constant-time comparison, so response timing does not reveal how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The router, with its state.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -308,6 +196,22 @@ fn arrive(
             return (pass, Answer::Send(response));
         }
     };
+    // Held until the task is created: the account counts it from then, atomically with its check.
+    // A refusal further on (the rate window) drops it, and the account registers nothing.
+    let admission = match s.account.admit(checked.images) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            tracing::debug!(seq, %kind, code = refusal.code(), "refused: {}", refusal.message());
+            let response = answer(
+                s,
+                StatusCode::OK,
+                refusal.code(),
+                refusal.message(),
+                request_id(),
+            );
+            return (pass, Answer::Send(response));
+        }
+    };
     let now_ms = s.started.elapsed().as_millis() as u64;
     let added = s.windows.0[slot(kind)]
         .lock()
@@ -348,12 +252,13 @@ fn arrive(
     }
     let task = Task {
         kind,
-        created_ms: unix_ms(),
+        created_ms: admission.created_ms(),
         run_ms: Task::run_ms_of(s.config.task_time),
         count: checked.images as u8,
         fates,
         hash: checked.hash,
     };
+    admission.commit();
     let (task_id, sub_task_ids) = task.ids();
     c.accept(kind, checked.images, checked.key, window_total);
     s.ledger.record(Created {
@@ -486,13 +391,12 @@ fn unknown_task(kind: Kind, id: &str) -> String {
     format!("unknown `task_id` `{shown}`: not a {kind} task of this simulator")
 }
 
-/// `GET /sim/images/<sub_task_id>.png`, for finished images only.
+/// `GET /sim/images/<sub_task_id>.png`, or `/sim/images/<sub_task_id>` (for a client that builds
+/// image URLs from bare ids, `--bare-image-ids`), for finished images only.
 async fn image_file(State(s): St, Path(file): Path<String>) -> Response {
     bump(&s.counters.images);
-    let found = file
-        .strip_suffix(".png")
-        .and_then(Task::parse_sub)
-        .filter(|(task, index)| task.is_done(*index, unix_ms()));
+    let id = file.strip_suffix(".png").unwrap_or(&file);
+    let found = Task::parse_sub(id).filter(|(task, index)| task.is_done(*index, unix_ms()));
     match found {
         Some((task, index)) => (
             [
@@ -518,7 +422,7 @@ async fn image_file(State(s): St, Path(file): Path<String>) -> Response {
 
 async fn stats(State(s): St) -> Response {
     bump(&s.counters.stats);
-    Json(s.counters.snapshot()).into_response()
+    Json(s.stats()).into_response()
 }
 
 async fn not_found(State(s): St, uri: axum::http::Uri) -> Response {

@@ -1,5 +1,6 @@
 //! What the simulator saw, for tests and benchmarks to prove what a client did: `GET /sim/stats`
-//! and [`super::Simulator::stats`] return a [`Stats`] snapshot.
+//! and [`super::Simulator::stats`] return a [`Stats`] snapshot. The account's numbers (unfinished
+//! tasks, credit) live with the account, under its lock, and are added to the snapshot there.
 //!
 //! Counters are atomics updated on the hot path without locks; only the rare paths (a rejection's
 //! reason) and duplicate detection take a short `std` mutex, never held across an `.await`.
@@ -29,7 +30,8 @@ pub struct Stats {
     pub accepted_images: u64,
     /// Accepted requests per kind.
     pub accepted_by_kind: PerKind,
-    /// Submit requests answered HTTP 200 with `code != 0` (invalid input).
+    /// Submit requests answered HTTP 200 with `code != 0` for invalid input (the account's
+    /// refusals are counted apart: `pending_limited`, `credits_refused`).
     pub rejected: u64,
     /// Rejections by the field at fault: the field's name (`prompt`, `img_count`,
     /// `template.human_template_id`, …), or `unknown_field`, `body` (not a JSON object),
@@ -64,6 +66,20 @@ pub struct Stats {
     /// Per endpoint, the most images accepted in any rolling minute (60 s unless
     /// [`super::SimConfig::rate_minute`] says otherwise; 600 buckets, 100 ms each of 60 s).
     pub max_images_per_minute: PerKind,
+    /// Tasks created by this simulator and not yet at their end (`task_time` after creation),
+    /// both endpoints: what the API's concurrency limit counts (`--max-pending`).
+    pub pending: u64,
+    /// The most unfinished tasks there ever were at once, counted whether or not `--max-pending`
+    /// is set: a client that respects a limit of N never makes it exceed N.
+    pub max_pending_seen: u64,
+    /// Submit requests refused (HTTP 200, `code` 1201) because `--max-pending` tasks were
+    /// unfinished.
+    pub pending_limited: u64,
+    /// Submit requests refused (HTTP 200, `code` 1202) because less credit was left than their
+    /// images (`--credits`).
+    pub credits_refused: u64,
+    /// Images of credit left (`--credits`); `null` without `--credits`.
+    pub credits_left: Option<u64>,
 }
 
 /// Requests received per endpoint.
@@ -82,7 +98,7 @@ pub struct Calls {
     pub batch_results_txt2img: u64,
     /// `POST /api-pub/ec/v3/image/model/async/results/batch`.
     pub batch_results_model: u64,
-    /// `GET /sim/images/<sub_task_id>.png`.
+    /// `GET /sim/images/<sub_task_id>.png` (or without `.png`).
     pub images: u64,
     /// `GET /sim/stats`.
     pub stats: u64,
@@ -230,6 +246,12 @@ impl Counters {
             in_flight: get(&self.in_flight),
             max_in_flight: get(&self.max_in_flight),
             max_images_per_minute: per(&self.max_per_minute),
+            // The account's numbers: filled in by `Account::fill`.
+            pending: 0,
+            max_pending_seen: 0,
+            pending_limited: 0,
+            credits_refused: 0,
+            credits_left: None,
         }
     }
 }

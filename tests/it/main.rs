@@ -14,5 +14,6 @@ mod pending;
 mod run;
 mod shutdown;
 mod sim;
+mod sim_account;
 mod unattended;
 mod usage;
