@@ -151,3 +151,86 @@ async fn a_run_killed_half_way_resumes_both_halves() {
             .all(|r| r["status"] == "done" && images.join(&r["path"]).is_file())
     );
 }
+
+/// Against an account that allows 3 unfinished tasks, `--max-pending 3` submits everything with no
+/// refusal, and the server never sees more than 3 unfinished tasks of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_keeps_within_the_accounts_limit_and_is_never_refused() {
+    let sim = simulator(SimConfig {
+        max_pending: Some(3),
+        ..task_time(400)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "window", 12, &[1, 2]);
+    let out = dir.path().join("r.csv");
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &sim.base_url(),
+            &out,
+            &["--max-pending", "3", "--concurrency", "8"],
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.pending_limited, 0, "never refused: {stats:?}");
+    assert_eq!(stats.accepted, 12);
+    assert_eq!(
+        stats.max_pending_seen, 3,
+        "the window was used, never passed"
+    );
+    assert!(csv_rows(&out).iter().all(|r| r["status"] == "submitted"));
+}
+
+/// Images given as bare ids are downloaded through `--image-url-template`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_image_ids_are_downloaded_through_the_template() {
+    let sim = simulator(SimConfig {
+        bare_image_ids: true,
+        ..task_time(100)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "bare", 2, &[2]);
+    let out = dir.path().join("r.csv");
+    let images = dir.path().join("imgs");
+    let template = format!("{}/sim/images/{{id}}.png", sim.base_url());
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &sim.base_url(),
+            &out,
+            &[
+                "--collect",
+                &images.display().to_string(),
+                "--image-url-template",
+                &template,
+            ],
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = csv_rows(&images.join("images.csv"));
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        assert!(images.join(&r["path"]).is_file(), "{r:?}");
+        assert!(
+            r["url"].starts_with(&sim.base_url()),
+            "the URL built: {r:?}"
+        );
+    }
+}
