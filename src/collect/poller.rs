@@ -150,6 +150,7 @@ pub(crate) async fn drive(
                     let t = &batch.tasks[i];
                     if t.finished() || t.query_given_up {
                         slots.remove(&i);
+                        schedule.finished(i, Instant::now());
                     }
                     if options.wait && t.needs_query(options.downloads) {
                         schedule.again(i, Instant::now());
@@ -160,7 +161,7 @@ pub(crate) async fn drive(
                 Some(Tracked { task, slot }) => {
                     let i = batch.tasks.len();
                     batch.tasks.push(task);
-                    schedule.add(i, Instant::now() + schedule.first());
+                    schedule.submitted(i, Instant::now());
                     if let Some(slot) = slot
                         && !stop.is_stopping()
                     {

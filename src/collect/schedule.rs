@@ -1,7 +1,15 @@
 //! When each task is queried next: a task is first queried when it could plausibly be done, then
-//! at a growing interval — doubling from [`Schedule::first`] up to `--poll-interval` — so a long
-//! batch does not re-ask about tasks whose last answer is still fresh, and a quick task is not kept
-//! waiting a whole interval. Queries themselves are paced by `--poll-rate` (the limiter), not here.
+//! at a growing interval — doubling up to `--poll-interval` — so a long batch does not re-ask
+//! about tasks whose last answer is still fresh, and a quick task is not kept waiting a whole
+//! interval. Queries themselves are paced by `--poll-rate` (the limiter), not here.
+//!
+//! "Plausibly done" is learned from the tasks that `run` follows ([`Schedule::submitted`],
+//! [`Schedule::finished`]): it starts at [`FIRST_QUERY`]; a task found finished at its first query
+//! may have finished earlier, so the next one is asked 10 % sooner; a task found finished only
+//! later took about as long as it was followed, so that becomes the expectation. It settles just
+//! above the API's real task time, where a finished task frees its slot of the pending-task
+//! window within a small fraction of that time. After the first query the interval starts at an
+//! eighth of the expectation (at least [`MIN_GAP`]) and doubles.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,12 +22,17 @@ use tokio::time::Instant;
 /// doubles from there.
 pub(crate) const FIRST_QUERY: Duration = Duration::from_secs(2);
 
+/// The shortest interval between two queries of a task.
+pub(crate) const MIN_GAP: Duration = Duration::from_millis(100);
+
 /// Due times of the tasks to query, by their position in the batch.
 #[derive(Debug)]
 pub(crate) struct Schedule {
     due: BinaryHeap<Reverse<(Instant, usize)>>,
     /// The interval after each task's next query.
     gap: HashMap<usize, Duration>,
+    /// When each followed task was submitted, and whether it has been queried yet.
+    followed: HashMap<usize, (Instant, bool)>,
     first: Duration,
     max: Duration,
 }
@@ -30,12 +43,14 @@ impl Schedule {
         Schedule {
             due: BinaryHeap::new(),
             gap: HashMap::new(),
+            followed: HashMap::new(),
             first: first.min(max),
             max,
         }
     }
 
-    /// The first interval.
+    /// When a task is first queried after its submission (what is learned so far).
+    #[cfg(test)]
     pub(crate) fn first(&self) -> Duration {
         self.first
     }
@@ -46,8 +61,33 @@ impl Schedule {
         self.due.push(Reverse((at, task)));
     }
 
+    /// A task `run` just submitted: first queried when it could plausibly be done.
+    pub(crate) fn submitted(&mut self, task: usize, at: Instant) {
+        self.followed.insert(task, (at, false));
+        self.gap
+            .insert(task, (self.first / 8).max(MIN_GAP).min(self.max));
+        self.due.push(Reverse((at + self.first, task)));
+    }
+
+    /// A followed task was found finished at `now`: learn how long tasks take.
+    pub(crate) fn finished(&mut self, task: usize, now: Instant) {
+        let Some((submitted, asked_before)) = self.followed.remove(&task) else {
+            return;
+        };
+        self.first = match asked_before {
+            // Done at its first query: perhaps long before; ask the next one sooner.
+            false => self.first.mul_f64(0.9),
+            // Done only at a later query: it took about this long.
+            true => now.duration_since(submitted),
+        }
+        .clamp(MIN_GAP, self.max);
+    }
+
     /// Query `task` again after its interval from `now`; the interval doubles, up to the maximum.
     pub(crate) fn again(&mut self, task: usize, now: Instant) {
+        if let Some((_, asked)) = self.followed.get_mut(&task) {
+            *asked = true;
+        }
         let gap = self.gap.entry(task).or_insert(self.first);
         let at = now + *gap;
         *gap = (*gap * 2).min(self.max);
@@ -107,5 +147,35 @@ mod tests {
             s(1),
             "never above the maximum"
         );
+    }
+
+    #[test]
+    fn the_first_query_follows_how_long_tasks_take() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut sched = Schedule::new(ms(2000), ms(5000));
+        // Tasks of 1 s: each found done at its first query, the next is asked 10 % sooner.
+        let mut at = t0;
+        for task in 0..8 {
+            sched.submitted(task, at);
+            assert_eq!(sched.pop_due(at + sched.first()), Some(task));
+            sched.finished(task, at + sched.first());
+            at += ms(5000);
+        }
+        assert!(
+            sched.first() < ms(1000),
+            "it went below 1 s: {:?}",
+            sched.first()
+        );
+        // A task not done at its first query is asked again an eighth of the expectation later,
+        // and its duration becomes the expectation.
+        sched.submitted(8, at);
+        let first = sched.first();
+        assert_eq!(sched.pop_due(at + first), Some(8));
+        sched.again(8, at + first);
+        let next = sched.next_due().unwrap();
+        assert_eq!(next - (at + first), (first / 8).max(MIN_GAP));
+        sched.finished(8, next);
+        assert_eq!(sched.first(), next - at);
     }
 }
