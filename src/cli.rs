@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::settings::defaults::*;
-use crate::units::{Latency, Shard, parse_duration};
+use crate::units::{Latency, RateArg, Shard, parse_duration};
 
 /// Submit manifests of HiDream image requests: validated, rate-limited, resumable, never paid twice.
 #[derive(Debug, Parser)]
@@ -109,13 +109,15 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
-    /// At most N images per rolling minute per endpoint (a request for 4 images counts 4); 0 = no limit.
+    /// At most N images per rolling minute per endpoint (a request for 4 images counts 4); 0 = no
+    /// limit. `KIND=N` (`txt2img=N`, `model=N`) sets one endpoint; repeatable, a later value wins.
     ///
-    /// `run` sends a minute's allowance as fast as --concurrency lets it, then waits for the
-    /// window; once an endpoint answers HTTP 429 its attempts are spaced evenly (60 s / N per
-    /// image) for the rest of the run. `collect` spaces its queries evenly from the start.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE)]
-    pub rate: u32,
+    /// `--rate 100 --rate model=20`: text-to-image 100, model images 20. `run` sends a minute's
+    /// allowance as fast as --concurrency lets it, then waits for the window; once an endpoint
+    /// answers HTTP 429 its attempts are spaced evenly (60 s / N per image) for the rest of the
+    /// run. `collect` spaces its queries evenly from the start, N queries per minute per endpoint.
+    #[arg(long, value_name = "N|KIND=N", default_values_t = [RateArg::All(DEFAULT_RATE)])]
+    pub rate: Vec<RateArg>,
 
     /// Attempts per request, the first included.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]

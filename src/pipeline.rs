@@ -127,8 +127,8 @@ pub(crate) struct Dispatch {
     pub client: Client,
     /// The server's world, written in every row.
     pub world: World,
-    /// Images per rolling minute per endpoint; 0 = no limit.
-    pub rate: u32,
+    /// Images per rolling minute, per endpoint; 0 = no limit.
+    pub rates: crate::units::Rates,
     /// Attempts and delays.
     pub retry: RetryPolicy,
     /// `--retry-unknown`: an attempt without an answer is tried again.
@@ -161,7 +161,7 @@ pub(crate) async fn run(
     let ctx = Arc::new(Ctx {
         client: dispatch.client,
         world: dispatch.world,
-        limiters: Limiters::new(dispatch.rate, false),
+        limiters: Limiters::new(dispatch.rates, false),
         retrier: Retrier::new(dispatch.retry, shutdown.child()),
         retry_unknown: dispatch.retry_unknown,
         wal: journal.wal(),

@@ -124,7 +124,7 @@ pub(crate) async fn collect(
     let stop = shutdown.child();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        limiters: Limiters::new(connection.rate, true),
+        limiters: Limiters::new(connection.rates, true),
         retrier: Retrier::new(connection.retry.clone(), stop.clone()),
         out: settings.out.clone(),
     });

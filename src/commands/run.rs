@@ -83,7 +83,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     let dispatch = Dispatch {
         client: conn.client.clone(),
         world,
-        rate: settings.connection.rate,
+        rates: settings.connection.rates,
         retry: settings.connection.retry.clone(),
         retry_unknown: flags.retry_unknown,
         concurrency: settings.connection.concurrency,
@@ -233,7 +233,7 @@ fn start(
         );
     }
     let images = plan.images();
-    display::print_plan(&plan, flags, settings.connection.rate);
+    display::print_plan(&plan, flags, settings.connection.rates);
     if let Some(max) = settings.max_images
         && images > max
     {

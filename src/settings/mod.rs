@@ -20,7 +20,7 @@ use crate::client::BaseUrl;
 use crate::plan::Flags;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sim::{LedgerConfig, RefusalResult, SimConfig};
-use crate::units::Shard;
+use crate::units::{Rates, Shard};
 
 /// What every manifest command reads.
 #[derive(Debug, Clone)]
@@ -69,8 +69,8 @@ pub struct ConnectionSettings {
     pub server: Server,
     /// HTTP requests in flight at once.
     pub concurrency: usize,
-    /// Images (for `collect`: queries) per rolling minute per endpoint; 0 = no limit.
-    pub rate: u32,
+    /// Images (for `collect`: queries) per rolling minute, per endpoint; 0 = no limit.
+    pub rates: Rates,
     /// Attempts and the delays between them.
     pub retry: RetryPolicy,
     /// One HTTP attempt, whole.
@@ -190,7 +190,7 @@ pub fn connection(
     Ok(ConnectionSettings {
         server,
         concurrency: args.concurrency.max(1) as usize,
-        rate: args.rate,
+        rates: Rates::from_args(defaults::DEFAULT_RATE, &args.rate),
         retry: RetryPolicy {
             max_attempts: args.max_attempts.max(1),
             backoff: Backoff {

@@ -1,0 +1,120 @@
+//! Issue 15 over loopback: per-endpoint rates (`--rate model=N`), business codes retried as
+//! transient (`--retry-code`), and the breaker that stops a run the API refuses account-wide
+//! (`--max-consecutive-rejections`, exit 4).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hidream_batch::env_vars::TIME_SCALE;
+
+use crate::common::*;
+
+/// A manifest of `txt2img` one-image text-to-image requests, then `model` one-image model-image
+/// requests (prompt mode, an image URL), in `dir`.
+fn mixed_manifest(dir: &Path, txt2img: usize, model: usize) -> std::path::PathBuf {
+    let mut yaml = String::from("name: mixed\njobs:\n");
+    for i in 0..txt2img {
+        yaml += &format!(
+            "  - id: t{i}\n    kind: txt2img\n    prompt: \"prompt {i}\"\n    img_count: 1\n"
+        );
+    }
+    for i in 0..model {
+        yaml += &format!(
+            "  - id: m{i}\n    kind: model\n    image: \"https://example.com/shirt-{i}.jpg\"\n    prompt: \"a person wearing shirt {i}\"\n    image_count: 1\n"
+        );
+    }
+    let path = dir.join("mixed.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// From the first to the last `submitted_at` of the rows of `kind`.
+fn span(rows: &[std::collections::HashMap<String, String>], kind: &str) -> Duration {
+    let at: Vec<SystemTime> = rows
+        .iter()
+        .filter(|r| r["kind"] == kind)
+        .map(|r| humantime::parse_rfc3339(&r["submitted_at"]).unwrap())
+        .collect();
+    assert!(!at.is_empty(), "rows of {kind}");
+    let (first, last) = (at.iter().min().unwrap(), at.iter().max().unwrap());
+    last.duration_since(*first).unwrap()
+}
+
+/// `--rate 0 --rate model=4`: model images wait for the window (4 a minute), text-to-image is not
+/// limited at all. A twentieth of the time (`HIDREAM_BATCH_TIME_SCALE=0.05`: the window is
+/// 3.025 s): 8 model images take two windows, 8 text-to-image ones go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_endpoint_keeps_its_own_rate_and_0_is_no_limit() {
+    let sim = simulator(quiet()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = mixed_manifest(dir.path(), 8, 8);
+    let out = dir.path().join("r.csv");
+    let mut args = run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "8"]);
+    args.extend(["--rate".into(), "model=4".into()]);
+    // The plan's estimate uses each endpoint's rate: 8 model images at 4 a minute take a window
+    // (the even pace: 2 minutes); text-to-image adds nothing.
+    let mut dry = args.clone();
+    dry.push("--dry-run".into());
+    let o = run_bin(dry, vec![]).await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("at --rate txt2img=0, model=4 images per minute per endpoint this takes about 1m, or about 2m paced evenly"),
+        "{stdout}"
+    );
+    let o = run_bin(args, vec![(TIME_SCALE, "0.05".into())]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 16);
+    assert_eq!(sim.stats().accepted, 16);
+    // Model images: the second four waited for the window (3.025 s, scaled); a run without the
+    // per-endpoint rate (`--rate 0`) sends them all at once.
+    let model = span(&rows, "model");
+    assert!(model >= Duration::from_millis(3_000), "{model:?}");
+    // Text-to-image: not limited, so not held back by the model endpoint's limiter.
+    let txt2img = span(&rows, "txt2img");
+    assert!(txt2img < Duration::from_millis(3_000), "{txt2img:?}");
+}
+
+/// A `--rate` that cannot be read is a usage error (exit 2) naming the flag, for `run` and for
+/// `collect`, which shares the option; nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rate_is_exit_2_naming_the_flag() {
+    let sim = simulator(quiet()).await;
+    let (_dir, manifest, out) = txt2img_scratch("badrate", 2, &[1]);
+    for bad in [
+        "model=x",
+        "image=5",
+        "4294967296",
+        "model=",
+        "1.5",
+        "Model=3",
+    ] {
+        let mut args = run_args(&manifest, &sim.base_url(), &out, &[]);
+        set_option(&mut args, "--rate", bad);
+        let o = run_bin(args, vec![]).await;
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--rate"), "{bad}: {stderr}");
+        let o = run_bin(
+            vec![
+                "collect".into(),
+                "--results".into(),
+                out.display().to_string(),
+                "--base-url".into(),
+                sim.base_url(),
+                "--rate".into(),
+                bad.into(),
+            ],
+            vec![],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(2), "collect {bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--rate"));
+    }
+    assert_eq!(sim.stats().submitted, 0, "nothing was sent");
+}
