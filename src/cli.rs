@@ -159,6 +159,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub retry_unknown: bool,
 
+    /// Treat an HTTP 2xx answer with this `code` as transient: retried with backoff up to
+    /// --max-attempts, then `failed` (resent by the next run), never `rejected`. Repeatable.
+    #[arg(long, value_name = "CODE", allow_negative_numbers = true)]
+    pub retry_code: Vec<i64>,
+
     /// Refuse to start (exit 2) if the run would submit more than N images.
     #[arg(long, value_name = "N")]
     pub max_images: Option<u64>,

@@ -21,7 +21,7 @@
 //! or two workers), and expanding on a thread of its own (the channel costs more than the
 //! expansion it moves).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,8 @@ pub(crate) struct Dispatch {
     pub retry: RetryPolicy,
     /// `--retry-unknown`: an attempt without an answer is tried again.
     pub retry_unknown: bool,
+    /// `--retry-code`: business codes of a 2xx answer retried as transient.
+    pub retry_codes: BTreeSet<i64>,
     /// HTTP requests in flight at once.
     pub concurrency: usize,
 }
@@ -145,6 +147,7 @@ struct Ctx {
     /// Stopped by the run's shutdown, or by a 401/403 (this run's own stop).
     retrier: Retrier,
     retry_unknown: bool,
+    retry_codes: BTreeSet<i64>,
     wal: WalHandle,
 }
 
@@ -164,6 +167,7 @@ pub(crate) async fn run(
         limiters: Limiters::new(dispatch.rates, false),
         retrier: Retrier::new(dispatch.retry, shutdown.child()),
         retry_unknown: dispatch.retry_unknown,
+        retry_codes: dispatch.retry_codes,
         wal: journal.wal(),
     });
     let world = ctx.world;
@@ -333,7 +337,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                 out.http_status = None;
                 out.code = None;
             }
-            let verdict = classify::submission(attempt);
+            let verdict = classify::submission(attempt, &ctx.retry_codes);
             tracing::debug!(
                 request_id = %out.request.id,
                 job = %out.request.job.id,
@@ -388,10 +392,13 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                     retry_after,
                 } => {
                     // This answer proves no task was created: a crash from here on leaves the
-                    // request `failed`, not `unknown`.
-                    let what = out
-                        .http_status
-                        .map_or_else(|| "not-sent".to_string(), |s| s.to_string());
+                    // request `failed`, not `unknown`. A 2xx retried for its code
+                    // (`--retry-code`) is noted with it: `200:2001`.
+                    let what = match (out.http_status, out.code) {
+                        (None, _) => "not-sent".to_string(),
+                        (Some(s @ 200..=299), Some(code)) => format!("{s}:{code}"),
+                        (Some(s), _) => s.to_string(),
+                    };
                     ctx.wal.noted(out.request.id, n, &what);
                     out.message.clone_from(&reason);
                     Step::Retry {

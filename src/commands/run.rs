@@ -86,6 +86,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
         rates: settings.connection.rates,
         retry: settings.connection.retry.clone(),
         retry_unknown: flags.retry_unknown,
+        retry_codes: settings.retry_codes.clone(),
         concurrency: settings.connection.concurrency,
     };
     let progress = Progress::new(plan.to_send());

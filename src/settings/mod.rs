@@ -9,6 +9,7 @@
 
 pub mod defaults;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -88,6 +89,8 @@ pub struct RunSettings {
     pub out: PathBuf,
     /// What is resent of earlier outcomes.
     pub flags: Flags,
+    /// `--retry-code`: business codes of a 2xx answer retried as transient (never 0).
+    pub retry_codes: BTreeSet<i64>,
     /// Refuse to start if the run would submit more images.
     pub max_images: Option<u64>,
     /// Only the requests of this shard.
@@ -205,6 +208,12 @@ pub fn connection(
 /// `run`'s options.
 pub fn run(args: RunArgs) -> Result<RunSettings, String> {
     let connection = connection(args.connection, "--timeout", args.timeout)?;
+    if args.retry_code.contains(&0) {
+        return Err(
+            "`--retry-code 0`: code 0 is the API's success (a task id), never a refusal to retry"
+                .into(),
+        );
+    }
     let collect = args
         .collect
         .map(|dir| CollectSettings::after_run(&connection, &args.out, dir));
@@ -216,6 +225,7 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
             retry_rejected: args.retry_rejected,
             retry_unknown: args.retry_unknown,
         },
+        retry_codes: args.retry_code.into_iter().collect(),
         max_images: args.max_images,
         shard: args.shard,
         dry_run: args.dry_run,
@@ -341,6 +351,12 @@ mod tests {
             "{err}"
         );
         assert!(run(&["--backoff", "0s", "--backoff-max", "0s"]).is_ok());
+        assert!(
+            run(&["--retry-code", "2001", "--retry-code", "0"])
+                .unwrap_err()
+                .contains("`--retry-code 0`")
+        );
+        assert!(run(&["--retry-code", "2001", "--retry-code", "-7"]).is_ok());
     }
 }
 

@@ -3,9 +3,12 @@
 //! (`--max-consecutive-rejections`, exit 4).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use hidream_batch::env_vars::TIME_SCALE;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::common::*;
 
@@ -117,4 +120,130 @@ async fn a_bad_rate_is_exit_2_naming_the_flag() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("--rate"));
     }
     assert_eq!(sim.stats().submitted, 0, "nothing was sent");
+}
+
+/// The answer of an API out of credits (or over its task limit): HTTP 200, a business code, an
+/// empty `result`.
+fn refusal(code: i64, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(serde_json::json!({"code": code, "message": message, "result": {}}))
+}
+
+fn accepted(i: u32) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "code": 0, "message": "Success", "request_id": "r",
+        "result": {"task_id": format!("task-{i}"), "sub_task_ids": [format!("task-{i}-0")]}
+    }))
+}
+
+/// A server whose `n`-th submission (from 0) is answered `answer(n)`.
+async fn server(answer: impl Fn(u32) -> ResponseTemplate + Send + Sync + 'static) -> MockServer {
+    let server = MockServer::start().await;
+    let n = AtomicU32::new(0);
+    Mock::given(method("POST"))
+        .respond_with(move |_: &wiremock::Request| answer(n.fetch_add(1, Ordering::SeqCst)))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// `--retry-code 2001`: a 2xx answer with that code is transient. Answered twice, then accepted:
+/// `submitted` at the third attempt. Always answered so: `failed` (resent by the next run), not
+/// `rejected`, with the code and the API's message kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_code_is_retried_and_ends_failed_not_rejected() {
+    let twice = server(|n| {
+        if n < 2 {
+            refusal(2001, "任务数已达上限")
+        } else {
+            accepted(n)
+        }
+    })
+    .await;
+    let (_dir, manifest, out) = txt2img_scratch("retrycode", 1, &[1]);
+    let o = run_bin(
+        run_args(&manifest, &twice.uri(), &out, &["--retry-code", "2001"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let row = &results(&out)[0];
+    assert_eq!(
+        (
+            row["status"].as_str(),
+            row["attempts"].as_str(),
+            row["task_id"].as_str()
+        ),
+        ("submitted", "3", "task-2")
+    );
+    assert_eq!(submissions(&twice).await.len(), 3);
+
+    let always = server(|_| refusal(2001, "任务数已达上限")).await;
+    let (_dir, manifest, out) = txt2img_scratch("retrycode-always", 1, &[1]);
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &always.uri(),
+            &out,
+            &["--retry-code", "2001", "--max-attempts", "3"],
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    let row = &results(&out)[0];
+    assert_eq!(
+        (
+            row["status"].as_str(),
+            row["attempts"].as_str(),
+            row["http_status"].as_str(),
+            row["code"].as_str(),
+            row["message"].as_str()
+        ),
+        ("failed", "3", "200", "2001", "任务数已达上限")
+    );
+    assert_eq!(submissions(&always).await.len(), 3);
+    // `failed` is resent by the next run (without --retry-rejected).
+    let o = run_bin(
+        run_args(&manifest, &always.uri(), &out, &["--max-attempts", "1"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(submissions(&always).await.len(), 4, "resent");
+    // Without the flag, the same answer is a refusal.
+    assert_eq!(results(&out)[0]["status"], "rejected");
+}
+
+/// A 2xx refusal retried for its code proves no task was created, like a 429: killed during the
+/// backoff that follows, the run leaves the request `failed`, and the next run sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_the_backoff_after_a_retry_code_leaves_the_request_failed() {
+    let busy = server(|_| refusal(2001, "busy")).await;
+    let (_dir, manifest, out) = txt2img_scratch("retrycode-crash", 1, &[1]);
+    let mut args = run_args(&manifest, &busy.uri(), &out, &["--retry-code", "2001"]);
+    set_option(&mut args, "--backoff", "60s");
+    args.extend(["--backoff-max".into(), "60s".into()]);
+    let child = spawn(&args);
+    // The answer is in and noted with its code; the run waits for its backoff: kill it.
+    until("the answer noted", || {
+        std::fs::read_to_string(sibling(&out, "wal"))
+            .unwrap_or_default()
+            .contains(" 1 200:2001\n")
+    })
+    .await;
+    signal(&child, "-KILL");
+    wait(child).await;
+    let accepting = accepting_server().await;
+    let o = run_bin(run_args(&manifest, &accepting.uri(), &out, &[]), vec![]).await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("answered with no task"), "{stderr}");
+    assert_eq!(submissions(&accepting).await.len(), 1, "sent again");
+    assert_eq!(results(&out)[0]["status"], "submitted");
 }
