@@ -159,6 +159,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub retry_unknown: bool,
 
+    /// Stop dispatching after K refusals in a row with the same `code` and no success between
+    /// (an account out of credits); exit 4. 0 = off.
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_MAX_CONSECUTIVE_REJECTIONS)]
+    pub max_consecutive_rejections: u32,
+
     /// Treat an HTTP 2xx answer with this `code` as transient: retried with backoff up to
     /// --max-attempts, then `failed` (resent by the next run), never `rejected`. Repeatable.
     #[arg(long, value_name = "CODE", allow_negative_numbers = true)]

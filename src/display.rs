@@ -78,6 +78,16 @@ pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path:
         per_minute,
         results.display()
     ));
+    if let Some(t) = &summary.breaker {
+        crate::logging::say(&format!(
+            "stopped early: the API refused {} requests in a row with code {}; {} requests were not sent. Fix the cause (credits, the account's task limit), then rerun the same command: the unsent requests are sent; the {} rejected ones are resent only with --retry-rejected (or --retry-code {} if the refusal passes by itself)\n",
+            t.count,
+            t.code,
+            plan.to_send().saturating_sub(summary.total()),
+            summary.count(Status::Rejected),
+            t.code
+        ));
+    }
     if plan.rejected_skipped + plan.unknown_skipped > 0 {
         crate::logging::say(&format!(
             "not sent: {} rejected and {} unknown from earlier runs (use --retry-rejected / --retry-unknown)\n",

@@ -10,9 +10,12 @@
 //! before it leaves, and an answer that proves no task was created is noted there too (see
 //! [`crate::journal`]).
 //!
-//! Stopping: a 401/403 stops this run's dispatch (in-flight requests finish; exit 3); the first
-//! signal does the same (exit 130); the second drops what is in flight at once — their
-//! write-ahead entries stay open, and the next run records them `unknown` and names them.
+//! Stopping: a 401/403 stops this run's dispatch (in-flight requests finish; exit 3); so does the
+//! [`crate::breaker`], from the consumer, when K refusals in a row share a code (exit 4); the
+//! first signal does the same (exit 130); the second drops what is in flight at once — their
+//! write-ahead entries stay open, and the next run records them `unknown` and names them. The
+//! three stops are one mechanism: the run's own child of the shutdown, which the source of
+//! requests and the retry driver both watch.
 //!
 //! Where the time goes (overhead-bound benchmark, one thread): about two thirds in reqwest, hyper
 //! and the kernel's TCP; the rest is expansion, the journal and the rows. Measured and kept: the
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 
+use crate::breaker::{Breaker, Tripped};
 use crate::client::{Client, Limiters};
 use crate::expand::Request;
 use crate::journal::{self, Journal, SentLine, WalHandle};
@@ -107,6 +111,8 @@ pub(crate) struct Summary {
     pub elapsed: Duration,
     /// The API refused the credentials.
     pub unauthorized: bool,
+    /// The breaker stopped dispatch: the refusals in a row, their code and message.
+    pub breaker: Option<Tripped>,
 }
 
 impl Summary {
@@ -135,6 +141,8 @@ pub(crate) struct Dispatch {
     pub retry_unknown: bool,
     /// `--retry-code`: business codes of a 2xx answer retried as transient.
     pub retry_codes: BTreeSet<i64>,
+    /// `--max-consecutive-rejections`: the breaker's K; 0 = off.
+    pub max_consecutive_rejections: u32,
     /// HTTP requests in flight at once.
     pub concurrency: usize,
 }
@@ -161,6 +169,10 @@ pub(crate) async fn run(
     progress: &impl Observer,
     shutdown: &Shutdown,
 ) -> Result<Summary, std::io::Error> {
+    let mut breaker = Breaker::new(
+        dispatch.max_consecutive_rejections,
+        dispatch.retry_codes.clone(),
+    );
     let ctx = Arc::new(Ctx {
         client: dispatch.client,
         world: dispatch.world,
@@ -198,6 +210,19 @@ pub(crate) async fn run(
                 let mut tasks: Vec<(uuid::Uuid, String)> = Vec::new();
                 while let Some(outcome) = next.take() {
                     record(&mut summary, journal, rows, world, &outcome, &mut tasks)?;
+                    // Before the stream is polled again (which would dispatch the next request).
+                    if let Some(status) = outcome.status
+                        && breaker.observe(status, outcome.code, &outcome.message)
+                    {
+                        ctx.retrier.shutdown.stop_dispatch();
+                        if let Some(t) = breaker.tripped() {
+                            tracing::warn!(
+                                "the API refused {} requests in a row with code {}: no new requests; waiting for those in flight",
+                                t.count,
+                                t.code
+                            );
+                        }
+                    }
                     match stream.next().now_or_never() {
                         Some(Some(o)) => next = Some(o),
                         Some(None) => finished = true,
@@ -230,6 +255,7 @@ pub(crate) async fn run(
         }
     }
     summary.elapsed = started.elapsed();
+    summary.breaker = breaker.tripped().cloned();
     Ok(summary)
 }
 

@@ -91,6 +91,8 @@ pub struct RunSettings {
     pub flags: Flags,
     /// `--retry-code`: business codes of a 2xx answer retried as transient (never 0).
     pub retry_codes: BTreeSet<i64>,
+    /// `--max-consecutive-rejections`: the breaker's K; 0 = off.
+    pub max_consecutive_rejections: u32,
     /// Refuse to start if the run would submit more images.
     pub max_images: Option<u64>,
     /// Only the requests of this shard.
@@ -226,6 +228,7 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
             retry_unknown: args.retry_unknown,
         },
         retry_codes: args.retry_code.into_iter().collect(),
+        max_consecutive_rejections: args.max_consecutive_rejections,
         max_images: args.max_images,
         shard: args.shard,
         dry_run: args.dry_run,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use hidream_batch::env_vars::TIME_SCALE;
-use wiremock::matchers::method;
+use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::common::*;
@@ -246,4 +246,287 @@ async fn a_crash_during_the_backoff_after_a_retry_code_leaves_the_request_failed
     assert!(stderr.contains("answered with no task"), "{stderr}");
     assert_eq!(submissions(&accepting).await.len(), 1, "sent again");
     assert_eq!(results(&out)[0]["status"], "submitted");
+}
+
+/// The message of the run's stop, as stderr says it.
+fn stopped(k: u32, code: i64, message: &str) -> String {
+    format!("stopped: the API refused {k} requests in a row with code {code}: {message}")
+}
+
+/// An account out of credits: every submission is answered `{"code": 1999, "message": "积分不足",
+/// "result": {}}`. With the default K = 10 and `--concurrency 4`, the run stops after at most 13
+/// submissions (counted by the server), exits 4 and says why; the requests it did not send get no
+/// row, and the next run sends them — but not the refused ones, unless `--retry-rejected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_refusing_everything_stops_the_run_after_k_refusals() {
+    let broke = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(refusal(1999, "积分不足").set_delay(Duration::from_millis(10)))
+        .mount(&broke)
+        .await;
+    let (_dir, manifest, out) = txt2img_scratch("broke", 40, &[1]);
+    let o = run_bin(
+        run_args(&manifest, &broke.uri(), &out, &["--concurrency", "4"]),
+        vec![],
+    )
+    .await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(&stopped(10, 1999, "积分不足")), "{stderr}");
+    let sent = submissions(&broke).await.len();
+    assert!(
+        (10..=13).contains(&sent),
+        "{sent} submissions reached the server"
+    );
+    // Every request that went out has its row, `rejected` with the code; the others have none.
+    let rows = results(&out);
+    assert_eq!(rows.len(), sent);
+    assert!(
+        rows.iter().all(|r| r["status"] == "rejected"
+            && r["code"] == "1999"
+            && r["message"] == "积分不足"),
+        "{rows:?}"
+    );
+    assert!(
+        stdout.contains(&format!("{} requests were not sent", 40 - sent))
+            && stdout.contains("rerun the same command")
+            && stdout.contains("--retry-rejected"),
+        "{stdout}"
+    );
+    assert!(
+        open_entries(&out).is_empty(),
+        "every request sent is settled"
+    );
+
+    // Credits bought: the next run sends the rest, not the refused ones.
+    let paid = accepting_server().await;
+    let o = run_bin(run_args(&manifest, &paid.uri(), &out, &[]), vec![]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(submissions(&paid).await.len(), 40 - sent);
+    let rows = results(&out);
+    assert_eq!(rows.len(), 40);
+    let submitted = rows.iter().filter(|r| r["status"] == "submitted").count();
+    assert_eq!(submitted, 40 - sent);
+    // And with --retry-rejected, the refused ones.
+    let o = run_bin(
+        run_args(&manifest, &paid.uri(), &out, &["--retry-rejected"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(submissions(&paid).await.len(), 40);
+}
+
+/// What does not trip it: refusals whose codes alternate, a success every K − 1 refusals, and
+/// `--max-consecutive-rejections 0` against an account refusing everything. One request at a time,
+/// so the server's order is the order the run sees its outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternating_codes_a_success_between_or_k_0_do_not_trip_it() {
+    let alternating = server(|n| {
+        if n % 2 == 0 {
+            refusal(1999, "积分不足")
+        } else {
+            refusal(1001, "resolution: unsupported")
+        }
+    })
+    .await;
+    let between = server(|n| {
+        if n % 3 == 2 {
+            accepted(n)
+        } else {
+            refusal(1999, "积分不足")
+        }
+    })
+    .await;
+    let broke = server(|_| refusal(1999, "积分不足")).await;
+    for (server, k, rejected) in [
+        (&alternating, "2", 20),
+        (&between, "3", 14),
+        (&broke, "0", 20),
+    ] {
+        let (_dir, manifest, out) = txt2img_scratch("no-trip", 20, &[1]);
+        let o = run_bin(
+            run_args(
+                &manifest,
+                &server.uri(),
+                &out,
+                &["--concurrency", "1", "--max-consecutive-rejections", k],
+            ),
+            vec![],
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "K {k}: {stderr}");
+        assert!(!stderr.contains("stopped:"), "{stderr}");
+        assert_eq!(
+            submissions(server).await.len(),
+            20,
+            "K {k}: every request sent"
+        );
+        let rows = results(&out);
+        assert_eq!(
+            rows.iter().filter(|r| r["status"] == "rejected").count(),
+            rejected,
+            "K {k}"
+        );
+    }
+    // The same alternating server trips a breaker that ignores... nothing: K = 1 stops at once.
+    let (_dir, manifest, out) = txt2img_scratch("k1", 20, &[1]);
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &alternating.uri(),
+            &out,
+            &["--concurrency", "1", "--max-consecutive-rejections", "1"],
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(results(&out).len(), 1);
+}
+
+/// A code listed by `--retry-code` is transient, never a refusal: requests answered with it end
+/// `failed`, and the breaker (K = 2 here) does not trip however many there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_code_never_trips_the_breaker() {
+    let busy = server(|_| refusal(2001, "任务数已达上限")).await;
+    let (_dir, manifest, out) = txt2img_scratch("busy", 6, &[1]);
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &busy.uri(),
+            &out,
+            &[
+                "--retry-code",
+                "2001",
+                "--max-attempts",
+                "2",
+                "--max-consecutive-rejections",
+                "2",
+            ],
+        ),
+        vec![],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("stopped:"), "{stderr}");
+    assert_eq!(submissions(&busy).await.len(), 12);
+    assert!(
+        results(&out)
+            .iter()
+            .all(|r| r["status"] == "failed" && r["code"] == "2001")
+    );
+}
+
+/// `--collect` after the breaker stopped the run: what was submitted is collected (its task
+/// exists and is paid for); the exit code is still 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_still_collects_what_was_submitted_after_the_breaker() {
+    const TXT2IMG: &str = "/api-pub/gw/v3/image/txt2img/async";
+    let api = server(|n| {
+        if n < 2 {
+            accepted(n)
+        } else {
+            refusal(1999, "积分不足")
+        }
+    })
+    .await;
+    let images = format!("{}/img", api.uri());
+    Mock::given(method("GET"))
+        .and(path(format!("{TXT2IMG}/results")))
+        .respond_with(move |r: &wiremock::Request| {
+            let task = r
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "task_id")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "code": 0, "message": "Success",
+                "result": {"task_id": task, "sub_task_results": [
+                    {"sub_task_id": format!("{task}-0"), "task_status": 1, "image": format!("{images}/{task}.png")}
+                ]}
+            }))
+        })
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/img/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "image/png")
+                .set_body_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()),
+        )
+        .mount(&api)
+        .await;
+    let (dir, manifest, out) = txt2img_scratch("collect-after", 12, &[1]);
+    let pictures = dir.path().join("pictures");
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &api.uri(),
+            &out,
+            &[
+                "--concurrency",
+                "1",
+                "--max-consecutive-rejections",
+                "3",
+                "--collect",
+                &pictures.display().to_string(),
+            ],
+        ),
+        vec![],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(&stopped(3, 1999, "积分不足")), "{stderr}");
+    assert_eq!(submissions(&api).await.len(), 5);
+    let images = results(&pictures.join("images.csv"));
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(
+        images
+            .iter()
+            .all(|r| r["status"] == "done" && !r["path"].is_empty()),
+        "{images:?}"
+    );
+}
+
+/// A message with control characters is shown escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_message_is_escaped() {
+    let hostile = server(|_| refusal(1999, "no credits\u{1b}[2J\nrm -rf")).await;
+    let (_dir, manifest, out) = txt2img_scratch("hostile", 4, &[1]);
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &hostile.uri(),
+            &out,
+            &["--concurrency", "1", "--max-consecutive-rejections", "2"],
+        ),
+        vec![],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    assert!(
+        stderr.contains(&stopped(2, 1999, "no credits\\u{1b}[2J\\nrm -rf")),
+        "{stderr}"
+    );
 }
