@@ -12,9 +12,10 @@ pub const DEFAULT_CONCURRENCY: u32 = 4;
 /// `--rate`: images per rolling minute per endpoint, the API's documented text-to-image limit.
 pub const DEFAULT_RATE: u32 = crate::api::DOCUMENTED_TXT2IMG_RATE;
 /// `run --max-consecutive-rejections`: the breaker stops a run after this many refusals in a
-/// row with the same code (an account out of credits); 0 = off. Ten: far more than a manifest's
-/// own mistakes produce in a row with one code, and few enough that an account refusing
-/// everything costs ten rows, not the manifest.
+/// row with the same code (an account out of credits); 0 = off. Ten: few enough that an account
+/// refusing everything costs ten rows, not the manifest; more than a stray refusal or two. A job
+/// whose every request the API refuses for one reason (an unknown template id) trips it too,
+/// which stops sending a batch that is failing; the message names the code.
 pub const DEFAULT_MAX_CONSECUTIVE_REJECTIONS: u32 = 10;
 /// `--max-attempts`: attempts per request, the first included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;

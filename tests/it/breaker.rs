@@ -383,7 +383,7 @@ async fn alternating_codes_a_success_between_or_k_0_do_not_trip_it() {
             "K {k}"
         );
     }
-    // The same alternating server trips a breaker that ignores... nothing: K = 1 stops at once.
+    // K = 1: the first refusal stops the run, whatever comes next.
     let (_dir, manifest, out) = txt2img_scratch("k1", 20, &[1]);
     let o = run_bin(
         run_args(
