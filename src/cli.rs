@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::settings::defaults::*;
-use crate::units::{Latency, Shard, parse_duration};
+use crate::units::{Latency, RateArg, Shard, parse_duration};
 
 /// Submit manifests of HiDream image requests: validated, rate-limited, resumable, never paid twice.
 #[derive(Debug, Parser)]
@@ -109,13 +109,15 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
-    /// At most N images per rolling minute per endpoint (a request for 4 images counts 4); 0 = no limit.
+    /// At most N images per rolling minute per endpoint (a request for 4 images counts 4); 0 = no
+    /// limit. `KIND=N` (`txt2img=N`, `model=N`) sets one endpoint; repeatable, a later value wins.
     ///
-    /// `run` sends a minute's allowance as fast as --concurrency lets it, then waits for the
-    /// window; once an endpoint answers HTTP 429 its attempts are spaced evenly (60 s / N per
-    /// image) for the rest of the run. `collect` spaces its queries evenly from the start.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE)]
-    pub rate: u32,
+    /// `--rate 100 --rate model=20`: text-to-image 100, model images 20. `run` sends a minute's
+    /// allowance as fast as --concurrency lets it, then waits for the window; once an endpoint
+    /// answers HTTP 429 its attempts are spaced evenly (60 s / N per image) for the rest of the
+    /// run. Task queries have their own pace (--poll-rate); `collect` ignores --rate.
+    #[arg(long, value_name = "N|KIND=N", default_values_t = [RateArg::All(DEFAULT_RATE)])]
+    pub rate: Vec<RateArg>,
 
     /// Attempts per request, the first included.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
@@ -175,6 +177,16 @@ pub struct RunArgs {
     /// Also retry requests whose outcome is unknown (the API may have created, and billed, the task).
     #[arg(long)]
     pub retry_unknown: bool,
+
+    /// Stop dispatching after K refusals in a row with the same `code` and no success between
+    /// (an account out of credits); exit 4. 0 = off.
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_MAX_CONSECUTIVE_REJECTIONS)]
+    pub max_consecutive_rejections: u32,
+
+    /// Treat an HTTP 2xx answer with this `code` as transient: retried with backoff up to
+    /// --max-attempts, then `failed` (resent by the next run), never `rejected`. Repeatable.
+    #[arg(long, value_name = "CODE", allow_negative_numbers = true)]
+    pub retry_code: Vec<i64>,
 
     /// Refuse to start (exit 2) if the run would submit more than N images.
     #[arg(long, value_name = "N")]

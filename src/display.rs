@@ -10,6 +10,7 @@ use crate::api::Kind;
 use crate::pipeline::{Observer, Summary};
 use crate::plan::{Flags, Plan};
 use crate::results::Status;
+use crate::units::Rates;
 
 /// "1 submitted, 0 rejected, …" in the order of [`Status::ALL`].
 pub(crate) fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
@@ -21,7 +22,7 @@ pub(crate) fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
 }
 
 /// The plan, on stdout.
-pub(crate) fn print_plan(plan: &Plan, flags: Flags, rate: u32) {
+pub(crate) fn print_plan(plan: &Plan, flags: Flags, rates: Rates) {
     let mut out = format!(
         "plan: {} requests: {} new, {} already submitted (skipped), {} failed to retry, {} rejected ({}), {} unknown ({})\n",
         plan.total,
@@ -52,10 +53,11 @@ pub(crate) fn print_plan(plan: &Plan, flags: Flags, rate: u32) {
         .iter()
         .map(|(k, i)| (*k, (plan.requests.get(k).copied().unwrap_or(0), *i)))
         .collect();
-    if rate > 0 {
+    // Only the endpoints this run sends to, and only if one of them is limited.
+    if per_kind.keys().any(|k| rates.get(*k) > 0) {
         out += &format!(
-            "at --rate {rate} images per minute per endpoint this takes {}\n",
-            describe_estimate(estimate(&per_kind, rate))
+            "at --rate {rates} images per minute per endpoint this takes {}\n",
+            describe_estimate(estimate(&per_kind, rates))
         );
     }
     crate::logging::say(&out);
@@ -76,6 +78,16 @@ pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path:
         per_minute,
         results.display()
     ));
+    if let Some(t) = &summary.breaker {
+        crate::logging::say(&format!(
+            "stopped early: the API refused {} requests in a row with code {}; {} requests were not sent. Fix the cause (credits, the account's task limit), then rerun the same command: the unsent requests are sent; the {} rejected ones are resent only with --retry-rejected (or --retry-code {} if the refusal passes by itself)\n",
+            t.count,
+            t.code,
+            plan.to_send().saturating_sub(summary.total()),
+            summary.count(Status::Rejected),
+            t.code
+        ));
+    }
     if plan.rejected_skipped + plan.unknown_skipped > 0 {
         crate::logging::say(&format!(
             "not sent: {} rejected and {} unknown from earlier runs (use --retry-rejected / --retry-unknown)\n",
@@ -84,17 +96,25 @@ pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path:
     }
 }
 
-/// How long `rate` images per minute per endpoint make a run take, for its busiest endpoint
-/// (see [`crate::rate`]): as the window allows (a minute's allowance per window), and paced evenly
-/// (what an endpoint that answers 429 gets).
-pub(crate) fn estimate(per_kind: &BTreeMap<Kind, (u64, u64)>, rate: u32) -> (Duration, Duration) {
-    let images = per_kind.values().map(|(_, i)| *i).max().unwrap_or(0);
-    let rate = u64::from(rate.max(1));
-    let windows = images.div_ceil(rate).saturating_sub(1);
-    (
-        crate::rate::WINDOW * u32::try_from(windows).unwrap_or(u32::MAX),
-        Duration::from_secs_f64(images as f64 * 60.0 / rate as f64),
-    )
+/// How long a run takes at each endpoint's rate, for its slowest endpoint (see [`crate::rate`]):
+/// as the window allows (a minute's allowance per window), and paced evenly (what an endpoint
+/// that answers 429 gets). An endpoint without a limit (rate 0) takes no time here.
+pub(crate) fn estimate(
+    per_kind: &BTreeMap<Kind, (u64, u64)>,
+    rates: Rates,
+) -> (Duration, Duration) {
+    let mut slowest = (Duration::ZERO, Duration::ZERO);
+    for (kind, (_, images)) in per_kind {
+        let rate = u64::from(rates.get(*kind));
+        if rate == 0 {
+            continue;
+        }
+        let windows = images.div_ceil(rate).saturating_sub(1);
+        let window = crate::rate::WINDOW * u32::try_from(windows).unwrap_or(u32::MAX);
+        let paced = Duration::from_secs_f64(*images as f64 * 60.0 / rate as f64);
+        slowest = (slowest.0.max(window), slowest.1.max(paced));
+    }
+    slowest
 }
 
 /// "under a minute", or "about 2m 1s, or about 2m 40s paced evenly (…)" when the two differ.
@@ -175,7 +195,7 @@ mod tests {
     #[test]
     fn estimates_count_windows_for_the_busiest_endpoint_and_the_even_pace() {
         let per_kind = BTreeMap::from([(Kind::Txt2Img, (1500, 1500)), (Kind::Model, (10, 40))]);
-        let (window, paced) = estimate(&per_kind, 1200);
+        let (window, paced) = estimate(&per_kind, Rates::uniform(1200));
         assert_eq!(window, Duration::from_millis(60_500));
         assert_eq!(paced, Duration::from_secs(75));
         assert_eq!(
@@ -184,14 +204,50 @@ mod tests {
         );
         // Within one allowance: no window to wait for; two allowances: one window.
         let one = BTreeMap::from([(Kind::Txt2Img, (100, 100))]);
-        assert_eq!(estimate(&one, 100).0, Duration::ZERO);
+        assert_eq!(estimate(&one, Rates::uniform(100)).0, Duration::ZERO);
         assert_eq!(
-            describe_estimate(estimate(&one, 100)),
+            describe_estimate(estimate(&one, Rates::uniform(100))),
             "under a minute, or about 1m paced evenly (after the API answers HTTP 429)"
         );
         let two = BTreeMap::from([(Kind::Txt2Img, (200, 200))]);
-        assert_eq!(estimate(&two, 100).0, Duration::from_millis(60_500));
+        assert_eq!(
+            estimate(&two, Rates::uniform(100)).0,
+            Duration::from_millis(60_500)
+        );
         let small = BTreeMap::from([(Kind::Txt2Img, (5, 20))]);
-        assert_eq!(describe_estimate(estimate(&small, 100)), "under a minute");
+        assert_eq!(
+            describe_estimate(estimate(&small, Rates::uniform(100))),
+            "under a minute"
+        );
+    }
+
+    /// Each endpoint at its own rate: the slowest one sets the estimate; one without a limit
+    /// takes no time.
+    #[test]
+    fn estimates_use_each_endpoints_rate() {
+        let rates = |args: &[&str]| {
+            let args: Vec<_> = args.iter().map(|a| a.parse().unwrap()).collect();
+            Rates::from_args(100, &args)
+        };
+        // 200 text-to-image images at 100, 40 model images at 20: both take two windows, the
+        // model endpoint 2 minutes paced.
+        let per_kind = BTreeMap::from([(Kind::Txt2Img, (200, 200)), (Kind::Model, (10, 40))]);
+        assert_eq!(
+            estimate(&per_kind, rates(&["model=20"])),
+            (Duration::from_millis(60_500), Duration::from_secs(120))
+        );
+        // Model images unlimited: only text-to-image counts.
+        assert_eq!(
+            estimate(&per_kind, rates(&["model=0"])),
+            (Duration::from_millis(60_500), Duration::from_secs(120))
+        );
+        assert_eq!(
+            estimate(&per_kind, rates(&["txt2img=0", "model=10"])),
+            (Duration::from_millis(3 * 60_500), Duration::from_secs(240))
+        );
+        assert_eq!(
+            estimate(&per_kind, rates(&["0"])),
+            (Duration::ZERO, Duration::ZERO)
+        );
     }
 }

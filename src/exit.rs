@@ -10,6 +10,9 @@ pub(crate) const INCOMPLETE: u8 = 1;
 pub(crate) const INVALID: u8 = 2;
 /// Aborted: credentials refused, results file locked or unwritable.
 pub(crate) const ABORTED: u8 = 3;
+/// Stopped early: the API refused requests account-wide (the breaker,
+/// `--max-consecutive-rejections`); the requests not sent stay unsent, for the next run.
+pub(crate) const STOPPED: u8 = 4;
 /// Interrupted by a signal, after writing the results.
 pub(crate) const INTERRUPTED: u8 = 130;
 
@@ -41,6 +44,14 @@ pub(crate) fn invalid(message: impl Into<String>) -> anyhow::Error {
 pub(crate) fn aborted(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Exit {
         code: ABORTED,
+        message: message.into(),
+    })
+}
+
+/// Stopped early by the breaker (exit 4).
+pub(crate) fn stopped(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Exit {
+        code: STOPPED,
         message: message.into(),
     })
 }

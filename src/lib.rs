@@ -26,7 +26,8 @@
 //! - [`retry`]: the retry policy, the one retry driver, and the classifiers of submissions, task
 //!   queries and downloads side by side. [`rate`]: the images-per-minute limiter per endpoint.
 //! - [`plan`]: what a run sends and why. [`pipeline`]: `buffer_unordered(submit)` → one consumer
-//!   → a [`pipeline::Summary`]. [`display`]: the plan, the progress and the summary as a person
+//!   → a [`pipeline::Summary`]; [`breaker`]: the consumer stops dispatch when the API refuses K
+//!   requests in a row with one code (exit 4). [`display`]: the plan, the progress and the summary as a person
 //!   reads them.
 //! - [`results`]: the results CSV's schema, rows and strict reader; [`journal`]: the results as a
 //!   state machine — write-ahead log, lock, compaction, one writer thread, final rewrite — and
@@ -72,12 +73,13 @@
 //!    [`client::Client::submit`], then [`retry::classify::submission`] — `Submitted`,
 //!    `Rejected`, `Unknown`, or `Retry` after a [`retry::Backoff`] delay.
 //! 6. The consumer loop of `pipeline::run` takes each [`pipeline::Outcome`], renders its row
-//!    ([`results::Rows::row`]) and appends it ([`journal::Journal::append`]);
+//!    ([`results::Rows::row`]) and appends it ([`journal::Journal::append`]), and counts it in
+//!    the [`breaker::Breaker`] (K refusals in a row with one code stop dispatch);
 //!    [`journal::Journal::flush`] hands the rows to the writer thread, which writes them to
 //!    `results.csv`, syncs, and only then settles their write-ahead entries (`done`).
 //! 7. [`journal::Journal::finish`] rewrites the results in expansion order, one row per request;
 //!    [`display::print_summary`] prints the summary; the exit code says whether every request
-//!    was submitted.
+//!    was submitted (or, 4, that the breaker stopped the run).
 //!
 //! See the README for the user's view: commands, manifest reference, results columns, exit codes.
 
@@ -89,6 +91,7 @@
 pub mod api;
 pub mod app;
 pub mod body;
+pub(crate) mod breaker;
 pub mod cli;
 pub(crate) mod client;
 pub(crate) mod collect;

@@ -10,9 +10,12 @@
 //! before it leaves, and an answer that proves no task was created is noted there too (see
 //! [`crate::journal`]).
 //!
-//! Stopping: a 401/403 stops this run's dispatch (in-flight requests finish; exit 3); the first
-//! signal does the same (exit 130); the second drops what is in flight at once — their
-//! write-ahead entries stay open, and the next run records them `unknown` and names them.
+//! Stopping: a 401/403 stops this run's dispatch (in-flight requests finish; exit 3); so does the
+//! [`crate::breaker`], from the consumer, when K refusals in a row share a code (exit 4); the
+//! first signal does the same (exit 130); the second drops what is in flight at once — their
+//! write-ahead entries stay open, and the next run records them `unknown` and names them. The
+//! three stops are one mechanism: the run's own child of the shutdown, which the source of
+//! requests and the retry driver both watch.
 //!
 //! Where the time goes (overhead-bound benchmark, one thread): about two thirds in reqwest, hyper
 //! and the kernel's TCP; the rest is expansion, the journal and the rows. Measured and kept: the
@@ -21,13 +24,14 @@
 //! or two workers), and expanding on a thread of its own (the channel costs more than the
 //! expansion it moves).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::breaker::{Breaker, Tripped};
 use crate::client::{Client, Limiters};
 use crate::collect::batch::Task;
 use crate::collect::poller::Tracked;
@@ -114,6 +118,8 @@ pub(crate) struct Summary {
     pub elapsed: Duration,
     /// The API refused the credentials.
     pub unauthorized: bool,
+    /// The breaker stopped dispatch: the refusals in a row, their code and message.
+    pub breaker: Option<Tripped>,
 }
 
 impl Summary {
@@ -134,12 +140,16 @@ pub(crate) struct Dispatch {
     pub client: Client,
     /// The server's world, written in every row.
     pub world: World,
-    /// Images per rolling minute per endpoint; 0 = no limit.
-    pub rate: u32,
+    /// Images per rolling minute, per endpoint; 0 = no limit.
+    pub rates: crate::units::Rates,
     /// Attempts and delays.
     pub retry: RetryPolicy,
     /// `--retry-unknown`: an attempt without an answer is tried again.
     pub retry_unknown: bool,
+    /// `--retry-code`: business codes of a 2xx answer retried as transient.
+    pub retry_codes: BTreeSet<i64>,
+    /// `--max-consecutive-rejections`: the breaker's K; 0 = off.
+    pub max_consecutive_rejections: u32,
     /// HTTP requests in flight at once.
     pub concurrency: usize,
     /// Where submitted tasks are followed (`--max-pending`, `--collect`), if they are.
@@ -163,6 +173,7 @@ struct Ctx {
     /// Stopped by the run's shutdown, or by a 401/403 (this run's own stop).
     retrier: Retrier,
     retry_unknown: bool,
+    retry_codes: BTreeSet<i64>,
     wal: WalHandle,
     /// The pending-task window (`--max-pending`).
     slots: Option<Arc<Semaphore>>,
@@ -178,12 +189,17 @@ pub(crate) async fn run(
     progress: &impl Observer,
     shutdown: &Shutdown,
 ) -> Result<Summary, std::io::Error> {
+    let mut breaker = Breaker::new(
+        dispatch.max_consecutive_rejections,
+        dispatch.retry_codes.clone(),
+    );
     let ctx = Arc::new(Ctx {
         client: dispatch.client,
         world: dispatch.world,
-        limiters: Limiters::new(dispatch.rate, false),
+        limiters: Limiters::new(dispatch.rates, false),
         retrier: Retrier::new(dispatch.retry, shutdown.child()),
         retry_unknown: dispatch.retry_unknown,
+        retry_codes: dispatch.retry_codes,
         wal: journal.wal(),
         slots: dispatch.follow.as_ref().and_then(|f| f.slots.clone()),
     });
@@ -215,7 +231,22 @@ pub(crate) async fn run(
                 // The task ids of this batch, named if the results cannot be written.
                 let mut tasks: Vec<(uuid::Uuid, String)> = Vec::new();
                 while let Some(outcome) = next.take() {
+                    // The breaker sees the outcome before the stream is polled again (which
+                    // would dispatch the next request).
+                    let trips = outcome
+                        .status
+                        .is_some_and(|status| breaker.observe(status, outcome.code, &outcome.message));
                     record(&mut summary, journal, rows, world, outcome, &mut tasks, feed.as_ref())?;
+                    if trips {
+                        ctx.retrier.shutdown.stop_dispatch();
+                        if let Some(t) = breaker.tripped() {
+                            tracing::warn!(
+                                "the API refused {} requests in a row with code {}: no new requests; waiting for those in flight",
+                                t.count,
+                                t.code
+                            );
+                        }
+                    }
                     match stream.next().now_or_never() {
                         Some(Some(o)) => next = Some(o),
                         Some(None) => finished = true,
@@ -248,6 +279,7 @@ pub(crate) async fn run(
         }
     }
     summary.elapsed = started.elapsed();
+    summary.breaker = breaker.tripped().cloned();
     Ok(summary)
 }
 
@@ -378,7 +410,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                 out.http_status = None;
                 out.code = None;
             }
-            let verdict = classify::submission(attempt);
+            let verdict = classify::submission(attempt, &ctx.retry_codes);
             tracing::debug!(
                 request_id = %out.request.id,
                 job = %out.request.job.id,
@@ -433,10 +465,13 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                     retry_after,
                 } => {
                     // This answer proves no task was created: a crash from here on leaves the
-                    // request `failed`, not `unknown`.
-                    let what = out
-                        .http_status
-                        .map_or_else(|| "not-sent".to_string(), |s| s.to_string());
+                    // request `failed`, not `unknown`. A 2xx retried for its code
+                    // (`--retry-code`) is noted with it: `200:2001`.
+                    let what = match (out.http_status, out.code) {
+                        (None, _) => "not-sent".to_string(),
+                        (Some(s @ 200..=299), Some(code)) => format!("{s}:{code}"),
+                        (Some(s), _) => s.to_string(),
+                    };
                     ctx.wal.noted(out.request.id, n, &what);
                     out.message.clone_from(&reason);
                     Step::Retry {

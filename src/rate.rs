@@ -1,5 +1,6 @@
 //! The images-per-minute limiter, one per endpoint (SPEC §5: never more than `--rate` images per
-//! endpoint in any 60-second window; a request for 4 images counts 4).
+//! endpoint in any 60-second window; a request for 4 images counts 4). Each endpoint has its own
+//! rate (`--rate model=20`, see [`crate::units::Rates`]); one at 0 has no limiter at all.
 //!
 //! Two rules, applied to every attempt, retries included:
 //! - **the window**, always: a log of the last minute's attempts keeps every 60-second window at

@@ -1,9 +1,12 @@
-//! Value types of command-line arguments that are more than a number: durations, latency ranges and
-//! shard specs. Each parses with `FromStr`, so clap reports a bad value as a usage error (exit 2).
+//! Value types of command-line arguments that are more than a number: durations, latency ranges,
+//! shard specs and per-endpoint rates. Each parses with `FromStr`, so clap reports a bad value as a
+//! usage error (exit 2) naming the flag.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+use crate::api::Kind;
 
 /// Parse a human duration such as `1s`, `250ms`, `30m` (humantime syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -101,9 +104,162 @@ impl fmt::Display for Shard {
     }
 }
 
+/// One `--rate` value: `N` sets every endpoint, `KIND=N` (`txt2img=N`, `model=N`) one of them.
+/// `N` is images per rolling minute; 0 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateArg {
+    /// `N`: every endpoint.
+    All(u32),
+    /// `KIND=N`: one endpoint.
+    One(Kind, u32),
+}
+
+impl FromStr for RateArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |n: &str| {
+            n.trim().parse::<u32>().map_err(|_| {
+                format!("`{n}` is not a whole number of images per minute (0 = no limit)")
+            })
+        };
+        match s.split_once('=') {
+            None => number(s).map(RateArg::All),
+            Some((kind, n)) => {
+                let kind = Kind::parse(kind.trim()).ok_or_else(|| {
+                    format!(
+                        "`{kind}` is not an endpoint: give `N` for both, or `txt2img=N` or `model=N` for one"
+                    )
+                })?;
+                Ok(RateArg::One(kind, number(n)?))
+            }
+        }
+    }
+}
+
+impl fmt::Display for RateArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateArg::All(n) => write!(f, "{n}"),
+            RateArg::One(kind, n) => write!(f, "{kind}={n}"),
+        }
+    }
+}
+
+/// Images (for `collect`: queries) per rolling minute, per endpoint; 0 is no limit. What the
+/// `--rate` values come to: each sets its endpoints in turn, so a later value wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    txt2img: u32,
+    model: u32,
+}
+
+impl Rates {
+    /// The same rate for every endpoint.
+    pub fn uniform(n: u32) -> Rates {
+        Rates {
+            txt2img: n,
+            model: n,
+        }
+    }
+
+    /// `default` for every endpoint, then each value in order (`--rate 100 --rate model=20`:
+    /// text-to-image 100, model images 20).
+    pub fn from_args(default: u32, args: &[RateArg]) -> Rates {
+        let mut rates = Rates::uniform(default);
+        for arg in args {
+            match *arg {
+                RateArg::All(n) => rates = Rates::uniform(n),
+                RateArg::One(kind, n) => *rates.slot(kind) = n,
+            }
+        }
+        rates
+    }
+
+    /// The rate of `kind`'s endpoint (0: no limit).
+    pub fn get(&self, kind: Kind) -> u32 {
+        match kind {
+            Kind::Txt2Img => self.txt2img,
+            Kind::Model => self.model,
+        }
+    }
+
+    fn slot(&mut self, kind: Kind) -> &mut u32 {
+        match kind {
+            Kind::Txt2Img => &mut self.txt2img,
+            Kind::Model => &mut self.model,
+        }
+    }
+}
+
+/// `100` when every endpoint has the same rate, else `txt2img=100, model=20` (as typed).
+impl fmt::Display for Rates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.txt2img == self.model {
+            return write!(f, "{}", self.txt2img);
+        }
+        let each: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| RateArg::One(*k, self.get(*k)).to_string())
+            .collect();
+        f.write_str(&each.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_parse_per_endpoint_and_later_values_win() {
+        let args = |v: &[&str]| -> Result<Vec<RateArg>, String> {
+            v.iter().map(|s| s.parse::<RateArg>()).collect()
+        };
+        assert_eq!("100".parse(), Ok(RateArg::All(100)));
+        assert_eq!("model=20".parse(), Ok(RateArg::One(Kind::Model, 20)));
+        assert_eq!(" txt2img = 0 ".parse(), Ok(RateArg::One(Kind::Txt2Img, 0)));
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "ten",
+            "model=",
+            "=5",
+            "image=5",
+            "Model=5",
+            "model=x",
+            "model=5=6",
+            "4294967296",
+        ] {
+            assert!(bad.parse::<RateArg>().is_err(), "{bad:?}");
+        }
+        let err = "image=5".parse::<RateArg>().unwrap_err();
+        assert!(err.contains("`image`") && err.contains("model=N"), "{err}");
+
+        let rates = Rates::from_args(100, &args(&["100", "model=20"]).unwrap());
+        assert_eq!(
+            (rates.get(Kind::Txt2Img), rates.get(Kind::Model)),
+            (100, 20)
+        );
+        assert_eq!(rates.to_string(), "txt2img=100, model=20");
+        // A later value wins, whether it sets one endpoint or both.
+        let rates = Rates::from_args(100, &args(&["model=20", "50"]).unwrap());
+        assert_eq!(rates, Rates::uniform(50));
+        assert_eq!(rates.to_string(), "50");
+        let rates = Rates::from_args(100, &args(&["model=20", "model=30"]).unwrap());
+        assert_eq!(
+            (rates.get(Kind::Txt2Img), rates.get(Kind::Model)),
+            (100, 30)
+        );
+        // Nothing given: the default for both.
+        assert_eq!(Rates::from_args(100, &[]), Rates::uniform(100));
+        assert_eq!(
+            Rates::from_args(100, &args(&["txt2img=0"]).unwrap()).get(Kind::Txt2Img),
+            0
+        );
+        for a in ["100", "model=20", "txt2img=0"] {
+            assert_eq!(a.parse::<RateArg>().unwrap().to_string(), a);
+        }
+    }
 
     #[test]
     fn latency_parses_fixed_and_ranges() {

@@ -17,26 +17,31 @@ use crate::api::Kind;
 use crate::api::answer::Reply;
 use crate::body::WireBody;
 use crate::env_vars;
+use crate::units::Rates;
 
-/// The images-per-minute limiters of the API's endpoints, one per kind (none with `--rate 0`).
+/// The images-per-minute limiters of the API's endpoints, one per kind whose rate is limited
+/// (none for an endpoint at `--rate 0` or `--rate KIND=0`).
 #[derive(Debug, Default)]
 pub(crate) struct Limiters(std::collections::BTreeMap<Kind, crate::rate::Limiter>);
 
 impl Limiters {
-    /// `rate` images per minute per endpoint; `even`: paced evenly from the start (queries),
-    /// else a minute's allowance at once until the endpoint answers 429 (submissions).
-    pub(crate) fn new(rate: u32, even: bool) -> Limiters {
-        if rate == 0 {
-            return Limiters::default();
-        }
-        let make = || {
+    /// `rates` per endpoint; `even`: paced evenly from the start (queries), else a minute's
+    /// allowance at once until the endpoint answers 429 (submissions).
+    pub(crate) fn new(rates: Rates, even: bool) -> Limiters {
+        let make = |rate| {
             if even {
                 crate::rate::Limiter::even(rate)
             } else {
                 crate::rate::Limiter::new(rate)
             }
         };
-        Limiters(Kind::ALL.iter().map(|k| (*k, make())).collect())
+        Limiters(
+            Kind::ALL
+                .iter()
+                .filter(|k| rates.get(**k) > 0)
+                .map(|k| (*k, make(rates.get(*k))))
+                .collect(),
+        )
     }
 
     /// The limiter of `kind`'s endpoint, if the rate is limited.

@@ -131,7 +131,7 @@ pub(crate) async fn collect(
     let stop = shutdown.child();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        limiters: Limiters::new(settings.poll.rate, true),
+        limiters: Limiters::new(crate::units::Rates::uniform(settings.poll.rate), true),
         retrier: Retrier::new(connection.retry.clone(), stop.clone()),
         out: Some(settings.out.clone()),
         image_url: settings.poll.image_url.clone(),
@@ -259,7 +259,7 @@ pub(crate) async fn follow(
     let stop = shutdown.child();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        limiters: Limiters::new(settings.poll.rate, true),
+        limiters: Limiters::new(crate::units::Rates::uniform(settings.poll.rate), true),
         retrier: Retrier::new(settings.connection.retry.clone(), stop.clone()),
         out,
         image_url: settings.poll.image_url.clone(),

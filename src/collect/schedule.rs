@@ -80,7 +80,8 @@ impl Schedule {
             // Done only at a later query: it took about this long.
             true => now.duration_since(submitted),
         }
-        .clamp(MIN_GAP, self.max);
+        .max(MIN_GAP)
+        .min(self.max);
     }
 
     /// Query `task` again after its interval from `now`; the interval doubles, up to the maximum.

@@ -6,6 +6,11 @@
 //! ([`plan::make`]) — which also lays out the compacted results in expansion order. A dry run
 //! stops after the plan and writes nothing. Then the pipeline ([`crate::pipeline`]) sends, the
 //! journal's final rewrite orders the results, and `--collect` collects.
+//!
+//! The exit code, when several causes apply: refused credentials (3) first, then the breaker
+//! (4, [`crate::breaker`]), then a signal (130), then whether every request has a task (0 or 1,
+//! or the collection's code if worse). After the breaker, `--collect` still collects what was
+//! submitted; after refused credentials or a signal it does not.
 
 use std::sync::Arc;
 
@@ -86,9 +91,11 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     let dispatch = Dispatch {
         client: conn.client.clone(),
         world,
-        rate: settings.connection.rate,
+        rates: settings.connection.rates,
         retry: settings.connection.retry.clone(),
         retry_unknown: flags.retry_unknown,
+        retry_codes: settings.retry_codes.clone(),
+        max_consecutive_rejections: settings.max_consecutive_rejections,
         concurrency: settings.connection.concurrency,
         follow: following.then(|| Follow {
             slots: settings
@@ -133,6 +140,23 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
         return Err(exit::aborted(
             "the API refused the credentials (HTTP 401/403): dispatch stopped; check HIDREAM_API_TOKEN",
         ));
+    }
+    if let Some(t) = &summary.breaker {
+        let stopped = exit::stopped(format!(
+            "stopped: the API refused {} requests in a row with code {}: {}",
+            t.count,
+            t.code,
+            crate::logging::safe(&t.message)
+        ));
+        // `--collect DIR`: what was submitted exists and is paid for, so it is still collected
+        // (unless a signal came). The exit code stays 4 whatever the collection's (it prints its
+        // own summary), as the breaker wins over a signal; an error (such as 401) wins over it.
+        if let Some(collect) = &settings.collect
+            && shutdown.signals() == 0
+        {
+            crate::collect::collect(&conn.client, collect, known, &shutdown).await?;
+        }
+        return Err(stopped);
     }
     if shutdown.signals() > 0 {
         tracing::warn!("interrupted: results written to {}", settings.out.display());
@@ -248,7 +272,7 @@ fn start(
         );
     }
     let images = plan.images();
-    display::print_plan(&plan, flags, settings.connection.rate);
+    display::print_plan(&plan, flags, settings.connection.rates);
     if let Some(max) = settings.max_images
         && images > max
     {

@@ -3,6 +3,7 @@
 use crate::display::{describe_estimate, estimate};
 use crate::settings::ManifestSettings;
 use crate::settings::defaults::DEFAULT_RATE;
+use crate::units::Rates;
 
 use super::print_out;
 
@@ -41,7 +42,7 @@ pub fn validate(settings: &ManifestSettings) -> anyhow::Result<u8> {
     let rate = DEFAULT_RATE;
     out += &format!(
         "at the default rate of {rate} images per minute per endpoint, a run takes {}\n",
-        describe_estimate(estimate(&per_kind, rate))
+        describe_estimate(estimate(&per_kind, Rates::uniform(rate)))
     );
     print_out(&out)
 }

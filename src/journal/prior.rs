@@ -50,10 +50,11 @@ impl Orphan {
                 "the run stopped after attempt {} ({}) was answered {} (no task was created); it is sent again",
                 s.attempt,
                 s.at,
-                if what == "not-sent" {
-                    "with a refused connection".to_string()
-                } else {
-                    format!("HTTP {what}")
+                match what.split_once(':') {
+                    _ if what == "not-sent" => "with a refused connection".to_string(),
+                    // `--retry-code`: a 2xx refusal, noted with its code.
+                    Some((status, code)) => format!("HTTP {status} with code {code}"),
+                    None => format!("HTTP {what}"),
                 }
             ),
             None => format!(
@@ -68,7 +69,9 @@ impl Orphan {
         let http = self
             .noted
             .as_deref()
-            .filter(|w| self.no_task && w.parse::<u16>().is_ok())
+            .filter(|_| self.no_task)
+            .map(|w| w.split_once(':').map_or(w, |(status, _)| status))
+            .filter(|w| w.parse::<u16>().is_ok())
             .unwrap_or("")
             .to_string();
         let (task_id, sub_task_ids) = self.recovered.clone().unwrap_or_default();
@@ -389,4 +392,52 @@ fn latest_rows(mut slots: Vec<Slot>, file: &File, task_col: usize) -> io::Result
         start = end;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orphan(noted: Option<&str>, no_task: bool) -> Orphan {
+        Orphan {
+            sent: Sent {
+                id: Uuid::from_u128(1),
+                attempt: 2,
+                at: "2025-01-01T00:00:00Z".into(),
+                first_at: "2025-01-01T00:00:00Z".into(),
+                world: World::Api,
+                kind: None,
+                job: "j".into(),
+            },
+            noted: noted.map(str::to_string),
+            no_task,
+            recovered: None,
+        }
+    }
+
+    /// What a noted attempt was answered is in the orphan's row: the HTTP status in its column,
+    /// and a 2xx retried for its code (`--retry-code`, noted `200:2001`) says so.
+    #[test]
+    fn a_noted_answer_is_named_in_the_row() {
+        let coded = orphan(Some("200:2001"), true);
+        assert_eq!(coded.status(), Status::Failed);
+        assert_eq!(coded.outcome().http_status, "200");
+        assert!(
+            coded
+                .message()
+                .contains("answered HTTP 200 with code 2001 (no task was created)"),
+            "{}",
+            coded.message()
+        );
+        let busy = orphan(Some("429"), true);
+        assert_eq!(busy.outcome().http_status, "429");
+        assert!(busy.message().contains("answered HTTP 429 (no task"));
+        let refused = orphan(Some("not-sent"), true);
+        assert_eq!(refused.outcome().http_status, "");
+        assert!(refused.message().contains("with a refused connection"));
+        // An earlier attempt may have created a task: `unknown`, whatever the last was answered.
+        let maybe = orphan(Some("200:2001"), false);
+        assert_eq!(maybe.status(), Status::Unknown);
+        assert_eq!(maybe.outcome().http_status, "");
+    }
 }

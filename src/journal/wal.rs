@@ -12,7 +12,8 @@
 //! - `sent`: attempt `attempt` of a request is about to leave. `first at` is the time of the
 //!   request's first attempt in this run, which its outcome row carries as `submitted_at`.
 //! - `noted`: that attempt was answered in a way that proves no task was created (`what`: the HTTP
-//!   status, or `not-sent` when no complete request left). A request whose every attempt in the
+//!   status; `status:code` for a 2xx refusal retried for its code, `--retry-code`; or `not-sent`
+//!   when no complete request left). A request whose every attempt in the
 //!   entry is noted is `failed` (sent again), not `unknown`, if the run dies before it gets its
 //!   row; one attempt without a `noted` line (it may have created a task) keeps it `unknown`.
 //! - `done`: the request's outcome row is on disk.

@@ -10,7 +10,8 @@
 //! |---|---|---|
 //! | HTTP 200, `code == 0`, a task id | `Submitted` | yes |
 //! | HTTP 200, `code == 0`, no task id, or ids that cannot be recorded as sent (see [`unrecordable`]); a 2xx body unreadable or over 1 MiB | `Unknown` | maybe |
-//! | HTTP 200, `code != 0` | `Rejected` with code and message | no |
+//! | HTTP 200, `code != 0` listed by `--retry-code` | `Retry` (the message is the API's; the run keeps the code), honouring `Retry-After`; out of attempts: `failed` | no |
+//! | HTTP 200, `code != 0`, not listed | `Rejected` with code and message | no |
 //! | HTTP 401 / 403 | `Unauthorized`: stop dispatching, exit 3 | no |
 //! | HTTP 504, 524, 598, 599 (a gateway gave up waiting on an upstream that had the request), 520 (the upstream's answer was lost) | `Unknown` | maybe |
 //! | HTTP 408 / 429 / other 5xx | `Retry`, honouring `Retry-After` | no |
@@ -21,7 +22,11 @@
 //!
 //! Every `Retry` is an answer that proves no task was created: the run notes it in the
 //! write-ahead log, so a crash during the backoff leaves the request `failed` (sent again), not
-//! `unknown`.
+//! `unknown`. A business refusal proves it as well as a 429 does (`code != 0` means the API did
+//! not take the request), which is why `--retry-code` may turn one into a `Retry`: an account
+//! whose refusals are temporary (a task limit that frees up as tasks finish) is retried instead
+//! of recorded `rejected`. Only 2xx answers: another status with such a code is `Rejected` as
+//! before (the flag names what the API says in its envelope of success, SPEC §5).
 //!
 //! Task queries ([`query`]): an answer with `code == 0` and a result is the answer; `code != 0`
 //! and other 4xx are a refusal (not asked again this run); 401/403 stop everything; transient
@@ -30,6 +35,7 @@
 //! Downloads ([`download`]): 2xx is the image; transient statuses are retried; any other status
 //! is a failure recorded for the image.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::api::TaskResult;
@@ -65,7 +71,8 @@ pub(crate) enum Verdict {
 }
 
 /// Classify one submission attempt (taking it: its strings move into the verdict).
-pub(crate) fn submission(attempt: Attempt) -> Verdict {
+/// `retry_codes`: the `code`s of a 2xx answer that are transient (`--retry-code`).
+pub(crate) fn submission(attempt: Attempt, retry_codes: &BTreeSet<i64>) -> Verdict {
     match attempt {
         Attempt::NotSent(reason) => Verdict::Retry {
             reason,
@@ -99,6 +106,10 @@ pub(crate) fn submission(attempt: Attempt) -> Verdict {
                 },
                 // `code` first: a refusal is a refusal whatever its `result` holds.
                 200..=299 => match envelope {
+                    Ok(e) if e.code != 0 && retry_codes.contains(&e.code) => Verdict::Retry {
+                        reason: e.message,
+                        retry_after,
+                    },
                     Ok(e) if e.code != 0 => Verdict::Rejected {
                         code: Some(e.code),
                         message: e.message,
@@ -244,6 +255,11 @@ mod tests {
         Reply::read(&serde_json::to_vec(&envelope).unwrap())
     }
 
+    /// No `--retry-code`.
+    fn none() -> BTreeSet<i64> {
+        BTreeSet::new()
+    }
+
     fn answered(status: u16, body: Result<Reply, String>) -> Attempt {
         Attempt::Answered {
             status,
@@ -271,7 +287,7 @@ mod tests {
     #[test]
     fn success_with_task_id_is_submitted() {
         assert_eq!(
-            submission(answered(200, env(0, Some("t1")))),
+            submission(answered(200, env(0, Some("t1"))), &none()),
             Verdict::Submitted {
                 task_id: "t1".into(),
                 sub_task_ids: vec!["t1-0".into()]
@@ -282,11 +298,11 @@ mod tests {
     #[test]
     fn success_without_task_id_or_unreadable_is_unknown() {
         assert!(matches!(
-            submission(answered(200, env(0, None))),
+            submission(answered(200, env(0, None)), &none()),
             Verdict::Unknown { .. }
         ));
         assert!(matches!(
-            submission(answered(200, Err("html".into()))),
+            submission(answered(200, Err("html".into())), &none()),
             Verdict::Unknown { .. }
         ));
     }
@@ -303,7 +319,7 @@ mod tests {
                     sub_task_ids: vec![sub.into()],
                 }),
             });
-            submission(answered(200, e))
+            submission(answered(200, e), &none())
         };
         for (task, sub) in [
             ("t\n1", "s"),
@@ -330,7 +346,7 @@ mod tests {
     #[test]
     fn business_error_is_rejected_with_code() {
         assert_eq!(
-            submission(answered(200, env(1001, None))),
+            submission(answered(200, env(1001, None)), &none()),
             Verdict::Rejected {
                 code: Some(1001),
                 message: "bad resolution".into()
@@ -338,12 +354,45 @@ mod tests {
         );
     }
 
+    /// `--retry-code`: a 2xx refusal with a listed code is transient (no task was created); any
+    /// other code is still a refusal, and a listed code outside a 2xx answer too.
+    #[test]
+    fn a_listed_business_code_is_retried_not_rejected() {
+        let listed = BTreeSet::from([2001, 1001]);
+        assert_eq!(
+            submission(answered(200, env(1001, None)), &listed),
+            Verdict::Retry {
+                reason: "bad resolution".into(),
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(matches!(
+            submission(answered(200, env(1999, None)), &listed),
+            Verdict::Rejected {
+                code: Some(1999),
+                ..
+            }
+        ));
+        assert!(matches!(
+            submission(answered(400, env(1001, None)), &listed),
+            Verdict::Rejected {
+                code: Some(1001),
+                ..
+            }
+        ));
+        // Success stays success, whatever is listed.
+        assert!(matches!(
+            submission(answered(200, env(0, Some("t1"))), &listed),
+            Verdict::Submitted { .. }
+        ));
+    }
+
     #[test]
     fn auth_failures_stop() {
         for s in [401, 403] {
             assert!(
                 matches!(
-                    submission(answered(s, env(1, None))),
+                    submission(answered(s, env(1, None)), &none()),
                     Verdict::Unauthorized { .. }
                 ),
                 "{s}"
@@ -354,7 +403,7 @@ mod tests {
     #[test]
     fn transient_statuses_retry_with_retry_after() {
         for s in [408, 429, 500, 501, 502, 503, 507] {
-            match submission(answered(s, Err("x".into()))) {
+            match submission(answered(s, Err("x".into())), &none()) {
                 Verdict::Retry { retry_after, .. } => {
                     assert_eq!(retry_after, Some(Duration::from_secs(3)))
                 }
@@ -368,7 +417,7 @@ mod tests {
         for s in [504, 520, 524, 598, 599] {
             assert!(
                 matches!(
-                    submission(answered(s, Err("x".into()))),
+                    submission(answered(s, Err("x".into())), &none()),
                     Verdict::Unknown { .. }
                 ),
                 "{s}"
@@ -381,7 +430,7 @@ mod tests {
         for s in [400, 404, 409, 413, 422, 301] {
             assert!(
                 matches!(
-                    submission(answered(s, Err("x".into()))),
+                    submission(answered(s, Err("x".into())), &none()),
                     Verdict::Rejected { .. }
                 ),
                 "{s}"
@@ -392,11 +441,11 @@ mod tests {
     #[test]
     fn transport_errors() {
         assert!(matches!(
-            submission(Attempt::NotSent("refused".into())),
+            submission(Attempt::NotSent("refused".into()), &none()),
             Verdict::Retry { .. }
         ));
         assert!(matches!(
-            submission(Attempt::NoAnswer("timeout".into())),
+            submission(Attempt::NoAnswer("timeout".into()), &none()),
             Verdict::Unknown { .. }
         ));
     }

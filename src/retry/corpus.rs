@@ -74,7 +74,7 @@ fn outcome(file: &str, status: u16, headers: &HeaderMap, body: &[u8]) -> (String
         envelope: Reply::read(body),
     };
     let code = |c: Option<i64>| c.map(|c| c.to_string()).unwrap_or_default();
-    match classify::submission(attempt) {
+    match classify::submission(attempt, &std::collections::BTreeSet::new()) {
         Verdict::Submitted {
             task_id,
             sub_task_ids,

@@ -11,6 +11,12 @@ pub const DEFAULT_MAX_REQUESTS: u64 = 1_000_000;
 pub const DEFAULT_CONCURRENCY: u32 = 4;
 /// `--rate`: images per rolling minute per endpoint, the API's documented text-to-image limit.
 pub const DEFAULT_RATE: u32 = crate::api::DOCUMENTED_TXT2IMG_RATE;
+/// `run --max-consecutive-rejections`: the breaker stops a run after this many refusals in a
+/// row with the same code (an account out of credits); 0 = off. Ten: few enough that an account
+/// refusing everything costs ten rows, not the manifest; more than a stray refusal or two. A job
+/// whose every request the API refuses for one reason (an unknown template id) trips it too,
+/// which stops sending a batch that is failing; the message names the code.
+pub const DEFAULT_MAX_CONSECUTIVE_REJECTIONS: u32 = 10;
 /// `--max-attempts`: attempts per request, the first included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// `--backoff`: the first retry delay.

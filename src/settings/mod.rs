@@ -9,6 +9,7 @@
 
 pub mod defaults;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::client::BaseUrl;
 use crate::plan::Flags;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sim::{LedgerConfig, RefusalResult, SimConfig};
-use crate::units::Shard;
+use crate::units::{Rates, Shard};
 
 /// What every manifest command reads.
 #[derive(Debug, Clone)]
@@ -69,8 +70,8 @@ pub struct ConnectionSettings {
     pub server: Server,
     /// HTTP requests in flight at once.
     pub concurrency: usize,
-    /// Images (for `collect`: queries) per rolling minute per endpoint; 0 = no limit.
-    pub rate: u32,
+    /// Images (for `collect`: queries) per rolling minute, per endpoint; 0 = no limit.
+    pub rates: Rates,
     /// Attempts and the delays between them.
     pub retry: RetryPolicy,
     /// One HTTP attempt, whole.
@@ -88,6 +89,10 @@ pub struct RunSettings {
     pub out: PathBuf,
     /// What is resent of earlier outcomes.
     pub flags: Flags,
+    /// `--retry-code`: business codes of a 2xx answer retried as transient (never 0).
+    pub retry_codes: BTreeSet<i64>,
+    /// `--max-consecutive-rejections`: the breaker's K; 0 = off.
+    pub max_consecutive_rejections: u32,
     /// Refuse to start if the run would submit more images.
     pub max_images: Option<u64>,
     /// Only the requests of this shard.
@@ -223,7 +228,7 @@ pub fn connection(
     Ok(ConnectionSettings {
         server,
         concurrency: args.concurrency.max(1) as usize,
-        rate: args.rate,
+        rates: Rates::from_args(defaults::DEFAULT_RATE, &args.rate),
         retry: RetryPolicy {
             max_attempts: args.max_attempts.max(1),
             backoff: Backoff {
@@ -239,6 +244,12 @@ pub fn connection(
 pub fn run(args: RunArgs) -> Result<RunSettings, String> {
     let connection = connection(args.connection, "--timeout", args.timeout)?;
     let poll = poll(args.poll)?;
+    if args.retry_code.contains(&0) {
+        return Err(
+            "`--retry-code 0`: code 0 is the API's success (a task id), never a refusal to retry"
+                .into(),
+        );
+    }
     let collect = args
         .collect
         .map(|dir| CollectSettings::after_run(&connection, &poll, &args.out, dir));
@@ -250,6 +261,8 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
             retry_rejected: args.retry_rejected,
             retry_unknown: args.retry_unknown,
         },
+        retry_codes: args.retry_code.into_iter().collect(),
+        max_consecutive_rejections: args.max_consecutive_rejections,
         max_images: args.max_images,
         shard: args.shard,
         dry_run: args.dry_run,
@@ -382,6 +395,12 @@ mod tests {
             "{err}"
         );
         assert!(run(&["--backoff", "0s", "--backoff-max", "0s"]).is_ok());
+        assert!(
+            run(&["--retry-code", "2001", "--retry-code", "0"])
+                .unwrap_err()
+                .contains("`--retry-code 0`")
+        );
+        assert!(run(&["--retry-code", "2001", "--retry-code", "-7"]).is_ok());
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: one test binary (as ripgrep and uv do), one module per concern.
 
 mod answers;
+mod breaker;
 mod collect;
 mod common;
 mod crash;
