@@ -234,3 +234,94 @@ async fn bare_image_ids_are_downloaded_through_the_template() {
         );
     }
 }
+
+/// The same account without `--max-pending`: its task limit refuses (HTTP 200, code 1201), the
+/// breaker stops the run (exit 4) and the rest stays unsent; `--retry-code 1201` turns the refusals
+/// into retries that succeed once tasks finish; an account out of credits trips the breaker too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accounts_refusals_trip_the_breaker_or_are_retried_on_request() {
+    let account = || SimConfig {
+        max_pending: Some(2),
+        ..task_time(300)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = txt2img_manifest(dir.path(), "over", 30, &[1]);
+
+    let sim = simulator(account()).await;
+    let out = dir.path().join("tripped.csv");
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &sim.base_url(),
+            &out,
+            &["--concurrency", "1", "--max-consecutive-rejections", "3"],
+        ),
+        vec![],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("refused 3 requests in a row with code 1201"),
+        "{stderr}"
+    );
+    let stats = sim.stats();
+    assert!(
+        stats.accepted + stats.pending_limited < 30,
+        "the rest stays unsent: {stats:?}"
+    );
+
+    let sim = simulator(account()).await;
+    let out = dir.path().join("retried.csv");
+    let o = run_bin(
+        run_args(
+            &manifest,
+            &sim.base_url(),
+            &out,
+            &[
+                "--retry-code",
+                "1201",
+                "--max-attempts",
+                "50",
+                "--backoff-max",
+                "200ms",
+            ],
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 30);
+    assert!(
+        stats.pending_limited > 0,
+        "the limit was met and retried: {stats:?}"
+    );
+    assert!(csv_rows(&out).iter().all(|r| r["status"] == "submitted"));
+
+    let broke = simulator(SimConfig {
+        credits: Some(5),
+        ..task_time(50)
+    })
+    .await;
+    let out = dir.path().join("broke.csv");
+    let o = run_bin(
+        run_args(&manifest, &broke.base_url(), &out, &["--concurrency", "1"]),
+        vec![],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("with code 1202"), "{stderr}");
+    let stats = broke.stats();
+    assert_eq!(stats.accepted, 5);
+    assert_eq!(
+        stats.credits_refused, 10,
+        "the default K of 10 refusals, then the stop: {stats:?}"
+    );
+}
