@@ -140,8 +140,9 @@ pub struct PollArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_POLL_RATE)]
     pub poll_rate: u32,
 
-    /// The longest pause between two queries of one task: a task is first queried 2 s after its
-    /// submission (or at once, for `collect`), then at doubling intervals up to this.
+    /// The longest pause between two queries of one task: a task `run` follows is first queried
+    /// when tasks have been seen to finish (learned; 1 s at first), `collect` asks at once; then
+    /// at growing intervals up to this.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_POLL_INTERVAL, value_parser = parse_duration)]
     pub poll_interval: Duration,
 

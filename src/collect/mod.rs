@@ -257,9 +257,11 @@ pub(crate) async fn follow(
         tracing::warn!("cannot create `{}` yet: {e}", out.display());
     }
     let stop = shutdown.child();
+    // Paced per rolling minute, not evenly: the tasks of a window are submitted together and
+    // finish together, and spacing their queries would keep the last one's slot idle.
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        limiters: Limiters::new(crate::units::Rates::uniform(settings.poll.rate), true),
+        limiters: Limiters::new(crate::units::Rates::uniform(settings.poll.rate), false),
         retrier: Retrier::new(settings.connection.retry.clone(), stop.clone()),
         out,
         image_url: settings.poll.image_url.clone(),

@@ -5,11 +5,14 @@
 //!
 //! "Plausibly done" is learned from the tasks that `run` follows ([`Schedule::submitted`],
 //! [`Schedule::finished`]): it starts at [`FIRST_QUERY`]; a task found finished at its first query
-//! may have finished earlier, so the next one is asked 10 % sooner; a task found finished only
-//! later took about as long as it was followed, so that becomes the expectation. It settles just
+//! may have finished earlier, so the next one is asked sooner (by a fifth, until some task has been
+//! found unfinished at its first query; by 2 % from then on: a window of P tasks finishes P at a
+//! time); a task found finished only later took about as long as it was followed, so that becomes
+//! the expectation. It settles just
 //! above the API's real task time, where a finished task frees its slot of the pending-task
-//! window within a small fraction of that time. After the first query the interval starts at an
-//! eighth of the expectation (at least [`MIN_GAP`]) and doubles.
+//! window within a small fraction of that time. After the first query of a followed task the
+//! interval starts at [`MIN_GAP`] and grows by a quarter each time (not doubling: the first query
+//! is where the task should be done, so one that is not is close, and is asked again soon).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -17,10 +20,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The first query of a task submitted by this run comes this long after its submission (the
-/// simulator's tasks take 2 s by default; the API's, seconds to minutes), and the interval
-/// doubles from there.
-pub(crate) const FIRST_QUERY: Duration = Duration::from_secs(2);
+/// Where the expectation of a task's time starts: the first task `run` follows is first queried
+/// this long after its submission (the simulator's tasks take 2 s by default; the API's, seconds
+/// to minutes); from there the expectation is learned. A task of `collect` (from a results file)
+/// is asked at once, then at intervals doubling from this.
+pub(crate) const FIRST_QUERY: Duration = Duration::from_secs(1);
 
 /// The shortest interval between two queries of a task.
 pub(crate) const MIN_GAP: Duration = Duration::from_millis(100);
@@ -35,6 +39,9 @@ pub(crate) struct Schedule {
     followed: HashMap<usize, (Instant, bool)>,
     first: Duration,
     max: Duration,
+    /// A followed task has been found unfinished at its first query: the expectation has met
+    /// the real task time from below, and is moved in small steps from then on.
+    bracketed: bool,
 }
 
 impl Schedule {
@@ -46,6 +53,7 @@ impl Schedule {
             followed: HashMap::new(),
             first: first.min(max),
             max,
+            bracketed: false,
         }
     }
 
@@ -64,8 +72,7 @@ impl Schedule {
     /// A task `run` just submitted: first queried when it could plausibly be done.
     pub(crate) fn submitted(&mut self, task: usize, at: Instant) {
         self.followed.insert(task, (at, false));
-        self.gap
-            .insert(task, (self.first / 8).max(MIN_GAP).min(self.max));
+        self.gap.insert(task, MIN_GAP.min(self.max));
         self.due.push(Reverse((at + self.first, task)));
     }
 
@@ -75,23 +82,33 @@ impl Schedule {
             return;
         };
         self.first = match asked_before {
-            // Done at its first query: perhaps long before; ask the next one sooner.
-            false => self.first.mul_f64(0.9),
+            // Done at its first query: perhaps long before; ask the next one sooner — by half
+            // until a task has been found unfinished, then by 5 %.
+            false if self.bracketed => self.first.mul_f64(0.98),
+            false => self.first.mul_f64(0.8),
             // Done only at a later query: it took about this long.
-            true => now.duration_since(submitted),
+            true => {
+                self.bracketed = true;
+                now.duration_since(submitted)
+            }
         }
         .max(MIN_GAP)
         .min(self.max);
     }
 
-    /// Query `task` again after its interval from `now`; the interval doubles, up to the maximum.
+    /// Query `task` again after its interval from `now`; the interval grows (doubling; by a
+    /// quarter for a followed task), up to the maximum.
     pub(crate) fn again(&mut self, task: usize, now: Instant) {
-        if let Some((_, asked)) = self.followed.get_mut(&task) {
-            *asked = true;
-        }
+        let growth = match self.followed.get_mut(&task) {
+            Some((_, asked)) => {
+                *asked = true;
+                1.25
+            }
+            None => 2.0,
+        };
         let gap = self.gap.entry(task).or_insert(self.first);
         let at = now + *gap;
-        *gap = (*gap * 2).min(self.max);
+        *gap = gap.mul_f64(growth).min(self.max);
         self.due.push(Reverse((at, task)));
     }
 
@@ -155,9 +172,9 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut sched = Schedule::new(ms(2000), ms(5000));
-        // Tasks of 1 s: each found done at its first query, the next is asked 10 % sooner.
+        // Tasks of 1 s: each found done at its first query, the next is asked sooner.
         let mut at = t0;
-        for task in 0..8 {
+        for task in 0..20 {
             sched.submitted(task, at);
             assert_eq!(sched.pop_due(at + sched.first()), Some(task));
             sched.finished(task, at + sched.first());
@@ -168,14 +185,14 @@ mod tests {
             "it went below 1 s: {:?}",
             sched.first()
         );
-        // A task not done at its first query is asked again an eighth of the expectation later,
-        // and its duration becomes the expectation.
+        // A task not done at its first query is asked again soon, and its duration becomes the
+        // expectation.
         sched.submitted(8, at);
         let first = sched.first();
         assert_eq!(sched.pop_due(at + first), Some(8));
         sched.again(8, at + first);
         let next = sched.next_due().unwrap();
-        assert_eq!(next - (at + first), (first / 8).max(MIN_GAP));
+        assert_eq!(next - (at + first), MIN_GAP);
         sched.finished(8, next);
         assert_eq!(sched.first(), next - at);
     }
