@@ -103,6 +103,8 @@ pub(crate) struct Sub {
     pub downloaded_now: bool,
     /// Its download failed after every attempt: not tried again until the next `collect`.
     pub download_given_up: bool,
+    /// The API's `task_completion` at the last answer (progress only; not recorded).
+    pub completion: Option<f64>,
 }
 
 impl Sub {
@@ -116,6 +118,7 @@ impl Sub {
             message: String::new(),
             downloaded_now: false,
             download_given_up: false,
+            completion: None,
         }
     }
 

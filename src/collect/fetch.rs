@@ -101,6 +101,8 @@ pub(crate) struct Report {
     pub url: Option<String>,
     pub description: String,
     pub file: File,
+    /// `task_completion`, 0–1, when the API gives it.
+    pub completion: Option<f64>,
 }
 
 /// The result of one poll.
@@ -227,6 +229,10 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
             url,
             description: crate::logging::safe(r.description.as_deref().unwrap_or("")).into_owned(),
             file,
+            completion: r
+                .task_completion
+                .filter(|c| c.is_finite())
+                .map(|c| c.clamp(0.0, 1.0)),
         });
     }
     Polled::Answered {

@@ -28,6 +28,7 @@ pub(crate) mod fetch;
 pub(crate) mod html;
 pub(crate) mod images_csv;
 pub(crate) mod poller;
+pub(crate) mod progress;
 pub(crate) mod schedule;
 
 use std::path::Path;
@@ -53,7 +54,7 @@ pub(crate) const IMAGES_CSV: &str = "images.csv";
 /// The contact sheet, in DIR.
 pub(crate) const INDEX_HTML: &str = "index.html";
 /// Counts over every image of the submitted tasks, after collecting.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Summary {
     /// Images known (a task none of whose images is known yet counts one).
     pub images: u64,
@@ -68,6 +69,8 @@ pub(crate) struct Summary {
     pub pending: u64,
     /// Done, but the download failed.
     pub not_downloaded: u64,
+    /// The mean `task_completion` of the pending images that report one, 0–1.
+    pub pending_completion: Option<f64>,
     /// Requests of the results without a task (not submitted).
     pub without_task: u64,
 }
@@ -78,6 +81,7 @@ impl Summary {
             without_task: batch.without_task,
             ..Summary::default()
         };
+        let mut completions = (0.0, 0u64);
         for t in &batch.tasks {
             if t.subs.is_empty() {
                 s.images += 1;
@@ -96,10 +100,17 @@ impl Summary {
                     }
                     SubStatus::Code(status::FAILED) => s.failed += 1,
                     SubStatus::Code(status::REFUSED) => s.refused += 1,
-                    _ => s.pending += 1,
+                    _ => {
+                        s.pending += 1;
+                        if let Some(c) = sub.completion {
+                            completions.0 += c;
+                            completions.1 += 1;
+                        }
+                    }
                 }
             }
         }
+        s.pending_completion = (completions.1 > 0).then(|| completions.0 / completions.1 as f64);
         s
     }
 
@@ -149,7 +160,20 @@ pub(crate) async fn collect(
         wait_timeout: settings.wait.then_some(settings.wait_timeout),
     };
     let schedule = Schedule::new(schedule::FIRST_QUERY, settings.poll_interval);
-    let ended = poller::drive(&mut batch, ctx, schedule, None, &options, &stop, shutdown).await;
+    let progress = progress::CollectProgress::new();
+    progress.update(&Summary::of(&batch), 0);
+    let ended = poller::drive(
+        &mut batch,
+        ctx,
+        schedule,
+        None,
+        &options,
+        Some(&progress),
+        &stop,
+        shutdown,
+    )
+    .await;
+    progress.finish();
     let (queries, timed_out) = (ended.queries, ended.timed_out);
     let unauthorized = ended.unauthorized;
 
@@ -280,6 +304,7 @@ pub(crate) async fn follow(
         schedule,
         Some(feed),
         &options,
+        None,
         &stop,
         shutdown,
     )
@@ -337,6 +362,7 @@ pub(crate) fn apply(batch: &mut Batch, polled: Polled) -> Option<String> {
                 let sub = &mut t.subs[i];
                 let was = sub.status;
                 sub.status = r.status;
+                sub.completion = r.completion;
                 if let Some(url) = r.url {
                     sub.url = url;
                 }

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::batch::{Batch, Task};
 use super::fetch::{self, Ctx, Poll, Polled};
+use super::progress::CollectProgress;
 use super::schedule::Schedule;
 use crate::logging::STATUS_EVERY;
 use crate::shutdown::Shutdown;
@@ -88,12 +89,14 @@ async fn next_tracked(feed: &mut Option<mpsc::UnboundedReceiver<Tracked>>) -> Op
 
 /// Run the loop over `batch` (tasks already in it are due at once) and, if given, the `feed`.
 /// `stop` is the loop's own stop (a 401, the wait's end); `shutdown` brings the signals.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn drive(
     batch: &mut Batch,
     ctx: Arc<Ctx>,
     mut schedule: Schedule,
     mut feed: Option<mpsc::UnboundedReceiver<Tracked>>,
     options: &Options,
+    progress: Option<&CollectProgress>,
     stop: &Shutdown,
     shutdown: &Shutdown,
 ) -> Ended {
@@ -146,6 +149,9 @@ pub(crate) async fn drive(
                     ended.unauthorized.get_or_insert(message);
                     stop.stop_dispatch();
                 }
+                if let Some(p) = progress {
+                    p.update(&super::Summary::of(batch), ended.queries);
+                }
                 if let Some(i) = task {
                     let t = &batch.tasks[i];
                     if t.finished() || t.query_given_up {
@@ -190,13 +196,10 @@ pub(crate) async fn drive(
                 tracing::warn!("interrupted again: stopping now");
                 break;
             }
-            _ = ticker.tick() => {
-                let s = super::Summary::of(batch);
-                tracing::info!(
-                    "collecting: {} task queries; {} images: {} done ({} downloaded), {} failed, {} refused, {} pending; {} tasks waiting, {} being queried",
-                    ended.queries, s.images, s.done, s.downloaded, s.failed, s.refused, s.pending,
-                    schedule.len(), inflight.len()
-                );
+            _ = ticker.tick(), if progress.is_some_and(CollectProgress::wants_status) => {
+                if let Some(p) = progress {
+                    p.status(&super::Summary::of(batch), ended.queries, schedule.len());
+                }
             }
         }
     }
