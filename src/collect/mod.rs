@@ -298,13 +298,14 @@ pub(crate) async fn follow(
     };
     let schedule = Schedule::new(schedule::FIRST_QUERY, settings.poll.interval);
     let mut batch = Batch::default();
+    let lines = progress::CollectProgress::lines().filter(|_| collect.is_some());
     let ended = poller::drive(
         &mut batch,
         ctx,
         schedule,
         Some(feed),
         &options,
-        None,
+        lines.as_ref(),
         &stop,
         shutdown,
     )

@@ -178,7 +178,20 @@ pub(crate) async fn drive(
                     feed_open = false;
                     match options.wait_timeout {
                         None => stop.stop_dispatch(),
-                        Some(w) => deadline = Some(Instant::now() + w),
+                        Some(w) => {
+                            deadline = Some(Instant::now() + w);
+                            let waiting = batch
+                                .tasks
+                                .iter()
+                                .filter(|t| t.needs_query(options.downloads))
+                                .count();
+                            if waiting > 0 {
+                                tracing::info!(
+                                    "all sent; waiting for the {waiting} tasks not collected yet (at most {})",
+                                    humantime::format_duration(w)
+                                );
+                            }
+                        }
                     }
                 }
             },

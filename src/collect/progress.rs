@@ -28,6 +28,12 @@ impl CollectProgress {
         CollectProgress { bar }
     }
 
+    /// Status lines only, never a bar (`run --collect`, whose own bar shows the submissions),
+    /// and only when there is no terminal to draw that bar on.
+    pub(crate) fn lines() -> Option<CollectProgress> {
+        (!std::io::stderr().is_terminal()).then_some(CollectProgress { bar: None })
+    }
+
     /// The counts now, and the queries made.
     pub(crate) fn update(&self, s: &super::Summary, queries: u64) {
         if let Some(b) = &self.bar {
