@@ -133,12 +133,19 @@ def collect(binary: str, n: int) -> dict:
             ours = time.monotonic() - start
             after = stats(base)["calls"]
             queries = after["results_txt2img"] - before["results_txt2img"]
+            start = time.monotonic()
+            subprocess.run(
+                [binary, "collect", "--base-url", base, "--results", results,
+                 "-o", os.path.join(dir, "imgs-unpaced"), "--wait", "--poll-rate", "0", "-q"],
+                env=ENV, check=True, stdout=subprocess.DEVNULL,
+            )
+            unpaced = time.monotonic() - start
             peer = subprocess.run(
                 [sys.executable, os.path.join(HERE, "peers", "collect_asyncio.py"), results,
                  "--base-url", base, "-o", os.path.join(dir, "peer")],
                 env=ENV, check=True, capture_output=True, text=True,
             )
-            return {"tasks": n, "ours": ours, "ours_queries": queries,
+            return {"tasks": n, "ours": ours, "ours_queries": queries, "unpaced": unpaced,
                     "peer": json.loads(peer.stdout.strip().splitlines()[-1])}
     finally:
         proc.kill()
@@ -178,6 +185,7 @@ def main() -> None:
             "| collector | time | task queries | images |",
             "|---|---|---|---|",
             f"| `hidream-batch collect --wait` (defaults: --poll-rate 3000, --concurrency 4) | {r['ours']:.1f} s | {r['ours_queries']} | {4 * n} |",
+            f"| `hidream-batch collect --wait --poll-rate 0` (no pace: --concurrency 4 bounds it) | {r['unpaced']:.1f} s | {n} | {4 * n} |",
             f"| asyncio peer (poll every 5 s, 4 calls in flight, no pacing) | {r['peer']['seconds']:.1f} s | {r['peer']['queries']} | {r['peer']['images']} |",
             "",
         ]

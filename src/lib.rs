@@ -34,7 +34,9 @@
 //!   its invariants.
 //! - [`merge`]: combine results CSVs (shards).
 //! - [`logging`]: tracing setup (text or JSON), safe display of outside text.
-//! - [`collect`]: polling, downloads, `images.csv` and the HTML contact sheet.
+//! - [`collect`]: the polling loop (`collect::poller`: each task on its own schedule,
+//!   `collect::schedule`) that `collect` runs over a results file and `run` over the tasks it
+//!   submits (`--max-pending`, `--collect`), downloads, `images.csv` and the HTML contact sheet.
 //! - [`sim`]: the simulator, a local stand-in of the API (`simulate`, `run --simulate`, tests).
 //!
 //! # Data flow
