@@ -254,12 +254,7 @@ async fn refusals_with_an_empty_result_are_rejected_and_resent_on_request() {
     let manifest = txt2img_manifest(dir.path(), "broke", 3, &[1, 2]);
     let out = dir.path().join("r.csv");
     let o = run_bin(run_args(&manifest, &refusing.uri(), &out, &[]), vec![]).await;
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 1);
     let rows = results(&out);
     assert_eq!(rows.len(), 3);
     for row in &rows {
@@ -290,12 +285,7 @@ async fn refusals_with_an_empty_result_are_rejected_and_resent_on_request() {
         vec![],
     )
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     assert_eq!(crate::common::submissions(&accepting).await.len(), 3);
     assert!(results(&out).iter().all(|r| r["status"] == "submitted"));
 }

@@ -65,12 +65,7 @@ async fn each_endpoint_keeps_its_own_rate_and_0_is_no_limit() {
         "{stdout}"
     );
     let o = run_bin(args, vec![(TIME_SCALE, "0.05".into())]).await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     let rows = results(&out);
     assert_eq!(rows.len(), 16);
     assert_eq!(sim.stats().accepted, 16);
@@ -166,12 +161,7 @@ async fn a_retry_code_is_retried_and_ends_failed_not_rejected() {
         vec![],
     )
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     let row = &results(&out)[0];
     assert_eq!(
         (
@@ -304,12 +294,7 @@ async fn an_account_refusing_everything_stops_the_run_after_k_refusals() {
     // Credits bought: the next run sends the rest, not the refused ones.
     let paid = accepting_server().await;
     let o = run_bin(run_args(&manifest, &paid.uri(), &out, &[]), vec![]).await;
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 1);
     assert_eq!(submissions(&paid).await.len(), 40 - sent);
     let rows = results(&out);
     assert_eq!(rows.len(), 40);
@@ -321,12 +306,7 @@ async fn an_account_refusing_everything_stops_the_run_after_k_refusals() {
         vec![],
     )
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     assert_eq!(submissions(&paid).await.len(), 40);
 }
 

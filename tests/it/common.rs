@@ -326,3 +326,13 @@ pub fn write_results(path: &Path, rows: &[String]) {
     }
     std::fs::write(path, text).unwrap();
 }
+
+/// Assert a finished run's exit code, showing its stderr if it is not the one expected.
+pub fn exits(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -48,12 +48,7 @@ async fn with_collect_images_are_on_disk_before_the_last_submission() {
         vec![],
     )
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     let rows = csv_rows(&out);
     let last_submission = rows
         .iter()
@@ -174,12 +169,7 @@ async fn max_pending_keeps_within_the_accounts_limit_and_is_never_refused() {
         vec![],
     )
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     let stats = sim.stats();
     assert_eq!(stats.pending_limited, 0, "never refused: {stats:?}");
     assert_eq!(stats.accepted, 12);
@@ -218,12 +208,7 @@ async fn bare_image_ids_are_downloaded_through_the_template() {
         vec![],
     )
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     let rows = csv_rows(&images.join("images.csv"));
     assert_eq!(rows.len(), 4);
     for r in &rows {
@@ -290,12 +275,7 @@ async fn the_accounts_refusals_trip_the_breaker_or_are_retried_on_request() {
         vec![],
     )
     .await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::common::exits(&o, 0);
     let stats = sim.stats();
     assert_eq!(stats.accepted, 30);
     assert!(
