@@ -335,10 +335,12 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
         bare_image_ids: args.bare_image_ids,
     };
     config.check()?;
-    Ok(SimSettings {
-        listen: args.listen,
-        config,
-    })
+    // `:PORT` is that port on loopback (`:0`: a free one): the simulator is for this machine.
+    let listen = match args.listen.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => args.listen,
+    };
+    Ok(SimSettings { listen, config })
 }
 
 /// `expand`'s options.

@@ -1080,8 +1080,9 @@ async fn stats_endpoint_serves_the_counters() {
 
 #[test]
 fn the_simulate_command_prints_its_address_and_stops_on_sigterm() {
+    // `:0`, as the README writes it: a free port on loopback.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hidream-batch"))
-        .args(["simulate", "--listen", "127.0.0.1:0", "--latency", "0ms"])
+        .args(["simulate", "--listen", ":0", "--latency", "0ms"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1095,6 +1096,10 @@ fn the_simulate_command_prints_its_address_and_stops_on_sigterm() {
         .strip_prefix("hidream-batch simulator listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
+        "{url}"
+    );
     let stats = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
