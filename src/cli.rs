@@ -11,7 +11,7 @@ use crate::units::{Latency, RateArg, Shard, parse_duration};
 
 /// Submit manifests of HiDream image requests: validated, rate-limited, resumable, never paid twice.
 #[derive(Debug, Parser)]
-#[command(name = "hidream-batch", version, about, max_term_width = 100)]
+#[command(name = "hidream-batch", version, about, max_term_width = 100, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
@@ -30,6 +30,21 @@ pub struct Cli {
     pub quiet: bool,
 }
 
+/// The environment and the exit codes, under the top-level `--help` (README "Exit codes").
+pub const AFTER_HELP: &str = "\
+Environment:
+  HIDREAM_API_TOKEN    the API token (run, collect; not with --simulate or --dry-run); never shown
+  HIDREAM_API_USER_ID  optional; sent as API-User-ID to text-to-image
+  RUST_LOG             log filter; overrides -v and -q
+
+Exit codes:
+  0    every request has a task (collect: every image done and on disk)
+  1    finished, but some requests are rejected, failed or unknown (collect: some images not)
+  2    invalid input or usage: nothing was sent
+  3    aborted: credentials refused, results locked or unwritable, a state that needs a person
+  4    stopped: the API refused --max-consecutive-rejections requests in a row with one code
+  130  interrupted by a signal, after the results were written";
+
 /// How log lines are written on stderr (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -43,6 +58,29 @@ pub enum LogFormat {
         reason = "clap shows variant docs in --help; `json`: one JSON object per log line"
     )]
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_names_every_exit_code_and_the_environment() {
+        use crate::exit::*;
+        for code in [OK, INCOMPLETE, INVALID, ABORTED, STOPPED, INTERRUPTED] {
+            assert!(
+                AFTER_HELP.contains(&format!("\n  {code} ")),
+                "exit code {code} is not in --help"
+            );
+        }
+        for var in [
+            crate::env_vars::API_TOKEN,
+            crate::env_vars::API_USER_ID,
+            crate::env_vars::RUST_LOG,
+        ] {
+            assert!(AFTER_HELP.contains(var), "{var} is not in --help");
+        }
+    }
 }
 
 /// The commands of `hidream-batch`.
