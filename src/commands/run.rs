@@ -201,6 +201,20 @@ async fn blocking<T: Send + 'static>(
 
 /// The results' paths, locked (a dry run locks only a lock file that exists).
 fn lock(settings: &RunSettings) -> anyhow::Result<(journal::Paths, Option<journal::Lock>)> {
+    // The folder of the results is made if it is missing (cron lines and services write to a
+    // dated folder); a dry run writes nothing, so it makes nothing either.
+    if let Some(dir) = settings.out.parent().filter(|d| !d.as_os_str().is_empty())
+        && !settings.dry_run
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            exit::aborted(format!(
+                "cannot create the folder `{}` of the results: {e}",
+                dir.display()
+            ))
+        })?;
+        tracing::info!("created the folder `{}` for the results", dir.display());
+    }
     let paths = journal::Paths::resolve(&settings.out).map_err(|e| {
         exit::aborted(format!(
             "cannot use the results `{}`: {e}",

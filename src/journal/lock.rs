@@ -71,7 +71,14 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
                         format!("`{}` does not name a file", path.display()),
                     )
                 })?;
-                return Ok(std::fs::canonicalize(parent(&p))?.join(name));
+                // A folder that does not exist yet (a dry run does not create it) is kept as
+                // written: nothing is there to lock or read.
+                let dir = parent(&p);
+                let dir = match std::fs::canonicalize(&dir) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => dir,
+                    other => other?,
+                };
+                return Ok(dir.join(name));
             }
             Err(e) => return Err(e),
         }

@@ -356,3 +356,30 @@ async fn a_signal_during_validation_stops_the_run_at_once() {
     assert!(server.received_requests().await.unwrap().is_empty());
     assert!(!out.exists(), "no results written");
 }
+
+/// A cron line writing to a dated folder that does not exist yet: the run makes the folder (a
+/// missing folder used to be exit 3, "page someone"); a dry run writes nothing, not even it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_folder_of_the_results_is_made_by_a_run_and_left_alone_by_a_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate::common::txt2img_manifest(dir.path(), "nightly", 2, &[1]);
+    let out = dir.path().join("results/2026-12-02/r.csv");
+    let args = |extra: &str| -> Vec<String> {
+        vec![
+            "run".into(),
+            manifest.display().to_string(),
+            extra.into(),
+            "-o".into(),
+            out.display().to_string(),
+        ]
+    };
+    let o = crate::common::run_bin(args("--dry-run"), vec![]).await;
+    crate::common::exits(&o, 0);
+    assert!(
+        !dir.path().join("results").exists(),
+        "a dry run makes nothing"
+    );
+    let o = crate::common::run_bin(args("--simulate"), vec![]).await;
+    crate::common::exits(&o, 0);
+    assert_eq!(crate::common::results(&out).len(), 2);
+}
