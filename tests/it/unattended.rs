@@ -383,3 +383,66 @@ async fn the_folder_of_the_results_is_made_by_a_run_and_left_alone_by_a_dry_run(
     crate::common::exits(&o, 0);
     assert_eq!(crate::common::results(&out).len(), 2);
 }
+
+/// Every `hidream-batch <command> …` in `deploy/` and the `Dockerfile` uses only flags that
+/// command has (a flag renamed in the code must be renamed there too); `docker build` is not
+/// available here, so this is what checks the deployment files.
+#[test]
+fn the_deploy_files_name_only_flags_the_binary_has() {
+    let root = crate::common::root();
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("deploy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(root.join("Dockerfile"));
+    let help = |command: &str| -> String {
+        let o = crate::common::bin()
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(at) = line.find("hidream-batch ") else {
+                continue;
+            };
+            let rest = &line[at + "hidream-batch ".len()..];
+            let command = rest.split_whitespace().next().unwrap_or_default();
+            if !["run", "collect", "merge", "simulate", "validate", "expand"].contains(&command) {
+                continue;
+            }
+            // The command's own line, then the lines of a folded YAML block that go on with flags.
+            let mut words: Vec<&str> = rest.split_whitespace().collect();
+            for next in &lines[i + 1..] {
+                let t = next.trim_start();
+                if !t.starts_with("--") && !t.starts_with("-o ") {
+                    break;
+                }
+                words.extend(t.split_whitespace());
+            }
+            let known = help(command);
+            for flag in words.iter().filter(|w| w.starts_with("--")) {
+                let flag = flag
+                    .split('=')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(['"', '\'']);
+                assert!(
+                    known.contains(&format!("{flag} ")) || known.contains(&format!("{flag}\n")),
+                    "{}:{}: `hidream-batch {command}` has no {flag}",
+                    file.display(),
+                    i + 1
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 10,
+        "the files were read: {checked} flags checked"
+    );
+}
