@@ -319,19 +319,27 @@ fn record(
         let _ = feed.send(Tracked { task, slot });
     }
     *summary.counts.entry(status).or_default() += 1;
-    if status != Status::Submitted {
-        tracing::info!(
-            request_id = %outcome.request.id,
-            job = %outcome.request.job.id,
-            status = status.as_str(),
-            http_status = outcome.http_status,
-            code = outcome.code,
-            attempt = outcome.attempts,
-            "{} {}: {}",
-            outcome.request.job.id,
-            status.as_str(),
-            crate::logging::safe(&outcome.message)
-        );
+    // `unknown` needs a person (the task may exist, and be billed): a warning, shown with -q.
+    macro_rules! outcome_line {
+        ($level:ident) => {
+            tracing::$level!(
+                request_id = %outcome.request.id,
+                job = %outcome.request.job.id,
+                status = status.as_str(),
+                http_status = outcome.http_status,
+                code = outcome.code,
+                attempt = outcome.attempts,
+                "{} {}: {}",
+                outcome.request.job.id,
+                status.as_str(),
+                crate::logging::safe(&outcome.message)
+            )
+        };
+    }
+    match status {
+        Status::Submitted => {}
+        Status::Unknown => outcome_line!(warn),
+        _ => outcome_line!(info),
     }
     Ok(())
 }

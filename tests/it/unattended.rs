@@ -446,3 +446,27 @@ fn the_deploy_files_name_only_flags_the_binary_has() {
         "the files were read: {checked} flags checked"
     );
 }
+
+/// An `unknown` outcome needs a person: it is a warning, so `-q` (warnings and errors) shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcomes_are_warnings_that_quiet_still_shows() {
+    let sim = crate::common::simulator(hidream_batch::sim::SimConfig {
+        drop_after: 1.0,
+        ..crate::common::quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate::common::txt2img_manifest(dir.path(), "lost", 1, &[1]);
+    let out = dir.path().join("r.csv");
+    let o = crate::common::run_bin(
+        crate::common::run_args(&manifest, &sim.base_url(), &out, &["-q"]),
+        vec![],
+    )
+    .await;
+    crate::common::exits(&o, 1);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("j0 unknown"),
+        "{stderr}"
+    );
+}
