@@ -65,17 +65,12 @@ pub(crate) fn print_plan(plan: &Plan, flags: Flags, rates: Rates) {
 
 /// The end of a run, on stdout.
 pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path::Path) {
-    // Per minute of the run; a run shorter than a minute sent all its images in one minute.
-    let per_minute =
-        summary.submitted_images as f64 * 60.0 / summary.elapsed.as_secs_f64().max(60.0);
     crate::logging::say(&format!(
-        "done: {} this run ({}); {} already submitted earlier; {} images submitted in {:.1}s ({:.0} images/min); results in {}\n",
+        "done: {} this run ({}); {} already submitted earlier; {}; results in {}\n",
         summary.total(),
         describe_counts(&summary.counts),
         plan.already_submitted,
-        summary.submitted_images,
-        summary.elapsed.as_secs_f64(),
-        per_minute,
+        achieved(summary.submitted_images, summary.elapsed),
         results.display()
     ));
     if let Some(t) = &summary.breaker {
@@ -93,6 +88,21 @@ pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path:
             "not sent: {} rejected and {} unknown from earlier runs (use --retry-rejected / --retry-unknown)\n",
             plan.rejected_skipped, plan.unknown_skipped
         ));
+    }
+}
+
+/// The achieved pace: "N images submitted in S s", and per minute over the elapsed time only when
+/// the run lasted a minute or more (a rate over a few seconds says nothing about `--rate`).
+pub(crate) fn achieved(images: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs < 60.0 {
+        format!("{images} images submitted in {secs:.1} s")
+    } else {
+        format!(
+            "{images} images submitted in {} ({:.0} images/min)",
+            humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+            images as f64 * 60.0 / secs
+        )
     }
 }
 
@@ -191,6 +201,18 @@ impl Observer for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pace_is_per_minute_only_over_a_minute_or_more() {
+        assert_eq!(
+            achieved(20, Duration::from_millis(3_200)),
+            "20 images submitted in 3.2 s"
+        );
+        assert_eq!(
+            achieved(300, Duration::from_secs(180)),
+            "300 images submitted in 3m (100 images/min)"
+        );
+    }
 
     #[test]
     fn estimates_count_windows_for_the_busiest_endpoint_and_the_even_pace() {
