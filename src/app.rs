@@ -52,15 +52,42 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             commands::simulate::run(settings::simulate(args).map_err(invalid)?, shutdown).await
         }
         Command::Run(args) => {
-            commands::run::run(settings::run(args).map_err(invalid)?, shutdown).await
+            let settings = settings::run(args).map_err(invalid)?;
+            let metrics = settings.metrics.clone();
+            reported(metrics, "run", commands::run::run(settings, shutdown).await)
         }
         Command::Validate(args) => commands::validate::validate(&settings::manifest(args)),
         Command::Expand(args) => {
             commands::expand::expand(&settings::expand(args).map_err(invalid)?)
         }
         Command::Collect(args) => {
-            commands::collect::run(settings::collect(args).map_err(invalid)?, shutdown).await
+            let settings = settings::collect(args).map_err(invalid)?;
+            let metrics = settings.metrics.clone();
+            reported(
+                metrics,
+                "collect",
+                commands::collect::run(settings, shutdown).await,
+            )
         }
         Command::Merge(args) => commands::merge::run(&settings::merge(args)),
     }
+}
+
+/// Write the metrics textfile, if asked, with the exit code the command ended with (whatever it
+/// was); a file that cannot be written is a warning, never a change of the outcome.
+fn reported(
+    metrics: Option<crate::metrics::Metrics>,
+    command: &str,
+    result: anyhow::Result<u8>,
+) -> anyhow::Result<u8> {
+    if let Some(m) = metrics {
+        let code = match &result {
+            Ok(code) => *code,
+            Err(e) => exit::code_of(e),
+        };
+        if let Err(e) = m.write(command, code) {
+            tracing::warn!("cannot write the metrics textfile: {e}");
+        }
+    }
+    result
 }

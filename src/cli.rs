@@ -253,6 +253,11 @@ pub struct RunArgs {
     /// How tasks are queried (with --max-pending and --collect).
     #[command(flatten)]
     pub poll: PollArgs,
+
+    /// At the end (also of a failed run), write a Prometheus textfile-collector file here,
+    /// atomically: outcomes, images, duration, exit code, last run and last success times.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// The arguments of `collect`.
@@ -285,6 +290,11 @@ pub struct CollectArgs {
     /// How tasks are queried.
     #[command(flatten)]
     pub poll: PollArgs,
+
+    /// At the end (also of a failed run), write a Prometheus textfile-collector file here,
+    /// atomically: outcomes, images, duration, exit code, last run and last success times.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// The arguments of `simulate`.

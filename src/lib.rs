@@ -110,6 +110,7 @@ pub mod limits;
 pub(crate) mod logging;
 pub mod manifest;
 pub(crate) mod merge;
+pub mod metrics;
 pub(crate) mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod problem;

@@ -105,6 +105,8 @@ pub struct RunSettings {
     pub max_pending: Option<u32>,
     /// How tasks are queried (`--max-pending`, `--collect`).
     pub poll: PollSettings,
+    /// `--metrics-textfile`: what the run reports, and where.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// How submitted tasks are queried.
@@ -151,6 +153,8 @@ pub struct CollectSettings {
     pub wait_timeout: Duration,
     /// How tasks are queried.
     pub poll: PollSettings,
+    /// `--metrics-textfile` (`run --collect`: the run's).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// `simulate`.
@@ -250,9 +254,10 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
                 .into(),
         );
     }
+    let metrics = args.metrics_textfile.map(crate::metrics::Metrics::new);
     let collect = args
         .collect
-        .map(|dir| CollectSettings::after_run(&connection, &poll, &args.out, dir));
+        .map(|dir| CollectSettings::after_run(&connection, &poll, &args.out, dir, metrics.clone()));
     Ok(RunSettings {
         manifest: manifest(args.manifest),
         connection,
@@ -269,6 +274,7 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
         collect,
         max_pending: args.max_pending,
         poll,
+        metrics,
     })
 }
 
@@ -280,6 +286,7 @@ impl CollectSettings {
         poll: &PollSettings,
         results: &std::path::Path,
         out: PathBuf,
+        metrics: Option<crate::metrics::Metrics>,
     ) -> CollectSettings {
         CollectSettings {
             connection: connection.clone(),
@@ -289,6 +296,7 @@ impl CollectSettings {
             poll_interval: poll.interval,
             wait_timeout: defaults::duration(defaults::DEFAULT_WAIT_TIMEOUT),
             poll: poll.clone(),
+            metrics,
         }
     }
 }
@@ -304,6 +312,7 @@ pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
         poll_interval: args.poll.poll_interval,
         wait_timeout: args.timeout,
         poll: poll(args.poll)?,
+        metrics: args.metrics_textfile.map(crate::metrics::Metrics::new),
     })
 }
 

@@ -470,3 +470,98 @@ async fn unknown_outcomes_are_warnings_that_quiet_still_shows() {
         "{stderr}"
     );
 }
+
+/// `--metrics-textfile`: after a run (and its collection) the file says what happened, in the
+/// textfile format; a later failed run keeps the last success's time and says its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_textfile_says_what_happened_and_keeps_the_last_success() {
+    let sim = crate::common::simulator(hidream_batch::sim::SimConfig {
+        task_time: std::time::Duration::from_millis(50),
+        ..crate::common::quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate::common::txt2img_manifest(dir.path(), "m", 3, &[1, 2]);
+    let out = dir.path().join("r.csv");
+    let prom = dir.path().join("hidream.prom");
+    let images = dir.path().join("imgs");
+    let extra = [
+        "--metrics-textfile",
+        prom.to_str().unwrap(),
+        "--collect",
+        images.to_str().unwrap(),
+    ];
+    let o = crate::common::run_bin(
+        crate::common::run_args(&manifest, &sim.base_url(), &out, &extra),
+        vec![],
+    )
+    .await;
+    crate::common::exits(&o, 0);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let value = |text: &str, sample: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {sample} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(
+            &text,
+            r#"hidream_batch_requests{command="run",status="submitted"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(&text, r#"hidream_batch_images_submitted{command="run"}"#),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hidream_batch_images{command="run",status="done"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(&text, r#"hidream_batch_exit_code{command="run"}"#),
+        0.0
+    );
+    let success = value(
+        &text,
+        r#"hidream_batch_last_success_timestamp_seconds{command="run"}"#,
+    );
+    // Every sample has its HELP and TYPE, and a number.
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap().to_string());
+        } else if !line.starts_with("# HELP ") {
+            assert!(typed.contains(line.split('{').next().unwrap()), "{line}");
+            assert!(
+                line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
+                "{line}"
+            );
+        }
+    }
+    // A run that fails (an invalid manifest: exit 2) still writes the file, and keeps the time.
+    std::fs::write(&manifest, "jobs: [{id: x, kind: nope}]\n").unwrap();
+    let o = crate::common::run_bin(
+        crate::common::run_args(&manifest, &sim.base_url(), &out, &extra),
+        vec![],
+    )
+    .await;
+    crate::common::exits(&o, 2);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert_eq!(
+        value(&text, r#"hidream_batch_exit_code{command="run"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hidream_batch_last_success_timestamp_seconds{command="run"}"#
+        ),
+        success
+    );
+}
