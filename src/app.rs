@@ -53,8 +53,10 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         }
         Command::Run(args) => {
             let settings = settings::run(args).map_err(invalid)?;
-            let metrics = settings.metrics.clone();
-            reported(metrics, "run", commands::run::run(settings, shutdown).await)
+            let (metrics, ping) = (settings.metrics.clone(), settings.ping.clone());
+            let ping = started(ping).await;
+            let result = commands::run::run(settings, shutdown).await;
+            reported(&metrics, ping, "run", result).await
         }
         Command::Validate(args) => commands::validate::validate(&settings::manifest(args)),
         Command::Expand(args) => {
@@ -62,32 +64,48 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         }
         Command::Collect(args) => {
             let settings = settings::collect(args).map_err(invalid)?;
-            let metrics = settings.metrics.clone();
-            reported(
-                metrics,
-                "collect",
-                commands::collect::run(settings, shutdown).await,
-            )
+            let (metrics, ping) = (settings.metrics.clone(), settings.ping.clone());
+            let ping = started(ping).await;
+            let result = commands::collect::run(settings, shutdown).await;
+            reported(&metrics, ping, "collect", result).await
         }
         Command::Merge(args) => commands::merge::run(&settings::merge(args)),
     }
 }
 
-/// Write the metrics textfile, if asked, with the exit code the command ended with (whatever it
-/// was); a file that cannot be written is a warning, never a change of the outcome.
-fn reported(
-    metrics: Option<crate::metrics::Metrics>,
+/// `--ping-url`: the start ping, before the command does anything.
+async fn started(url: Option<String>) -> Option<crate::ping::Ping> {
+    let ping = crate::ping::Ping::new(url?);
+    ping.start().await;
+    Some(ping)
+}
+
+/// The end of `run` or `collect`, whatever it was: the metrics textfile (if asked) and the end
+/// ping (if asked), both with the exit code the command ended with. Neither changes the outcome: a
+/// file that cannot be written, or a ping that fails, is a warning.
+async fn reported(
+    metrics: &crate::metrics::Metrics,
+    ping: Option<crate::ping::Ping>,
     command: &str,
     result: anyhow::Result<u8>,
 ) -> anyhow::Result<u8> {
-    if let Some(m) = metrics {
-        let code = match &result {
-            Ok(code) => *code,
-            Err(e) => exit::code_of(e),
-        };
-        if let Err(e) = m.write(command, code) {
-            tracing::warn!("cannot write the metrics textfile: {e}");
+    let code = match &result {
+        Ok(code) => *code,
+        Err(e) => exit::code_of(e),
+    };
+    if let Err(e) = metrics.write(command, code) {
+        tracing::warn!("cannot write the metrics textfile: {e}");
+    }
+    if let Some(ping) = ping {
+        let mut body = metrics.summary_json(command, code);
+        if let Err(e) = &result {
+            // The error, as it is shown (escaped), in the body of a failed run's ping.
+            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body) {
+                v["error"] = crate::logging::safe(&format!("{e:#}")).into_owned().into();
+                body = v.to_string();
+            }
         }
+        ping.end(code, body).await;
     }
     result
 }

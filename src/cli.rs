@@ -258,6 +258,11 @@ pub struct RunArgs {
     /// atomically: outcomes, images, duration, exit code, last run and last success times.
     #[arg(long, value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+
+    /// Health-check pings (healthchecks.io's convention): URL/start when it starts, URL/<exit
+    /// code> at the end with a JSON summary; a run id on both. A ping never changes the outcome.
+    #[arg(long, value_name = "URL")]
+    pub ping_url: Option<String>,
 }
 
 /// The arguments of `collect`.
@@ -295,6 +300,11 @@ pub struct CollectArgs {
     /// atomically: outcomes, images, duration, exit code, last run and last success times.
     #[arg(long, value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+
+    /// Health-check pings (healthchecks.io's convention): URL/start when it starts, URL/<exit
+    /// code> at the end with a JSON summary; a run id on both. A ping never changes the outcome.
+    #[arg(long, value_name = "URL")]
+    pub ping_url: Option<String>,
 }
 
 /// The arguments of `simulate`.

@@ -111,6 +111,7 @@ pub(crate) mod logging;
 pub mod manifest;
 pub(crate) mod merge;
 pub mod metrics;
+pub mod ping;
 pub(crate) mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod problem;

@@ -18,7 +18,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// What an invocation reports, and where.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    path: PathBuf,
+    /// `--metrics-textfile`; `None`: the facts are kept for the ping's body only.
+    path: Option<PathBuf>,
     facts: Arc<Mutex<Facts>>,
     started: Instant,
 }
@@ -37,8 +38,8 @@ struct Facts {
 const LAST_SUCCESS: &str = "hidream_batch_last_success_timestamp_seconds";
 
 impl Metrics {
-    /// Metrics to be written to `path`, timed from now.
-    pub fn new(path: PathBuf) -> Metrics {
+    /// Metrics to be written to `path` (if any), timed from now.
+    pub fn new(path: Option<PathBuf>) -> Metrics {
         Metrics {
             path,
             facts: Arc::default(),
@@ -58,14 +59,17 @@ impl Metrics {
         self.facts.lock().expect("not poisoned").images = images.iter().copied().collect();
     }
 
-    /// Write the file for `command`, which ended with `code`.
+    /// Write the file for `command`, which ended with `code` (nothing without a path).
     pub fn write(&self, command: &str, code: u8) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let last_success = match code {
             0 => Some(now),
-            _ => previous(&self.path, command),
+            _ => previous(path, command),
         };
         let text = render(
             command,
@@ -75,13 +79,27 @@ impl Metrics {
             now,
             last_success,
         );
-        let dir = match self.path.parent() {
+        let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(text.as_bytes())?;
-        crate::journal::persist(tmp, &self.path)
+        crate::journal::persist(tmp, path)
+    }
+
+    /// The facts as one JSON object (the body of `--ping-url`'s last ping).
+    pub fn summary_json(&self, command: &str, code: u8) -> String {
+        let f = self.facts.lock().expect("not poisoned");
+        serde_json::json!({
+            "command": command,
+            "exit_code": code,
+            "duration_seconds": (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            "requests": f.requests,
+            "images_submitted": f.images_submitted,
+            "images": f.images,
+        })
+        .to_string()
     }
 }
 
@@ -184,12 +202,12 @@ mod tests {
     fn a_failure_keeps_the_last_success_and_every_sample_has_help_and_type() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hb.prom");
-        let m = Metrics::new(path.clone());
+        let m = Metrics::new(Some(path.clone()));
         m.record_run(&[("submitted", 3), ("unknown", 1)], 5);
         m.write("run", 0).unwrap();
         let first = std::fs::read_to_string(&path).unwrap();
         let success = previous(&path, "run").expect("a success is recorded");
-        let m = Metrics::new(path.clone());
+        let m = Metrics::new(Some(path.clone()));
         m.write("run", 4).unwrap();
         let second = std::fs::read_to_string(&path).unwrap();
         assert_eq!(previous(&path, "run"), Some(success), "a failure keeps it");

@@ -179,16 +179,14 @@ pub(crate) async fn collect(
 
     // The outputs, whatever happened.
     let summary = Summary::of(&batch);
-    if let Some(m) = &settings.metrics {
-        m.record_images(&[
-            ("done", summary.done),
-            ("downloaded", summary.downloaded),
-            ("failed", summary.failed),
-            ("refused", summary.refused),
-            ("pending", summary.pending),
-            ("not_downloaded", summary.not_downloaded),
-        ]);
-    }
+    settings.metrics.record_images(&[
+        ("done", summary.done),
+        ("downloaded", summary.downloaded),
+        ("failed", summary.failed),
+        ("refused", summary.refused),
+        ("pending", summary.pending),
+        ("not_downloaded", summary.not_downloaded),
+    ]);
     let source = settings
         .results
         .file_name()

@@ -122,13 +122,13 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     let (summary, known) = tokio::join!(submitting, follower);
     let summary = summary.map_err(|e| unwritable(&shown, e))?;
     progress.finish();
-    if let Some(m) = &settings.metrics {
-        let by_status: Vec<(&'static str, u64)> = Status::ALL
-            .iter()
-            .map(|s| (s.as_str(), summary.count(*s)))
-            .collect();
-        m.record_run(&by_status, summary.submitted_images);
-    }
+    let by_status: Vec<(&'static str, u64)> = Status::ALL
+        .iter()
+        .map(|s| (s.as_str(), summary.count(*s)))
+        .collect();
+    settings
+        .metrics
+        .record_run(&by_status, summary.submitted_images);
 
     // Final rewrite: one row per request, in expansion order.
     let abandoned = blocking(move || journal.finish().map_err(|e| unwritable(&shown, e))).await?;

@@ -105,8 +105,10 @@ pub struct RunSettings {
     pub max_pending: Option<u32>,
     /// How tasks are queried (`--max-pending`, `--collect`).
     pub poll: PollSettings,
-    /// `--metrics-textfile`: what the run reports, and where.
-    pub metrics: Option<crate::metrics::Metrics>,
+    /// What the run reports (`--metrics-textfile`, `--ping-url`'s body).
+    pub metrics: crate::metrics::Metrics,
+    /// `--ping-url`.
+    pub ping: Option<String>,
 }
 
 /// How submitted tasks are queried.
@@ -153,8 +155,10 @@ pub struct CollectSettings {
     pub wait_timeout: Duration,
     /// How tasks are queried.
     pub poll: PollSettings,
-    /// `--metrics-textfile` (`run --collect`: the run's).
-    pub metrics: Option<crate::metrics::Metrics>,
+    /// What the collection reports (`run --collect`: the run's).
+    pub metrics: crate::metrics::Metrics,
+    /// `--ping-url` (`run --collect`: none; the run pings).
+    pub ping: Option<String>,
 }
 
 /// `simulate`.
@@ -254,7 +258,8 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
                 .into(),
         );
     }
-    let metrics = args.metrics_textfile.map(crate::metrics::Metrics::new);
+    let metrics = crate::metrics::Metrics::new(args.metrics_textfile);
+    let ping = args.ping_url.map(ping_url).transpose()?;
     let collect = args
         .collect
         .map(|dir| CollectSettings::after_run(&connection, &poll, &args.out, dir, metrics.clone()));
@@ -275,6 +280,7 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
         max_pending: args.max_pending,
         poll,
         metrics,
+        ping,
     })
 }
 
@@ -286,7 +292,7 @@ impl CollectSettings {
         poll: &PollSettings,
         results: &std::path::Path,
         out: PathBuf,
-        metrics: Option<crate::metrics::Metrics>,
+        metrics: crate::metrics::Metrics,
     ) -> CollectSettings {
         CollectSettings {
             connection: connection.clone(),
@@ -297,6 +303,7 @@ impl CollectSettings {
             wait_timeout: defaults::duration(defaults::DEFAULT_WAIT_TIMEOUT),
             poll: poll.clone(),
             metrics,
+            ping: None,
         }
     }
 }
@@ -312,8 +319,18 @@ pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
         poll_interval: args.poll.poll_interval,
         wait_timeout: args.timeout,
         poll: poll(args.poll)?,
-        metrics: args.metrics_textfile.map(crate::metrics::Metrics::new),
+        metrics: crate::metrics::Metrics::new(args.metrics_textfile),
+        ping: args.ping_url.map(ping_url).transpose()?,
     })
+}
+
+/// `--ping-url`: an http(s) URL without a user or password (it is logged when a ping fails).
+fn ping_url(url: String) -> Result<String, String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(format!("--ping-url: `{url}` is not an http(s) URL"));
+    }
+    crate::client::no_credentials(&url).map_err(|m| format!("--ping-url: {m}"))?;
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// `simulate`'s options.

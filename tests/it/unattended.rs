@@ -565,3 +565,62 @@ async fn the_metrics_textfile_says_what_happened_and_keeps_the_last_success() {
         success
     );
 }
+
+/// `--ping-url`: URL/start, then URL/<exit code> with the JSON summary, one run id on both, and
+/// never the token; a ping server that is down changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_bracket_the_run_and_a_dead_ping_server_changes_nothing() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let sim = crate::common::simulator(crate::common::quiet()).await;
+    let hc = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hc)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate::common::txt2img_manifest(dir.path(), "pinged", 2, &[1]);
+    let out = dir.path().join("r.csv");
+    let url = format!("{}/hc/abc", hc.uri());
+    let o = crate::common::run_bin(
+        crate::common::run_args(&manifest, &sim.base_url(), &out, &["--ping-url", &url]),
+        vec![],
+    )
+    .await;
+    crate::common::exits(&o, 0);
+    let pings = hc.received_requests().await.unwrap();
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    assert_eq!(pings[0].url.path(), "/hc/abc/start");
+    assert_eq!(pings[1].url.path(), "/hc/abc/0");
+    let rid = |r: &wiremock::Request| r.url.query().unwrap_or_default().to_string();
+    assert!(rid(&pings[0]).starts_with("rid=") && rid(&pings[0]) == rid(&pings[1]));
+    for p in &pings {
+        assert!(
+            p.headers.get("authorization").is_none(),
+            "the token stays with the API"
+        );
+    }
+    let body: serde_json::Value = serde_json::from_slice(&pings[1].body).unwrap();
+    assert_eq!(body["command"], "run");
+    assert_eq!(body["exit_code"], 0);
+    assert_eq!(body["requests"]["submitted"], 2);
+
+    // The ping server is gone: the run's outcome is the same.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hc", l.local_addr().unwrap())
+    };
+    let manifest = crate::common::txt2img_manifest(dir.path(), "unpinged", 1, &[1]);
+    let o = crate::common::run_bin(
+        crate::common::run_args(
+            &manifest,
+            &sim.base_url(),
+            &dir.path().join("r2.csv"),
+            &["--ping-url", &dead],
+        ),
+        vec![],
+    )
+    .await;
+    crate::common::exits(&o, 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ping failed"));
+}
