@@ -96,16 +96,15 @@ async fn reported(
     if let Err(e) = metrics.write(command, code) {
         tracing::warn!("cannot write the metrics textfile: {e}");
     }
+    let mut summary = metrics.summary(command, code);
+    if let Err(e) = &result {
+        // The error, as it is shown (escaped).
+        summary["error"] = crate::logging::safe(&format!("{e:#}")).into_owned().into();
+    }
+    // `--log-format json`: every run and collection ends with its `summary`, failed ones too.
+    crate::logging::emit("summary", summary.clone());
     if let Some(ping) = ping {
-        let mut body = metrics.summary_json(command, code);
-        if let Err(e) = &result {
-            // The error, as it is shown (escaped), in the body of a failed run's ping.
-            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body) {
-                v["error"] = crate::logging::safe(&format!("{e:#}")).into_owned().into();
-                body = v.to_string();
-            }
-        }
-        ping.end(code, body).await;
+        ping.end(code, summary.to_string()).await;
     }
     result
 }

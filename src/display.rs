@@ -21,8 +21,34 @@ pub(crate) fn describe_counts(counts: &BTreeMap<Status, u64>) -> String {
         .join(", ")
 }
 
-/// The plan, on stdout.
+/// The plan, on stdout (a `plan` object with `--log-format json`).
 pub(crate) fn print_plan(plan: &Plan, flags: Flags, rates: Rates) {
+    if crate::logging::json_mode() {
+        let per_kind: BTreeMap<Kind, (u64, u64)> = plan
+            .images
+            .iter()
+            .map(|(k, i)| (*k, (plan.requests.get(k).copied().unwrap_or(0), *i)))
+            .collect();
+        let (window, paced) = estimate(&per_kind, rates);
+        crate::logging::emit(
+            "plan",
+            serde_json::json!({
+                "requests": plan.total,
+                "new": plan.new,
+                "already_submitted": plan.already_submitted,
+                "failed_to_retry": plan.to_retry_failed,
+                "rejected": plan.rejected_skipped + plan.rejected_retry,
+                "rejected_resent": flags.retry_rejected,
+                "unknown": plan.unknown_skipped + plan.unknown_retry,
+                "unknown_resent": flags.retry_unknown,
+                "to_send": plan.to_send(),
+                "per_endpoint": per_kind.iter().map(|(k, (r, i))| (k.as_str().to_string(), serde_json::json!({"requests": r, "images": i}))).collect::<serde_json::Map<_, _>>(),
+                "estimate_seconds": window.as_secs_f64().round(),
+                "estimate_paced_seconds": paced.as_secs_f64().round(),
+            }),
+        );
+        return;
+    }
     let mut out = format!(
         "plan: {} requests: {} new, {} already submitted (skipped), {} failed to retry, {} rejected ({}), {} unknown ({})\n",
         plan.total,
@@ -63,16 +89,19 @@ pub(crate) fn print_plan(plan: &Plan, flags: Flags, rates: Rates) {
     crate::logging::say(&out);
 }
 
-/// The end of a run, on stdout.
+/// The end of a run, on stdout. With `--log-format json` the `summary` object that ends every
+/// run (written by `app`, with the exit code) says it instead; the notes below become `message`s.
 pub(crate) fn print_summary(summary: &Summary, plan: &Plan, results: &std::path::Path) {
-    crate::logging::say(&format!(
-        "done: {} this run ({}); {} already submitted earlier; {}; results in {}\n",
-        summary.total(),
-        describe_counts(&summary.counts),
-        plan.already_submitted,
-        achieved(summary.submitted_images, summary.elapsed),
-        results.display()
-    ));
+    if !crate::logging::json_mode() {
+        crate::logging::say(&format!(
+            "done: {} this run ({}); {} already submitted earlier; {}; results in {}\n",
+            summary.total(),
+            describe_counts(&summary.counts),
+            plan.already_submitted,
+            achieved(summary.submitted_images, summary.elapsed),
+            results.display()
+        ));
+    }
     if let Some(t) = &summary.breaker {
         crate::logging::say(&format!(
             "stopped early: the API refused {} requests in a row with code {}; {} requests were not sent. Fix the cause (credits, the account's task limit), then rerun the same command: the unsent requests are sent; the {} rejected ones are resent only with --retry-rejected (or --retry-code {} if the refusal passes by itself)\n",

@@ -27,9 +27,41 @@ pub(crate) fn error(message: &str) {
     }
 }
 
-/// Write `text` to stdout as it is. A reader that went away (`run … | head`) is not an error: the
-/// command goes on, and its exit code says how it ended; any other failure is logged.
+/// Whether `--log-format json` is on: every line on stdout and stderr is then one JSON object
+/// with a `type` (README "JSON output").
+pub(crate) fn json_mode() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// With `--log-format json`, write one typed object on stdout: `{"timestamp", "type", …fields}`.
+/// Does nothing in text mode (the caller says it as text).
+pub(crate) fn emit(kind: &str, fields: serde_json::Value) {
+    if !json_mode() {
+        return;
+    }
+    let mut object = serde_json::Map::new();
+    object.insert("timestamp".into(), crate::journal::now_rfc3339().into());
+    object.insert("type".into(), kind.into());
+    if let serde_json::Value::Object(f) = fields {
+        object.extend(f);
+    }
+    write_stdout(&format!("{}\n", serde_json::Value::Object(object)));
+}
+
+/// Write `text` to stdout as it is — or, with `--log-format json`, each of its lines as a
+/// `message` object. A reader that went away (`run … | head`) is not an error: the command goes
+/// on, and its exit code says how it ended; any other failure is logged.
 pub(crate) fn say(text: &str) {
+    if json_mode() {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            emit("message", serde_json::json!({ "text": line.trim_end() }));
+        }
+        return;
+    }
+    write_stdout(text);
+}
+
+fn write_stdout(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
@@ -67,9 +99,54 @@ pub(crate) fn init(format: LogFormat, verbosity: i8) {
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_ansi(false)
+                .with_writer(Typed::default)
                 .try_init()
         }
     };
+}
+
+/// stderr in JSON mode: each log line gets its `type` — `error` (level ERROR), `outcome` (a
+/// request's outcome that needs attention: it has a `status` field), `progress` (the periodic
+/// status lines), `log` otherwise — inserted as the object's first key.
+#[derive(Default)]
+struct Typed {
+    line: Vec<u8>,
+}
+
+impl std::io::Write for Typed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+        let kind = if line.contains("\"level\":\"ERROR\"") {
+            "error"
+        } else if line.contains("\"status\":\"") {
+            "outcome"
+        } else if line.contains("\"message\":\"progress:")
+            || line.contains("\"message\":\"collecting:")
+        {
+            "progress"
+        } else {
+            "log"
+        };
+        let typed = match line.strip_prefix('{') {
+            Some(rest) => format!("{{\"type\":\"{kind}\",{rest}"),
+            None => line,
+        };
+        std::io::stderr().lock().write_all(typed.as_bytes())
+    }
+}
+
+impl Drop for Typed {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
 }
 
 /// Text from outside (a prompt, an API message) made safe for a terminal and a log line: control

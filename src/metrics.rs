@@ -32,6 +32,8 @@ struct Facts {
     images_submitted: Option<u64>,
     /// `collect`: images by status (done, failed, refused, pending, downloaded).
     images: BTreeMap<&'static str, u64>,
+    /// Where the results are, the run id (`--run-id`), the images' folder.
+    context: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The metric that only a successful invocation moves.
@@ -52,6 +54,15 @@ impl Metrics {
         let mut f = self.facts.lock().expect("not poisoned");
         f.requests = requests.iter().copied().collect();
         f.images_submitted = Some(images_submitted);
+    }
+
+    /// Where the outputs are (`results`, `images_dir`) and the `run_id`, for the JSON summary.
+    pub(crate) fn record_context(&self, key: &str, value: serde_json::Value) {
+        self.facts
+            .lock()
+            .expect("not poisoned")
+            .context
+            .insert(key.into(), value);
     }
 
     /// `collect`'s images by status.
@@ -90,16 +101,26 @@ impl Metrics {
 
     /// The facts as one JSON object (the body of `--ping-url`'s last ping).
     pub fn summary_json(&self, command: &str, code: u8) -> String {
+        self.summary(command, code).to_string()
+    }
+
+    /// The facts as a JSON object: `command`, `exit_code`, `duration_seconds`, `requests` (by
+    /// status), `images_submitted`, `images` (by status), and the context (`results`,
+    /// `images_dir`, `run_id`) that is known.
+    pub fn summary(&self, command: &str, code: u8) -> serde_json::Value {
         let f = self.facts.lock().expect("not poisoned");
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "command": command,
             "exit_code": code,
             "duration_seconds": (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             "requests": f.requests,
             "images_submitted": f.images_submitted,
             "images": f.images,
-        })
-        .to_string()
+        });
+        if let serde_json::Value::Object(o) = &mut v {
+            o.extend(f.context.clone());
+        }
+        v
     }
 }
 

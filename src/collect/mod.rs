@@ -179,6 +179,9 @@ pub(crate) async fn collect(
 
     // The outputs, whatever happened.
     let summary = Summary::of(&batch);
+    settings
+        .metrics
+        .record_context("images_dir", settings.out.display().to_string().into());
     settings.metrics.record_images(&[
         ("done", summary.done),
         ("downloaded", summary.downloaded),

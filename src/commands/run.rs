@@ -129,6 +129,12 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     settings
         .metrics
         .record_run(&by_status, summary.submitted_images);
+    settings
+        .metrics
+        .record_context("results", settings.out.display().to_string().into());
+    if let Some(id) = &settings.manifest.run_id {
+        settings.metrics.record_context("run_id", id.clone().into());
+    }
 
     // Final rewrite: one row per request, in expansion order.
     let abandoned = blocking(move || journal.finish().map_err(|e| unwritable(&shown, e))).await?;

@@ -624,3 +624,57 @@ async fn pings_bracket_the_run_and_a_dead_ping_server_changes_nothing() {
     crate::common::exits(&o, 0);
     assert!(String::from_utf8_lossy(&o.stderr).contains("ping failed"));
 }
+
+/// The README's cron line (with the simulator instead of a token), log file and all: with
+/// `--log-format json` every line it writes, stdout and stderr, is one JSON object with a `type`,
+/// and the last is the `summary`, which agrees with the results CSV.
+#[test]
+fn the_cron_line_writes_only_json_and_ends_with_a_summary_that_matches_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::common::root();
+    std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+    std::fs::copy(
+        root.join("manifests/sweep.yaml"),
+        dir.path().join("manifests/catalog.yaml"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let binary = assert_cmd::cargo::cargo_bin("hidream-batch");
+    let line = format!(
+        "cd {} && {} run manifests/catalog.yaml --simulate --run-id $(date +%F) -o results/results-$(date +%F).csv --log-format json >> logs/hidream.log 2>&1",
+        dir.path().display(),
+        binary.display()
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .env_remove("HIDREAM_API_TOKEN")
+        .env_remove("RUST_LOG")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(dir.path().join("logs/hidream.log")).unwrap();
+    let objects: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for o in &objects {
+        assert!(o["type"].is_string(), "no type: {o}");
+    }
+    assert!(objects.iter().any(|o| o["type"] == "plan"));
+    let summary = objects.last().unwrap();
+    assert_eq!(summary["type"], "summary", "{log}");
+    assert_eq!(summary["exit_code"], 0);
+    let results_path = summary["results"].as_str().unwrap();
+    let rows = crate::common::results(&dir.path().join(results_path));
+    let submitted = rows.iter().filter(|r| r["status"] == "submitted").count();
+    assert_eq!(summary["requests"]["submitted"], submitted as u64);
+    let images: u64 = rows
+        .iter()
+        .map(|r| r["img_count"].parse::<u64>().unwrap_or(1))
+        .sum();
+    assert_eq!(summary["images_submitted"], images);
+    assert!(
+        summary["run_id"].as_str().unwrap().len() == 10,
+        "the date: {summary}"
+    );
+}
