@@ -678,3 +678,49 @@ fn the_cron_line_writes_only_json_and_ends_with_a_summary_that_matches_the_resul
         "the date: {summary}"
     );
 }
+
+/// The Kubernetes wrappers (`deploy/*.yaml`) start the binary as `/bin/sh -c 'exec hidream-batch
+/// run …'`: the binary replaces the shell, so the SIGTERM Kubernetes sends reaches it, in-flight
+/// requests finish and the run exits 130 (without `exec`, `sh` would be killed and the run lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_wrapper_lets_sigterm_reach_the_run() {
+    let yaml = std::fs::read_to_string(crate::common::root().join("deploy/cronjob.yaml")).unwrap();
+    assert!(
+        yaml.contains("command: [\"/bin/sh\", \"-c\"]") && yaml.contains("exec hidream-batch run"),
+        "the wrapper this test runs is the one deploy/cronjob.yaml writes"
+    );
+    let sim = crate::common::simulator(hidream_batch::sim::SimConfig {
+        latency: "100ms".parse().unwrap(),
+        ..crate::common::quiet()
+    })
+    .await;
+    let (_dir, manifest, out) = crate::common::txt2img_scratch("wrapped", 20, &[1]);
+    let run = crate::common::run_args(&manifest, &sim.base_url(), &out, &["--concurrency", "2"]);
+    let script = format!(
+        "exec {} {}",
+        assert_cmd::cargo::cargo_bin("hidream-batch").display(),
+        run.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let child = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .current_dir(crate::common::root())
+        .env("HIDREAM_API_TOKEN", crate::common::TOKEN)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::common::until("a few rows", || crate::common::row_count(&out) >= 3).await;
+    // The signal goes to the wrapper's process, as Kubernetes sends it to PID 1 of the container.
+    crate::common::signal(&child, "-TERM");
+    let o = crate::common::wait(child).await;
+    crate::common::exits(&o, 130);
+    let rows = crate::common::results(&out);
+    assert!(
+        rows.len() < 20 && rows.iter().all(|r| r["status"] == "submitted"),
+        "{rows:?}"
+    );
+}
