@@ -65,6 +65,28 @@ pub(crate) struct Ctx {
     pub image_url: String,
 }
 
+impl Ctx {
+    /// The context of one polling loop: queries paced by `--poll-rate` (`even`: spaced evenly
+    /// from the start; otherwise per rolling minute), retried by `retry` until `stop`, images
+    /// downloaded into `out` if there is one.
+    pub(crate) fn new(
+        client: &Client,
+        poll: &crate::settings::PollSettings,
+        retry: crate::retry::RetryPolicy,
+        stop: &crate::shutdown::Shutdown,
+        out: Option<PathBuf>,
+        even: bool,
+    ) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            client: client.clone(),
+            limiters: Limiters::new(crate::units::Rates::uniform(poll.rate), even),
+            retrier: Retrier::new(retry, stop.clone()),
+            out,
+            image_url: poll.image_url.clone(),
+        })
+    }
+}
+
 /// A task to query, with what the future needs to know about its images.
 #[derive(Debug, Clone)]
 pub(crate) struct Poll {

@@ -32,12 +32,10 @@ pub(crate) mod progress;
 pub(crate) mod schedule;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::api::status;
-use crate::client::{Client, Limiters};
+use crate::client::Client;
 use crate::exit;
-use crate::retry::Retrier;
 use crate::settings::CollectSettings;
 use crate::shutdown::Shutdown;
 
@@ -140,13 +138,14 @@ pub(crate) async fn collect(
     let connection = &settings.connection;
     // This collection's own stop (a 401, the `--wait` deadline), and the signals' through it.
     let stop = shutdown.child();
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        limiters: Limiters::new(crate::units::Rates::uniform(settings.poll.rate), true),
-        retrier: Retrier::new(connection.retry.clone(), stop.clone()),
-        out: Some(settings.out.clone()),
-        image_url: settings.poll.image_url.clone(),
-    });
+    let ctx = Ctx::new(
+        client,
+        &settings.poll,
+        connection.retry.clone(),
+        &stop,
+        Some(settings.out.clone()),
+        true,
+    );
     // What a run that followed its tasks already knows (settled ones are not asked again).
     for t in &mut batch.tasks {
         if let Some(subs) = known.remove(&t.task_id) {
@@ -159,7 +158,7 @@ pub(crate) async fn collect(
         downloads: true,
         wait_timeout: settings.wait.then_some(settings.wait_timeout),
     };
-    let schedule = Schedule::new(schedule::FIRST_QUERY, settings.poll_interval);
+    let schedule = Schedule::new(schedule::FIRST_QUERY, settings.poll.interval);
     let progress = progress::CollectProgress::new();
     progress.update(&Summary::of(&batch), 0);
     let ended = poller::drive(
@@ -294,13 +293,14 @@ pub(crate) async fn follow(
     let stop = shutdown.child();
     // Paced per rolling minute, not evenly: the tasks of a window are submitted together and
     // finish together, and spacing their queries would keep the last one's slot idle.
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        limiters: Limiters::new(crate::units::Rates::uniform(settings.poll.rate), false),
-        retrier: Retrier::new(settings.connection.retry.clone(), stop.clone()),
+    let ctx = Ctx::new(
+        client,
+        &settings.poll,
+        settings.connection.retry.clone(),
+        &stop,
         out,
-        image_url: settings.poll.image_url.clone(),
-    });
+        false,
+    );
     let options = poller::Options {
         concurrency: settings.connection.concurrency,
         wait: true,

@@ -28,6 +28,9 @@ use super::schedule::Schedule;
 use crate::logging::STATUS_EVERY;
 use crate::shutdown::Shutdown;
 
+/// How often the bar of `collect` is redrawn.
+const BAR_EVERY: Duration = Duration::from_millis(200);
+
 /// A task `run` submitted, handed to the loop with its slot of the pending-task window.
 #[derive(Debug)]
 pub(crate) struct Tracked {
@@ -118,6 +121,7 @@ pub(crate) async fn drive(
     let mut first_signal_seen = shutdown.is_stopping();
     let mut ticker = tokio::time::interval(STATUS_EVERY);
     ticker.tick().await;
+    let mut drawn = now;
     loop {
         if !stop.is_stopping() {
             let now = Instant::now();
@@ -149,8 +153,12 @@ pub(crate) async fn drive(
                     ended.unauthorized.get_or_insert(message);
                     stop.stop_dispatch();
                 }
-                if let Some(p) = progress {
+                // The bar, at most every [`BAR_EVERY`]: counting goes over every image.
+                if let Some(p) = progress.filter(|p| p.draws())
+                    && drawn.elapsed() >= BAR_EVERY
+                {
                     p.update(&super::Summary::of(batch), ended.queries);
+                    drawn = Instant::now();
                 }
                 if let Some(i) = task {
                     let t = &batch.tasks[i];

@@ -34,6 +34,12 @@ impl CollectProgress {
         (!std::io::stderr().is_terminal()).then_some(CollectProgress { bar: None })
     }
 
+    /// Whether [`CollectProgress::update`] shows anything (there is a bar to draw): counting the
+    /// batch is not free, so the polling loop asks first.
+    pub(crate) fn draws(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// The counts now, and the queries made.
     pub(crate) fn update(&self, s: &super::Summary, queries: u64) {
         if let Some(b) = &self.bar {

@@ -149,8 +149,6 @@ pub struct CollectSettings {
     pub out: PathBuf,
     /// Poll until every task is finished or `wait_timeout` passes.
     pub wait: bool,
-    /// The pause between polling rounds.
-    pub poll_interval: Duration,
     /// How long `wait` polls.
     pub wait_timeout: Duration,
     /// How tasks are queried.
@@ -299,7 +297,6 @@ impl CollectSettings {
             results: results.to_path_buf(),
             out,
             wait: true,
-            poll_interval: poll.interval,
             wait_timeout: defaults::duration(defaults::DEFAULT_WAIT_TIMEOUT),
             poll: poll.clone(),
             metrics,
@@ -316,7 +313,6 @@ pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
         results: args.results,
         out: args.out,
         wait: args.wait,
-        poll_interval: args.poll.poll_interval,
         wait_timeout: args.timeout,
         poll: poll(args.poll)?,
         metrics: crate::metrics::Metrics::new(args.metrics_textfile),
