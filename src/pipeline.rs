@@ -312,7 +312,7 @@ fn record(
             outcome.request.id.to_string(),
             outcome.request.job.id.clone(),
             outcome.request.body.kind(),
-            outcome.task_id.clone(),
+            std::mem::take(&mut outcome.task_id),
             &outcome.sub_task_ids,
         );
         // The loop is gone only when the run is stopping: the slot goes with the task.
