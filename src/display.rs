@@ -1,12 +1,14 @@
 //! What `run` shows a person: the plan before it sends, the progress while it sends (a bar on a
-//! terminal, a status line every [`crate::pipeline::STATUS_EVERY`] otherwise), and the summary at the end. Nothing
-//! here decides anything.
+//! terminal, a status line every [`crate::logging::STATUS_EVERY`] otherwise, see [`Progress`]),
+//! and the summary at the end. Nothing here decides anything.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::Kind;
+use crate::client::Limiters;
 use crate::pipeline::{Observer, Summary};
 use crate::plan::{Flags, Plan};
 use crate::results::Status;
@@ -174,57 +176,281 @@ pub(crate) fn describe_estimate((window, paced): (Duration, Duration)) -> String
     }
 }
 
-/// A progress bar on a terminal; otherwise a status line every
-/// [`crate::pipeline::STATUS_EVERY`].
+/// How often the bar's facts are recomputed (the bar's own spinner ticks as often).
+const BAR_EVERY: Duration = Duration::from_millis(200);
+
+/// What `run` shows while it sends: a bar on a terminal (not with `--log-format json`), redrawn
+/// every [`BAR_EVERY`] whether or not anything finished; otherwise a status line every
+/// [`crate::logging::STATUS_EVERY`]. Both say the same facts ([`Facts`]): requests done of the
+/// total, images submitted and the achieved pace, an ETA from the rate limiters' schedule, and
+/// what the run waits for ([`crate::activity`]). Both go on while a run waits for its tasks
+/// after the last submission (`--collect`), until [`Progress::finish`].
 pub(crate) struct Progress {
+    shared: Arc<Shared>,
     bar: Option<indicatif::ProgressBar>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+/// What the refresher reads.
+struct Shared {
+    /// Requests to send.
     total: u64,
+    /// Submissions in flight at once (`--concurrency`).
+    concurrency: usize,
+    /// Images to send per endpoint.
+    planned: BTreeMap<Kind, u64>,
+    limiters: Arc<Limiters>,
+    started: std::time::Instant,
+    /// Outcomes so far, the images submitted, and the requests' time from their first attempt
+    /// to their outcome, summed.
+    now: Mutex<(BTreeMap<Status, u64>, u64, Duration)>,
 }
 
 impl Progress {
-    /// Progress towards `total` outcomes.
-    pub(crate) fn new(total: u64) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
+    /// Progress towards the plan's requests and images, `concurrency` at a time at the pace of
+    /// `limiters`. Must be called within the runtime (the refresher is a task).
+    pub(crate) fn new(plan: &Plan, limiters: Arc<Limiters>, concurrency: usize) -> Progress {
+        let shared = Arc::new(Shared {
+            total: plan.to_send(),
+            concurrency: concurrency.max(1),
+            planned: plan.images.clone(),
+            limiters,
+            started: std::time::Instant::now(),
+            now: Mutex::new((BTreeMap::new(), 0, Duration::ZERO)),
+        });
+        let bar = (std::io::stderr().is_terminal() && !crate::logging::json_mode()).then(|| {
+            let bar = indicatif::ProgressBar::new(shared.total);
+            // Two lines: the counts, the pace and the ETA; then what the run does or waits for,
+            // cut to the terminal's width (a wrapped line would leave copies behind).
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]",
+                    "{spinner} {bar:20} {pos}/{len} {prefix}\n  {wide_msg}",
                 )
                 .expect("valid template"),
             );
+            bar.set_message("starting");
+            crate::logging::show_bar(Some(bar.clone()));
             bar
         });
-        Progress { bar, total }
+        let refresher = {
+            let (shared, bar) = (shared.clone(), bar.clone());
+            tokio::spawn(async move {
+                // Status lines every 10 s (scaled by the test hook, as every wait is).
+                let every = match bar {
+                    Some(_) => BAR_EVERY,
+                    None => crate::env_vars::scale(
+                        crate::logging::STATUS_EVERY,
+                        crate::env_vars::time_scale(),
+                    ),
+                };
+                let mut ticker = tokio::time::interval(every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    let facts = shared.facts();
+                    match &bar {
+                        Some(b) => {
+                            b.set_position(facts.done);
+                            b.set_prefix(facts.pace());
+                            b.set_message(facts.doing());
+                        }
+                        None => facts.log(),
+                    }
+                }
+            })
+        };
+        Progress {
+            shared,
+            bar,
+            refresher,
+        }
     }
 
-    /// Remove the bar.
+    /// Stop refreshing and remove the bar.
     pub(crate) fn finish(&self) {
+        self.refresher.abort();
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            crate::logging::show_bar(None);
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
 impl Observer for Progress {
-    fn update(&self, counts: &BTreeMap<Status, u64>) {
+    fn update(&self, summary: &Summary) {
+        {
+            let mut now = self
+                .shared
+                .now
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            now.0.clone_from(&summary.counts);
+            now.1 = summary.submitted_images;
+            now.2 = summary.busy;
+        }
         if let Some(b) = &self.bar {
-            b.set_position(counts.values().sum());
-            b.set_message(describe_counts(counts));
+            b.set_position(summary.total());
+        }
+    }
+}
+
+/// What the progress says at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Facts {
+    /// Requests with an outcome, of `total`.
+    pub done: u64,
+    pub total: u64,
+    /// Outcomes per status.
+    pub counts: BTreeMap<Status, u64>,
+    /// Images submitted (accepted by the API).
+    pub images: u64,
+    pub elapsed: Duration,
+    /// Time left: the slower of the limiters' schedule and the pace so far; `None` when done.
+    pub eta: Option<Duration>,
+    /// What the run waits for now ([`crate::activity::describe`]).
+    pub waiting: Option<String>,
+}
+
+impl Shared {
+    fn facts(&self) -> Facts {
+        let (counts, images, busy) = self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let done: u64 = counts.values().sum();
+        let elapsed = self.started.elapsed();
+        let eta = (done < self.total).then(|| {
+            let schedule = self
+                .planned
+                .iter()
+                .map(|(kind, planned)| self.limiters.eta(*kind, *planned))
+                .max()
+                .unwrap_or_default();
+            // What no limiter schedules: the requests' own time (latency, retries), as the
+            // finished ones took, `--concurrency` at a time. (Not the elapsed time per request:
+            // that counts the rate windows the schedule already counts.)
+            let pace = match done {
+                0 => Duration::ZERO,
+                _ => {
+                    busy.mul_f64((self.total - done) as f64 / done as f64 / self.concurrency as f64)
+                }
+            };
+            schedule.max(pace)
+        });
+        Facts {
+            done,
+            total: self.total,
+            counts,
+            images,
+            elapsed,
+            eta,
+            waiting: crate::activity::describe(),
+        }
+    }
+}
+
+impl Facts {
+    /// The outcomes other than `submitted` that happened ("2 rejected, 1 unknown"), if any.
+    fn troubles(&self) -> Option<String> {
+        let t: Vec<String> = Status::ALL
+            .iter()
+            .filter(|s| **s != Status::Submitted)
+            .filter_map(|s| {
+                let n = self.counts.get(s).copied().unwrap_or(0);
+                (n > 0).then(|| format!("{n} {}", s.as_str()))
+            })
+            .collect();
+        (!t.is_empty()).then(|| t.join(", "))
+    }
+
+    /// The bar's first line after the counts: "40 images in 12.3 s · eta 48 s" ("…, 98/min"
+    /// after a minute).
+    pub(crate) fn pace(&self) -> String {
+        let images = match per_minute(self.images, self.elapsed) {
+            None => format!(
+                "{} images in {:.1} s",
+                self.images,
+                self.elapsed.as_secs_f64()
+            ),
+            Some(rate) => format!(
+                "{} images in {}, {rate:.0}/min",
+                self.images,
+                crate::activity::seconds(self.elapsed)
+            ),
+        };
+        match self.eta {
+            Some(eta) => format!("{images} · eta {}", crate::activity::seconds(eta)),
+            None => images,
         }
     }
 
-    fn wants_status(&self) -> bool {
-        self.bar.is_none()
+    /// The bar's second line: the outcomes that need a look, then what the run waits for, or
+    /// "sending".
+    pub(crate) fn doing(&self) -> String {
+        let doing = self.waiting.clone().unwrap_or_else(|| match self.eta {
+            Some(_) => "sending".into(),
+            None => "finishing".into(),
+        });
+        match self.troubles() {
+            Some(t) => format!("{t} · {doing}"),
+            None => doing,
+        }
     }
 
-    fn status(&self, counts: &BTreeMap<Status, u64>) {
-        tracing::info!(
-            "progress: {} of {} requests done ({})",
-            counts.values().sum::<u64>(),
-            self.total,
-            describe_counts(counts)
-        );
+    /// The status line (a `progress` object with `--log-format json`).
+    fn log(&self) {
+        let count = |s: Status| self.counts.get(&s).copied().unwrap_or(0);
+        let eta = self.eta.map(|d| d.as_secs_f64().round());
+        let rate = per_minute(self.images, self.elapsed);
+        if crate::logging::json_mode() {
+            tracing::info!(
+                done = self.done,
+                total = self.total,
+                submitted = count(Status::Submitted),
+                rejected = count(Status::Rejected),
+                failed = count(Status::Failed),
+                unknown = count(Status::Unknown),
+                images = self.images,
+                elapsed_seconds = (self.elapsed.as_secs_f64() * 10.0).round() / 10.0,
+                images_per_minute = rate,
+                eta_seconds = eta,
+                waiting = self.waiting.as_deref(),
+                "progress: {} of {} requests done",
+                self.done,
+                self.total
+            );
+        } else {
+            tracing::info!(
+                "progress: {} of {} requests done ({}); {}{}{}",
+                self.done,
+                self.total,
+                describe_counts(&self.counts),
+                achieved(self.images, self.elapsed),
+                self.eta
+                    .map(|d| format!("; eta {}", crate::activity::seconds(d)))
+                    .unwrap_or_default(),
+                self.waiting
+                    .as_deref()
+                    .map(|w| format!("; waiting: {w}"))
+                    .unwrap_or_default(),
+            );
+        }
     }
+}
+
+/// Images per minute over `elapsed`, once a minute has passed (a rate over a few seconds says
+/// nothing about `--rate`).
+pub(crate) fn per_minute(images: u64, elapsed: Duration) -> Option<f64> {
+    let secs = elapsed.as_secs_f64();
+    (secs >= 60.0).then(|| (images as f64 * 60.0 / secs).round())
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@
 //! - [`plan`]: what a run sends and why. [`pipeline`]: `buffer_unordered(submit)` → one consumer
 //!   → a [`pipeline::Summary`]; [`breaker`]: the consumer stops dispatch when the API refuses K
 //!   requests in a row with one code (exit 4). [`display`]: the plan, the progress and the summary as a person
-//!   reads them.
+//!   reads them; [`activity`]: what the command waits for right now (a rate window, a backoff,
+//!   a pending-task slot), named by the progress display.
 //! - [`results`]: the results CSV's schema, rows and strict reader; [`journal`]: the results as a
 //!   state machine — write-ahead log, lock, compaction, one writer thread, final rewrite — and
 //!   its invariants.
@@ -90,6 +91,7 @@
 // `cargo doc --document-private-items --open`, where every link resolves.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub(crate) mod activity;
 pub mod api;
 pub mod app;
 pub mod body;

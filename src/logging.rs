@@ -1,5 +1,7 @@
 //! Logging: tracing-subscriber on stderr, as text or JSON, filtered by `-q`/`-v` or `RUST_LOG`.
-//! No ANSI colours unless stderr is a terminal. User-supplied text (prompts, API messages) is logged
+//! On a terminal, text lines have colours and no timestamp; in a file or a pipe, no colours and
+//! each text line starts with its UTC timestamp. Lines written while a progress bar shows clear it first
+//! ([`show_bar`]). User-supplied text (prompts, API messages) is logged
 //! through [`safe`], which escapes control characters so a prompt cannot rewrite the terminal.
 
 use std::io::IsTerminal;
@@ -15,6 +17,28 @@ use crate::env_vars;
 
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The progress bar on screen, if any: every line written while it shows is written with the
+/// bar cleared and drawn again after it, so no copy of the bar is left behind.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// The bar now on screen (`None` once it is gone).
+pub(crate) fn show_bar(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = bar;
+}
+
+/// Run `write` with the bar (if one shows) cleared.
+fn around_bar<T>(write: impl FnOnce() -> T) -> T {
+    let bar = BAR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
 /// Report a fatal error once: `error: …` on stderr, or a JSON log line with `--log-format json`
 /// (so every stderr line of a JSON run parses). Control characters in it (a manifest's value, a
 /// server's message) are escaped ([`safe`]).
@@ -23,7 +47,7 @@ pub(crate) fn error(message: &str) {
     if JSON.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::error!("{message}");
     } else {
-        eprintln!("error: {message}");
+        around_bar(|| eprintln!("error: {message}"));
     }
 }
 
@@ -63,8 +87,11 @@ pub(crate) fn say(text: &str) {
 
 fn write_stdout(text: &str) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+    let written = around_bar(|| {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes()).and_then(|()| out.flush())
+    });
+    if let Err(e) = written
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         tracing::warn!("cannot write to stdout: {e}");
@@ -85,13 +112,14 @@ pub(crate) fn init(format: LogFormat, verbosity: i8) {
         .unwrap_or_else(|| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Line::default)
         .with_target(false);
     let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .without_time()
-            .try_init(),
+        // On a terminal a person watches as it happens; in a log file each line says when.
+        LogFormat::Text if std::io::stderr().is_terminal() => {
+            builder.with_ansi(true).without_time().try_init()
+        }
+        LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => {
             JSON.store(true, std::sync::atomic::Ordering::Relaxed);
             builder
@@ -140,6 +168,33 @@ impl std::io::Write for Typed {
             None => line,
         };
         std::io::stderr().lock().write_all(typed.as_bytes())
+    }
+}
+
+/// stderr in text mode: each log line written whole, with the progress bar cleared around it.
+#[derive(Default)]
+struct Line {
+    line: Vec<u8>,
+}
+
+impl std::io::Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.line);
+        around_bar(|| std::io::stderr().lock().write_all(&line))
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
     }
 }
 

@@ -94,17 +94,10 @@ impl Outcome {
     }
 }
 
-/// How often [`Observer::status`] is called when it wants status lines.
-pub(crate) use crate::logging::STATUS_EVERY;
-
 /// Whoever shows the pipeline's progress (the pipeline itself prints nothing).
 pub(crate) trait Observer {
     /// The outcomes so far (several may have finished together).
-    fn update(&self, counts: &BTreeMap<Status, u64>);
-    /// Whether [`Observer::status`] is wanted every [`STATUS_EVERY`] (no progress bar).
-    fn wants_status(&self) -> bool;
-    /// The periodic status.
-    fn status(&self, counts: &BTreeMap<Status, u64>);
+    fn update(&self, summary: &Summary);
 }
 
 /// What a run's pipeline did.
@@ -116,6 +109,8 @@ pub(crate) struct Summary {
     pub submitted_images: u64,
     /// From the first dispatch to the last outcome.
     pub elapsed: Duration,
+    /// The requests' own time, from their first attempt to their outcome, summed.
+    pub busy: Duration,
     /// The API refused the credentials.
     pub unauthorized: bool,
     /// The breaker stopped dispatch: the refusals in a row, their code and message.
@@ -140,8 +135,9 @@ pub(crate) struct Dispatch {
     pub client: Client,
     /// The server's world, written in every row.
     pub world: World,
-    /// Images per rolling minute, per endpoint; 0 = no limit.
-    pub rates: crate::units::Rates,
+    /// The images-per-minute limiters per endpoint (`--rate`), shared with the progress
+    /// display, which reads their schedule.
+    pub limiters: Arc<Limiters>,
     /// Attempts and delays.
     pub retry: RetryPolicy,
     /// `--retry-unknown`: an attempt without an answer is tried again.
@@ -169,7 +165,7 @@ pub(crate) struct Follow {
 struct Ctx {
     client: Client,
     world: World,
-    limiters: Limiters,
+    limiters: Arc<Limiters>,
     /// Stopped by the run's shutdown, or by a 401/403 (this run's own stop).
     retrier: Retrier,
     retry_unknown: bool,
@@ -196,7 +192,7 @@ pub(crate) async fn run(
     let ctx = Arc::new(Ctx {
         client: dispatch.client,
         world: dispatch.world,
-        limiters: Limiters::new(dispatch.rates, false),
+        limiters: dispatch.limiters,
         retrier: Retrier::new(dispatch.retry, shutdown.child()),
         retry_unknown: dispatch.retry_unknown,
         retry_codes: dispatch.retry_codes,
@@ -218,8 +214,6 @@ pub(crate) async fn run(
 
     let started = Instant::now();
     let mut summary = Summary::default();
-    let mut ticker = tokio::time::interval(STATUS_EVERY);
-    ticker.tick().await;
     loop {
         tokio::select! {
             next = stream.next() => {
@@ -254,7 +248,7 @@ pub(crate) async fn run(
                     }
                 }
                 journal.flush(tasks)?;
-                progress.update(&summary.counts);
+                progress.update(&summary);
                 if finished {
                     break;
                 }
@@ -272,9 +266,6 @@ pub(crate) async fn run(
                 }
                 journal.flush(tasks)?;
                 break;
-            }
-            _ = ticker.tick(), if progress.wants_status() => {
-                progress.status(&summary.counts);
             }
         }
     }
@@ -319,6 +310,7 @@ fn record(
         let _ = feed.send(Tracked { task, slot });
     }
     *summary.counts.entry(status).or_default() += 1;
+    summary.busy += outcome.elapsed;
     // `unknown` needs a person (the task may exist, and be billed): a warning, shown with -q.
     macro_rules! outcome_line {
         ($level:ident) => {
@@ -355,6 +347,8 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
     let images = out.request.body.images();
     // A slot of the pending-task window first: nothing is built or sent without one.
     if let Some(slots) = &ctx.slots {
+        let _waiting = (slots.available_permits() == 0)
+            .then(|| crate::activity::waiting(crate::activity::Wait::Slot));
         tokio::select! {
             permit = slots.clone().acquire_owned() => out.slot = permit.ok(),
             () = ctx.retrier.shutdown.stopping() => return out,

@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::activity::{self, Wait};
+use crate::api::Kind;
 use crate::env_vars;
 
 /// The window the limit applies to, with a small margin for clock skew and latency jitter
@@ -48,6 +50,22 @@ pub(crate) struct Limiter {
     /// Attempts are also spaced evenly (set by [`Limiter::slow_down`], or from the start).
     paced: AtomicBool,
     state: Mutex<State>,
+    /// The endpoint and whether it limits task queries, as [`crate::activity`] names the wait.
+    label: Option<(Kind, bool)>,
+    /// What the progress display reads ([`Limiter::eta`]): a copy of the state as the last
+    /// attempt left it (the state's lock is held while an attempt waits).
+    published: std::sync::Mutex<Published>,
+}
+
+/// The schedule as the last attempt left it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Published {
+    /// Images in the window then.
+    in_window: u64,
+    /// When the oldest of them leaves the window.
+    frees_at: Option<Instant>,
+    /// Images let through so far, retries included.
+    admitted: u64,
 }
 
 #[derive(Debug)]
@@ -86,7 +104,52 @@ impl Limiter {
                 log: VecDeque::new(),
                 in_window: 0,
             }),
+            label: None,
+            published: std::sync::Mutex::new(Published::default()),
         }
+    }
+
+    /// Name the endpoint (and whether this limits task queries) for [`crate::activity`].
+    pub(crate) fn labelled(mut self, kind: Kind, queries: bool) -> Limiter {
+        self.label = Some((kind, queries));
+        self
+    }
+
+    /// Images let through so far, retries included.
+    pub(crate) fn admitted(&self) -> u64 {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admitted
+    }
+
+    /// How long `remaining` more images take by this limiter's schedule from now: paced, their
+    /// share of a minute each; otherwise the rest of the current window's allowance at once,
+    /// then a window per allowance. For display (the progress bar's ETA).
+    pub(crate) fn eta(&self, remaining: u64) -> Duration {
+        if remaining == 0 {
+            return Duration::ZERO;
+        }
+        let per = u64::from(self.per_minute);
+        if self.is_paced() {
+            return self.minute.mul_f64(remaining as f64 / per as f64);
+        }
+        let p = *self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        // Once the oldest entry has left, count the window as empty (an estimate).
+        let (in_window, first) = match p.frees_at {
+            Some(at) if at > now => (p.in_window, at - now),
+            _ => (0, Duration::ZERO),
+        };
+        let free = per.saturating_sub(in_window);
+        if remaining <= free {
+            return Duration::ZERO;
+        }
+        let more = (remaining - free).div_ceil(per) - 1;
+        first + self.window * u32::try_from(more).unwrap_or(u32::MAX)
     }
 
     /// The endpoint answered HTTP 429: space attempts evenly from now on. True the first time.
@@ -137,11 +200,31 @@ impl Limiter {
                 }
             }
             match wait_until {
-                Some(at) if at > now => tokio::time::sleep_until(at).await,
+                Some(at) if at > now => {
+                    let _waiting = self.label.map(|(kind, queries)| {
+                        activity::waiting(Wait::Rate {
+                            kind,
+                            queries,
+                            paced: self.is_paced(),
+                            per_minute: self.per_minute,
+                            until: at,
+                        })
+                    });
+                    tokio::time::sleep_until(at).await;
+                }
                 _ => {
                     st.log.push_back((now, images));
                     st.in_window += u64::from(images);
                     st.last = Some(now);
+                    let mut p = self
+                        .published
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *p = Published {
+                        in_window: st.in_window,
+                        frees_at: st.log.front().map(|(t, _)| *t + self.window),
+                        admitted: p.admitted + u64::from(images),
+                    };
                     return;
                 }
             }

@@ -25,23 +25,43 @@ use crate::units::Rates;
 pub(crate) struct Limiters(std::collections::BTreeMap<Kind, crate::rate::Limiter>);
 
 impl Limiters {
-    /// `rates` per endpoint; `even`: paced evenly from the start (queries), else a minute's
-    /// allowance at once until the endpoint answers 429 (submissions).
-    pub(crate) fn new(rates: Rates, even: bool) -> Limiters {
-        let make = |rate| {
-            if even {
+    /// The submissions' limiters: `rates` per endpoint, a minute's allowance at once until the
+    /// endpoint answers 429.
+    pub(crate) fn submissions(rates: Rates) -> Limiters {
+        Limiters::of(rates, false, false)
+    }
+
+    /// The task queries' limiters: `per_minute` per endpoint; `even`: spaced evenly from the
+    /// start, else a minute's allowance at once.
+    pub(crate) fn queries(per_minute: u32, even: bool) -> Limiters {
+        Limiters::of(Rates::uniform(per_minute), even, true)
+    }
+
+    fn of(rates: Rates, even: bool, queries: bool) -> Limiters {
+        let make = |kind: Kind| {
+            let rate = rates.get(kind);
+            let limiter = if even {
                 crate::rate::Limiter::even(rate)
             } else {
                 crate::rate::Limiter::new(rate)
-            }
+            };
+            limiter.labelled(kind, queries)
         };
         Limiters(
             Kind::ALL
                 .iter()
                 .filter(|k| rates.get(**k) > 0)
-                .map(|k| (*k, make(rates.get(*k))))
+                .map(|k| (*k, make(*k)))
                 .collect(),
         )
+    }
+
+    /// How long the rest of `planned` images of `kind` take by its limiter's schedule (zero
+    /// without a limit): what the limiter has not let through yet, at its rate.
+    pub(crate) fn eta(&self, kind: Kind, planned: u64) -> Duration {
+        self.get(kind).map_or(Duration::ZERO, |l| {
+            l.eta(planned.saturating_sub(l.admitted()))
+        })
     }
 
     /// The limiter of `kind`'s endpoint, if the rate is limited.

@@ -79,7 +79,7 @@ impl Ctx {
     ) -> Arc<Ctx> {
         Arc::new(Ctx {
             client: client.clone(),
-            limiters: Limiters::new(crate::units::Rates::uniform(poll.rate), even),
+            limiters: Limiters::queries(poll.rate, even),
             retrier: Retrier::new(retry, stop.clone()),
             out,
             image_url: poll.image_url.clone(),

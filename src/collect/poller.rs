@@ -90,6 +90,15 @@ async fn next_tracked(feed: &mut Option<mpsc::UnboundedReceiver<Tracked>>) -> Op
     }
 }
 
+/// The tasks still to be asked about.
+fn unsettled(batch: &Batch, options: &Options) -> u64 {
+    batch
+        .tasks
+        .iter()
+        .filter(|t| t.needs_query(options.downloads))
+        .count() as u64
+}
+
 /// Run the loop over `batch` (tasks already in it are due at once) and, if given, the `feed`.
 /// `stop` is the loop's own stop (a 401, the wait's end); `shutdown` brings the signals.
 #[allow(clippy::too_many_arguments)]
@@ -122,6 +131,9 @@ pub(crate) async fn drive(
     let mut ticker = tokio::time::interval(STATUS_EVERY);
     ticker.tick().await;
     let mut drawn = now;
+    // Once everything is sent (`run --collect`): the tasks still waited for, as the progress
+    // display names the wait ([`crate::activity`]), recounted at most every [`BAR_EVERY`].
+    let mut tasks_wait: Option<(crate::activity::Waiting, Instant)> = None;
     loop {
         if !stop.is_stopping() {
             let now = Instant::now();
@@ -160,6 +172,12 @@ pub(crate) async fn drive(
                     p.update(&super::Summary::of(batch), ended.queries);
                     drawn = Instant::now();
                 }
+                if let Some((w, counted)) = &mut tasks_wait
+                    && counted.elapsed() >= BAR_EVERY
+                {
+                    w.set(crate::activity::Wait::Tasks { count: unsettled(batch, options) });
+                    *counted = Instant::now();
+                }
                 if let Some(i) = task {
                     let t = &batch.tasks[i];
                     if t.finished() || t.query_given_up {
@@ -188,12 +206,12 @@ pub(crate) async fn drive(
                         None => stop.stop_dispatch(),
                         Some(w) => {
                             deadline = Some(Instant::now() + w);
-                            let waiting = batch
-                                .tasks
-                                .iter()
-                                .filter(|t| t.needs_query(options.downloads))
-                                .count();
+                            let waiting = unsettled(batch, options);
                             if waiting > 0 {
+                                tasks_wait = Some((
+                                    crate::activity::waiting(crate::activity::Wait::Tasks { count: waiting }),
+                                    Instant::now(),
+                                ));
                                 tracing::info!(
                                     "all sent; waiting for the {waiting} tasks not collected yet (at most {})",
                                     humantime::format_duration(w)

@@ -14,7 +14,7 @@ pub(crate) struct CollectProgress {
 impl CollectProgress {
     /// A bar on a terminal (none in logs, cron or pipes).
     pub(crate) fn new() -> CollectProgress {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = (std::io::stderr().is_terminal() && !crate::logging::json_mode()).then(|| {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -23,6 +23,7 @@ impl CollectProgress {
                 .expect("valid template"),
             );
             bar.enable_steady_tick(Duration::from_secs(1));
+            crate::logging::show_bar(Some(bar.clone()));
             bar
         });
         CollectProgress { bar }
@@ -31,7 +32,8 @@ impl CollectProgress {
     /// Status lines only, never a bar (`run --collect`, whose own bar shows the submissions),
     /// and only when there is no terminal to draw that bar on.
     pub(crate) fn lines() -> Option<CollectProgress> {
-        (!std::io::stderr().is_terminal()).then_some(CollectProgress { bar: None })
+        (!std::io::stderr().is_terminal() || crate::logging::json_mode())
+            .then_some(CollectProgress { bar: None })
     }
 
     /// Whether [`CollectProgress::update`] shows anything (there is a bar to draw): counting the
@@ -45,7 +47,11 @@ impl CollectProgress {
         if let Some(b) = &self.bar {
             b.set_length(s.images);
             b.set_position(s.done + s.failed + s.refused);
-            b.set_message(describe_collect(s, queries));
+            let mut message = describe_collect(s, queries);
+            if let Some(w) = crate::activity::describe() {
+                message = format!("{message} · {w}");
+            }
+            b.set_message(message);
         }
     }
 
@@ -57,8 +63,11 @@ impl CollectProgress {
     /// The periodic status line.
     pub(crate) fn status(&self, s: &super::Summary, queries: u64, waiting: usize) {
         tracing::info!(
-            "collecting: {} ({waiting} tasks waiting for their next query)",
-            describe_collect(s, queries)
+            "collecting: {} ({waiting} tasks waiting for their next query){}",
+            describe_collect(s, queries),
+            crate::activity::describe()
+                .map(|w| format!("; waiting: {w}"))
+                .unwrap_or_default()
         );
     }
 
@@ -66,6 +75,7 @@ impl CollectProgress {
     pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            crate::logging::show_bar(None);
         }
     }
 }

@@ -88,10 +88,13 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     // `--max-pending` and `--collect`: the run follows its own tasks while it submits.
     let following = settings.max_pending.is_some() || settings.collect.is_some();
     let (feed, fed) = tokio::sync::mpsc::unbounded_channel();
+    let limiters = Arc::new(crate::client::Limiters::submissions(
+        settings.connection.rates,
+    ));
     let dispatch = Dispatch {
         client: conn.client.clone(),
         world,
-        rates: settings.connection.rates,
+        limiters: limiters.clone(),
         retry: settings.connection.retry.clone(),
         retry_unknown: flags.retry_unknown,
         retry_codes: settings.retry_codes.clone(),
@@ -104,7 +107,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
             feed,
         }),
     };
-    let progress = Progress::new(plan.to_send());
+    let progress = Progress::new(&plan, limiters, settings.connection.concurrency);
     let submitting = pipeline::run(
         dispatch,
         requests,

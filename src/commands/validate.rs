@@ -40,9 +40,35 @@ pub fn validate(settings: &ManifestSettings) -> anyhow::Result<u8> {
         );
     }
     let rate = DEFAULT_RATE;
+    let (window, paced) = estimate(&per_kind, Rates::uniform(rate));
+    // `--log-format json`: one `validation` object instead of the text.
+    if crate::logging::json_mode() {
+        crate::logging::emit(
+            "validation",
+            serde_json::json!({
+                "manifests": counts.manifests.iter().map(|m| serde_json::json!({
+                    "name": m.name,
+                    "path": m.path.display().to_string(),
+                    "jobs": m.jobs,
+                    "requests": m.requests,
+                })).collect::<Vec<_>>(),
+                "jobs": jobs,
+                "requests": counts.requests(),
+                "per_endpoint": per_kind.iter().map(|(k, (r, i))| (k.as_str().to_string(), serde_json::json!({
+                    "requests": r,
+                    "images": i,
+                    "url": k.endpoint(None),
+                }))).collect::<serde_json::Map<_, _>>(),
+                "rate": rate,
+                "estimate_seconds": window.as_secs_f64().round(),
+                "estimate_paced_seconds": paced.as_secs_f64().round(),
+            }),
+        );
+        return Ok(crate::exit::OK);
+    }
     out += &format!(
         "at the default rate of {rate} images per minute per endpoint, a run takes {}\n",
-        describe_estimate(estimate(&per_kind, Rates::uniform(rate)))
+        describe_estimate((window, paced))
     );
     print_out(&out)
 }

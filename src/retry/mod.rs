@@ -189,6 +189,10 @@ impl Retrier {
                 );
             }
             let delay = backoff.scaled_delay(n, retry_after, &mut rng, self.scale);
+            let _waiting = crate::activity::waiting(crate::activity::Wait::Backoff {
+                after: crate::activity::short_reason(&reason),
+                until: tokio::time::Instant::now() + delay,
+            });
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.shutdown.stopping() => {

@@ -12,6 +12,7 @@ mod journal;
 mod layout;
 mod manifests;
 mod pending;
+mod progress;
 mod run;
 mod shutdown;
 mod sim;

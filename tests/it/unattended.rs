@@ -724,3 +724,44 @@ async fn the_documented_wrapper_lets_sigterm_reach_the_run() {
         "{rows:?}"
     );
 }
+
+/// `validate --log-format json`: one `validation` object on stdout with the documented fields;
+/// a problem is an `error` object on stderr, exit 2.
+#[test]
+fn validate_in_json_mode_writes_one_validation_object() {
+    let o = crate::common::bin()
+        .args(["--log-format", "json", "validate", "manifests/sweep.yaml"])
+        .output()
+        .unwrap();
+    crate::common::exits(&o, 0);
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let v = &lines[0];
+    assert_eq!(v["type"], "validation");
+    assert_eq!(v["manifests"][0]["path"], "manifests/sweep.yaml");
+    assert_eq!(v["requests"], 11);
+    assert_eq!(v["per_endpoint"]["txt2img"]["images"], 20);
+    assert!(
+        v["estimate_seconds"].is_number() && v["rate"].is_number(),
+        "{v}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: bad\njobs:\n  - id: a\n    kind: txt2img\n").unwrap();
+    let o = crate::common::bin()
+        .args(["--log-format", "json", "validate"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    crate::common::exits(&o, 2);
+    assert!(o.stdout.is_empty());
+    for line in String::from_utf8(o.stderr).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["type"], "error", "{line}");
+    }
+}

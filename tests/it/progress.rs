@@ -1,0 +1,171 @@
+//! Progress that never looks hung (issue 16): on a terminal the bar keeps changing while the run
+//! waits for its rate window and names the wait; without one, status lines say the same facts,
+//! with a timestamp; with `--log-format json` they are typed `progress` objects.
+//!
+//! A run of 4 one-image requests at `--rate 2` sends two, then waits for the window; the test hook
+//! `HIDREAM_BATCH_TIME_SCALE=0.05` makes that window 3 s (and the status lines every 0.5 s).
+
+use std::path::Path;
+
+use hidream_batch::env_vars::TIME_SCALE;
+
+use crate::common::{bin, exits};
+
+const MANIFEST: &str =
+    "name: pty\njobs:\n  - id: a\n    kind: txt2img\n    prompt: \"a red fox\"\n    repeat: 4\n";
+
+fn manifest(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("m.yaml");
+    std::fs::write(&path, MANIFEST).unwrap();
+    path
+}
+
+/// What a terminal would show, without colours and cursor moves: each redraw on its own line.
+fn screen_lines(raw: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params letter.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            plain.push('\n');
+        } else if c == '\r' {
+            plain.push('\n');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The bar, in a pseudo-terminal (`script`), changes while the run waits for the rate window,
+/// and says that it waits, for what, and until when.
+#[test]
+fn on_a_terminal_the_bar_ticks_through_a_rate_wait_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path());
+    let out = dir.path().join("r.csv");
+    let binary = assert_cmd::cargo::cargo_bin("hidream-batch");
+    let command = format!(
+        "'{}' run '{}' --simulate -o '{}' --rate 2",
+        binary.display(),
+        m.display(),
+        out.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env(TIME_SCALE, "0.05")
+        .env("TERM", "xterm")
+        .env_remove("HIDREAM_API_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("`script` (util-linux) runs");
+    let lines = screen_lines(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{lines:#?}");
+    // The wait is named with its endpoint, its rate and a countdown that moves.
+    let waits: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| {
+            let at = l.find("rate window (txt2img, 2 images/min): next slot in ")?;
+            Some(&l[at..])
+        })
+        .collect();
+    assert!(
+        waits.len() >= 2,
+        "the wait's countdown never changed: {lines:#?}"
+    );
+    assert!(waits.iter().all(|l| l.contains(" UTC)")), "{waits:#?}");
+    // The first line of the bar moves during the wait: the elapsed time and the ETA.
+    let bars: std::collections::BTreeSet<&String> = lines
+        .iter()
+        .filter(|l| l.contains("2/4 2 images in ") && l.contains(" · eta "))
+        .collect();
+    assert!(bars.len() >= 2, "the bar froze during the wait: {lines:#?}");
+    // The bar is gone at the end, and the summary is there.
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("done: 4 this run"), "{lines:#?}");
+}
+
+/// Without a terminal: status lines with a timestamp, the counts, the pace, the ETA and the
+/// wait; with `--log-format json`, `progress` objects with the same facts as fields.
+#[test]
+fn without_a_terminal_status_lines_say_the_same_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path());
+    let o = bin()
+        .args([
+            "run",
+            m.to_str().unwrap(),
+            "--simulate",
+            "--rate",
+            "2",
+            "-o",
+        ])
+        .arg(dir.path().join("text.csv"))
+        .env(TIME_SCALE, "0.05")
+        .output()
+        .unwrap();
+    exits(&o, 0);
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let status = stderr
+        .lines()
+        .find(|l| {
+            l.contains("progress: 2 of 4 requests done") && l.contains("waiting: rate window")
+        })
+        .unwrap_or_else(|| panic!("no status line during the wait: {stderr}"));
+    // "2026-12-02T06:01:02.123456Z  INFO progress: 2 of 4 requests done (2 submitted, …); 2
+    // images submitted in 1.0 s; eta 2.0 s; waiting: rate window (…)"
+    assert!(
+        status.len() > 20 && status.as_bytes()[4] == b'-' && status[..20].contains('T'),
+        "no timestamp: {status}"
+    );
+    assert!(status.contains("2 images submitted in "), "{status}");
+    assert!(status.contains("; eta "), "{status}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI off a terminal: {stderr}"
+    );
+
+    let o = bin()
+        .args(["run", m.to_str().unwrap(), "--simulate", "--rate", "2"])
+        .args(["--log-format", "json", "-o"])
+        .arg(dir.path().join("json.csv"))
+        .env(TIME_SCALE, "0.05")
+        .output()
+        .unwrap();
+    exits(&o, 0);
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let progress: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "progress")
+        .collect();
+    let waiting = progress
+        .iter()
+        .find(|v| v["done"] == 2)
+        .unwrap_or_else(|| panic!("no progress object during the wait: {stderr}"));
+    assert_eq!(waiting["total"], 4, "{waiting}");
+    assert_eq!(waiting["submitted"], 2, "{waiting}");
+    assert_eq!(waiting["images"], 2, "{waiting}");
+    assert!(waiting["elapsed_seconds"].is_number(), "{waiting}");
+    assert!(waiting["eta_seconds"].is_number(), "{waiting}");
+    assert!(
+        waiting["waiting"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("rate window (txt2img, 2 images/min)")),
+        "{waiting}"
+    );
+}
