@@ -17,7 +17,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Log lines on stderr as text or as JSON objects (for log shippers).
+    /// Text, or one JSON object per line on stdout and stderr (for log shippers).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
