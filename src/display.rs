@@ -312,7 +312,8 @@ pub(crate) struct Facts {
     /// Images submitted (accepted by the API).
     pub images: u64,
     pub elapsed: Duration,
-    /// Time left: the slower of the limiters' schedule and the pace so far; `None` when done.
+    /// Time left: the slower of the limiters' schedule and the requests' own time; `None` when
+    /// done, or not known yet (nothing done, nothing scheduled).
     pub eta: Option<Duration>,
     /// What the run waits for now ([`crate::activity::describe`]).
     pub waiting: Option<String>,
@@ -327,24 +328,27 @@ impl Shared {
             .clone();
         let done: u64 = counts.values().sum();
         let elapsed = self.started.elapsed();
-        let eta = (done < self.total).then(|| {
-            let schedule = self
-                .planned
-                .iter()
-                .map(|(kind, planned)| self.limiters.eta(*kind, *planned))
-                .max()
-                .unwrap_or_default();
-            // What no limiter schedules: the requests' own time (latency, retries), as the
-            // finished ones took, `--concurrency` at a time. (Not the elapsed time per request:
-            // that counts the rate windows the schedule already counts.)
-            let pace = match done {
-                0 => Duration::ZERO,
-                _ => {
-                    busy.mul_f64((self.total - done) as f64 / done as f64 / self.concurrency as f64)
-                }
-            };
-            schedule.max(pace)
-        });
+        // Unknown until something is scheduled or done.
+        let eta = (done < self.total)
+            .then(|| {
+                let schedule = self
+                    .planned
+                    .iter()
+                    .map(|(kind, planned)| self.limiters.eta(*kind, *planned))
+                    .max()
+                    .unwrap_or_default();
+                // What no limiter schedules: the requests' own time (latency, retries), as the
+                // finished ones took, `--concurrency` at a time. (Not the elapsed time per request:
+                // that counts the rate windows the schedule already counts.)
+                let pace = match done {
+                    0 => Duration::ZERO,
+                    _ => busy.mul_f64(
+                        (self.total - done) as f64 / done as f64 / self.concurrency as f64,
+                    ),
+                };
+                schedule.max(pace)
+            })
+            .filter(|eta| done > 0 || !eta.is_zero());
         Facts {
             done,
             total: self.total,
@@ -395,9 +399,12 @@ impl Facts {
     /// The bar's second line: the outcomes that need a look, then what the run waits for, or
     /// "sending".
     pub(crate) fn doing(&self) -> String {
-        let doing = self.waiting.clone().unwrap_or_else(|| match self.eta {
-            Some(_) => "sending".into(),
-            None => "finishing".into(),
+        let doing = self.waiting.clone().unwrap_or_else(|| {
+            if self.done < self.total {
+                "sending".into()
+            } else {
+                "finishing".into()
+            }
         });
         match self.troubles() {
             Some(t) => format!("{t} · {doing}"),

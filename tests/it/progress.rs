@@ -9,7 +9,7 @@ use std::path::Path;
 
 use hidream_batch::env_vars::TIME_SCALE;
 
-use crate::common::{bin, exits};
+use crate::common::{TOKEN, bin, exits, quiet, simulator};
 
 const MANIFEST: &str =
     "name: pty\njobs:\n  - id: a\n    kind: txt2img\n    prompt: \"a red fox\"\n    repeat: 4\n";
@@ -97,6 +97,76 @@ fn on_a_terminal_the_bar_ticks_through_a_rate_wait_and_names_it() {
     // The bar is gone at the end, and the summary is there.
     let last = lines.last().unwrap();
     assert!(last.starts_with("done: 4 this run"), "{lines:#?}");
+}
+
+/// Run the binary in a pseudo-terminal (`script`, from util-linux): what the terminal got.
+fn in_terminal(args: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    let binary = assert_cmd::cargo::cargo_bin("hidream-batch");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args([
+        "-qfec",
+        &format!("'{}' {args}", binary.display()),
+        "/dev/null",
+    ])
+    .env("TERM", "xterm")
+    .env_remove("HIDREAM_API_TOKEN")
+    .env_remove("RUST_LOG")
+    .env_remove(TIME_SCALE)
+    .stdin(std::process::Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("`script` (util-linux) runs")
+}
+
+/// Every HTTP 429 answered: the bar names the backoff, and the warning logged while the bar
+/// shows is written after the bar was cleared (no copy of the bar is left above it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_a_backoff_is_named_and_log_lines_clear_the_bar() {
+    let sim = simulator(hidream_batch::sim::SimConfig {
+        throttle_rate: 1.0,
+        ..quiet()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path());
+    let args = format!(
+        "run '{}' --base-url {} -o '{}' --max-attempts 2 --backoff 2s",
+        m.display(),
+        sim.base_url(),
+        dir.path().join("r.csv").display()
+    );
+    let o =
+        tokio::task::spawn_blocking(move || in_terminal(&args, &[("HIDREAM_API_TOKEN", TOKEN)]))
+            .await
+            .unwrap();
+    let lines = screen_lines(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("backing off after HTTP 429 (") && l.contains("next attempt in ")),
+        "{lines:#?}"
+    );
+    // The warning, and what came between the last drawing of the bar and it.
+    let raw = o.stdout;
+    let warning = b"the API answered HTTP 429";
+    let at = raw
+        .windows(warning.len())
+        .position(|w| w == warning)
+        .unwrap_or_else(|| panic!("no warning: {lines:#?}"));
+    let glyph = "░".as_bytes();
+    let bar = raw[..at]
+        .windows(glyph.len())
+        .rposition(|w| w == glyph)
+        .expect("the bar was drawn before the first answer");
+    let between = &raw[bar..at];
+    assert!(
+        between.windows(4).any(|w| w == b"\x1b[2K"),
+        "the bar was not cleared before the log line: {:?}",
+        String::from_utf8_lossy(between)
+    );
+    assert!(!String::from_utf8_lossy(&raw).contains(TOKEN));
 }
 
 /// Without a terminal: status lines with a timestamp, the counts, the pace, the ETA and the
