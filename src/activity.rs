@@ -86,6 +86,12 @@ pub(crate) fn waiting(wait: Wait) -> Waiting {
     Waiting(id)
 }
 
+/// Whether some submission waits for a slot of the pending-task window: a wait no schedule
+/// knows the end of (the API finishes tasks at its own pace).
+pub(crate) fn slots_awaited() -> bool {
+    waits().values().any(|w| *w == Wait::Slot)
+}
+
 /// A short name for what an attempt got, from its retry reason: "HTTP 429" from
 /// "HTTP 429: too many requests", the first clause otherwise, at most 40 characters.
 pub(crate) fn short_reason(reason: &str) -> String {
@@ -95,6 +101,14 @@ pub(crate) fn short_reason(reason: &str) -> String {
         short.push('…');
     }
     crate::logging::safe(&short).into_owned()
+}
+
+/// "1 request", "2 requests".
+fn count(n: u64, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        _ => format!("{n} {what}s"),
+    }
 }
 
 /// "in 14 s (at 06:10:31 UTC)": a countdown and the wall-clock time it ends.
@@ -181,12 +195,14 @@ fn describe_at(all: &[Wait], now: Instant) -> Option<String> {
     }
     if slots > 0 {
         parts.push(format!(
-            "waiting for pending tasks to finish (--max-pending; {slots} requests wait for a slot)"
+            "waiting for pending tasks to finish (--max-pending; {} held back)",
+            count(slots, "request")
         ));
     }
     if let Some(n) = tasks {
         parts.push(format!(
-            "all sent; waiting for {n} submitted tasks to finish"
+            "all sent; waiting for {} to finish",
+            count(n, "submitted task")
         ));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
@@ -237,7 +253,7 @@ mod tests {
         );
         assert!(
             text.ends_with(
-                "; waiting for pending tasks to finish (--max-pending; 2 requests wait for a slot)"
+                "; waiting for pending tasks to finish (--max-pending; 2 requests held back)"
             ),
             "{text}"
         );

@@ -340,11 +340,13 @@ impl Shared {
                 // What no limiter schedules: the requests' own time (latency, retries), as the
                 // finished ones took, `--concurrency` at a time. (Not the elapsed time per request:
                 // that counts the rate windows the schedule already counts.)
+                // While the pending-task window holds requests back, the API's pace of
+                // finishing tasks sets the run's: the pace so far, waits included.
+                let left = (self.total - done) as f64 / done.max(1) as f64;
                 let pace = match done {
                     0 => Duration::ZERO,
-                    _ => busy.mul_f64(
-                        (self.total - done) as f64 / done as f64 / self.concurrency as f64,
-                    ),
+                    _ if crate::activity::slots_awaited() => elapsed.mul_f64(left),
+                    _ => busy.mul_f64(left / self.concurrency as f64),
                 };
                 schedule.max(pace)
             })

@@ -239,3 +239,56 @@ fn without_a_terminal_status_lines_say_the_same_facts() {
         "{waiting}"
     );
 }
+
+/// The pending-task window and the wait after the last submission (`--max-pending 1
+/// --collect`) are named in the status lines too, with an ETA while requests are held back.
+#[test]
+fn status_lines_name_the_pending_window_and_the_final_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("two.yaml");
+    std::fs::write(
+        &m,
+        "name: two\njobs:\n  - id: a\n    kind: txt2img\n    prompt: \"a red fox\"\n    repeat: 2\n",
+    )
+    .unwrap();
+    let o = bin()
+        .args([
+            "run",
+            m.to_str().unwrap(),
+            "--simulate",
+            "--max-pending",
+            "1",
+        ])
+        .args(["--log-format", "json", "--collect"])
+        .arg(dir.path().join("images"))
+        .arg("-o")
+        .arg(dir.path().join("r.csv"))
+        .env(TIME_SCALE, "0.05")
+        .output()
+        .unwrap();
+    exits(&o, 0);
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let progress: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "progress")
+        .collect();
+    let slot = progress
+        .iter()
+        .find(|v| {
+            v["waiting"].as_str().is_some_and(|w| {
+                w == "waiting for pending tasks to finish (--max-pending; 1 request held back)"
+            })
+        })
+        .unwrap_or_else(|| panic!("the window's wait is not named: {stderr}"));
+    assert_eq!(slot["done"], 1, "{slot}");
+    assert!(
+        slot["eta_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{slot}"
+    );
+    assert!(
+        progress.iter().any(|v| v["done"] == 2
+            && v["waiting"] == "all sent; waiting for 1 submitted task to finish"),
+        "the final wait is not named: {stderr}"
+    );
+}
