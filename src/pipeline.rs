@@ -420,7 +420,7 @@ async fn submit(ctx: Arc<Ctx>, pos: u32, request: Request) -> Outcome {
                 http_status = out.http_status,
                 code = out.code,
                 "{}",
-                crate::logging::safe(&format!("{verdict:?}"))
+                crate::logging::safe(&verdict.to_string())
             );
             match verdict {
                 Verdict::Submitted {

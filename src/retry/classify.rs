@@ -70,6 +70,39 @@ pub(crate) enum Verdict {
     Failed { reason: String },
 }
 
+impl std::fmt::Display for Verdict {
+    /// One line for a log: "submitted as task t-1 (4 images)", "retry after 2s: HTTP 503: busy".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Submitted {
+                task_id,
+                sub_task_ids,
+            } => write!(
+                f,
+                "submitted as task {task_id} ({} sub-tasks)",
+                sub_task_ids.len()
+            ),
+            Verdict::Retry {
+                reason,
+                retry_after: Some(after),
+            } => write!(
+                f,
+                "to retry (Retry-After {}): {reason}",
+                humantime::format_duration(*after)
+            ),
+            Verdict::Retry { reason, .. } => write!(f, "to retry: {reason}"),
+            Verdict::Rejected {
+                code: Some(code),
+                message,
+            } => write!(f, "rejected with code {code}: {message}"),
+            Verdict::Rejected { message, .. } => write!(f, "rejected: {message}"),
+            Verdict::Unauthorized { message } => write!(f, "credentials refused: {message}"),
+            Verdict::Unknown { reason } => write!(f, "outcome unknown: {reason}"),
+            Verdict::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
 /// Classify one submission attempt (taking it: its strings move into the verdict).
 /// `retry_codes`: the `code`s of a 2xx answer that are transient (`--retry-code`).
 pub(crate) fn submission(attempt: Attempt, retry_codes: &BTreeSet<i64>) -> Verdict {

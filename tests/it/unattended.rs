@@ -253,6 +253,9 @@ async fn json_logs_parse_line_by_line_and_never_hold_the_token() {
     }
     assert!(lines > 10 && with_request > 0, "{stderr}");
     assert!(!stderr.contains(TOKEN));
+    // -v says what an attempt meant in words, not as a Rust `Debug` struct.
+    assert!(stderr.contains("submitted as task "), "{stderr}");
+    assert!(!stderr.contains("Submitted {") && !stderr.contains("Retry {"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "no ANSI colours off a terminal");
 }
 
