@@ -255,7 +255,10 @@ async fn json_logs_parse_line_by_line_and_never_hold_the_token() {
     assert!(!stderr.contains(TOKEN));
     // -v says what an attempt meant in words, not as a Rust `Debug` struct.
     assert!(stderr.contains("submitted as task "), "{stderr}");
-    assert!(!stderr.contains("Submitted {") && !stderr.contains("Retry {"), "{stderr}");
+    assert!(
+        !stderr.contains("Submitted {") && !stderr.contains("Retry {"),
+        "{stderr}"
+    );
     assert!(!stderr.contains('\u{1b}'), "no ANSI colours off a terminal");
 }
 
@@ -501,12 +504,29 @@ async fn the_metrics_textfile_says_what_happened_and_keeps_the_last_success() {
     .await;
     crate::common::exits(&o, 0);
     let text = std::fs::read_to_string(&prom).unwrap();
+    // Read with a Prometheus text-format parser: `name{label="v",…}` → its value.
     let value = |text: &str, sample: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no {sample} in {text}"))
-            .parse()
-            .unwrap()
+        let (metric, labels) = sample.split_once('{').unwrap_or((sample, "}"));
+        let labels: Vec<(&str, &str)> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap();
+                (k, v.trim_matches('"'))
+            })
+            .collect();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("the textfile parses");
+        let found = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {sample} in {text}"));
+        match found.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
+            ref other => panic!("{sample} is not a gauge or a counter: {other:?}"),
+        }
     };
     assert_eq!(
         value(
@@ -534,18 +554,22 @@ async fn the_metrics_textfile_says_what_happened_and_keeps_the_last_success() {
         &text,
         r#"hidream_batch_last_success_timestamp_seconds{command="run"}"#,
     );
-    // Every sample has its HELP and TYPE, and a number.
-    let mut typed = std::collections::HashSet::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split(' ').next().unwrap().to_string());
-        } else if !line.starts_with("# HELP ") {
-            assert!(typed.contains(line.split('{').next().unwrap()), "{line}");
-            assert!(
-                line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
-                "{line}"
-            );
-        }
+    // Every line is a sample the parser reads, typed (not `untyped`) and documented.
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the textfile parses");
+    let data_lines = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(scrape.samples.len(), data_lines, "{text}");
+    for s in &scrape.samples {
+        assert!(
+            !matches!(s.value, prometheus_parse::Value::Untyped(_)),
+            "{} has no TYPE: {text}",
+            s.metric
+        );
+        assert!(
+            scrape.docs.contains_key(&s.metric),
+            "{} has no HELP: {text}",
+            s.metric
+        );
     }
     // A run that fails (an invalid manifest: exit 2) still writes the file, and keeps the time.
     std::fs::write(&manifest, "jobs: [{id: x, kind: nope}]\n").unwrap();
