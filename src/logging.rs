@@ -127,54 +127,43 @@ pub(crate) fn init(format: LogFormat, verbosity: i8) {
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_ansi(false)
-                .with_writer(Typed::default)
+                .with_writer(Line::typed)
                 .try_init()
         }
     };
 }
 
-/// stderr in JSON mode: each log line gets its `type` — `error` (level ERROR), `outcome` (a
-/// request's outcome that needs attention: it has a `status` field), `progress` (the periodic
-/// status lines), `log` otherwise — inserted as the object's first key.
-#[derive(Default)]
-struct Typed {
-    line: Vec<u8>,
-}
-
-impl std::io::Write for Typed {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.line.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.line.is_empty() {
-            return Ok(());
-        }
-        let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
-        let kind = if line.contains("\"level\":\"ERROR\"") {
-            "error"
-        } else if line.contains("\"status\":\"") {
-            "outcome"
-        } else if line.contains("\"message\":\"progress:")
-            || line.contains("\"message\":\"collecting:")
-        {
-            "progress"
-        } else {
-            "log"
-        };
-        let typed = match line.strip_prefix('{') {
-            Some(rest) => format!("{{\"type\":\"{kind}\",{rest}"),
-            None => line,
-        };
-        std::io::stderr().lock().write_all(typed.as_bytes())
-    }
-}
-
-/// stderr in text mode: each log line written whole, with the progress bar cleared around it.
+/// One log line on stderr, written whole when tracing is done with it, with the progress bar
+/// (if one shows) cleared around it. In JSON mode (`typed`) the line gets its `type` — `error`
+/// (level ERROR), `outcome` (a request's outcome that needs attention: it has a `status` field),
+/// `progress` (the periodic status lines), `log` otherwise — inserted as the object's first key.
 #[derive(Default)]
 struct Line {
     line: Vec<u8>,
+    typed: bool,
+}
+
+impl Line {
+    fn typed() -> Line {
+        Line {
+            line: Vec::new(),
+            typed: true,
+        }
+    }
+}
+
+/// The `type` of a JSON log line.
+fn kind_of(line: &str) -> &'static str {
+    if line.contains("\"level\":\"ERROR\"") {
+        "error"
+    } else if line.contains("\"status\":\"") {
+        "outcome"
+    } else if line.contains("\"message\":\"progress:") || line.contains("\"message\":\"collecting:")
+    {
+        "progress"
+    } else {
+        "log"
+    }
 }
 
 impl std::io::Write for Line {
@@ -187,18 +176,18 @@ impl std::io::Write for Line {
         if self.line.is_empty() {
             return Ok(());
         }
-        let line = std::mem::take(&mut self.line);
+        let mut line = std::mem::take(&mut self.line);
+        if self.typed {
+            let text = String::from_utf8_lossy(&line);
+            if let Some(rest) = text.strip_prefix('{') {
+                line = format!("{{\"type\":\"{}\",{rest}", kind_of(&text)).into_bytes();
+            }
+        }
         around_bar(|| std::io::stderr().lock().write_all(&line))
     }
 }
 
 impl Drop for Line {
-    fn drop(&mut self) {
-        let _ = std::io::Write::flush(self);
-    }
-}
-
-impl Drop for Typed {
     fn drop(&mut self) {
         let _ = std::io::Write::flush(self);
     }

@@ -169,6 +169,27 @@ async fn on_a_terminal_a_backoff_is_named_and_log_lines_clear_the_bar() {
     assert!(!String::from_utf8_lossy(&raw).contains(TOKEN));
 }
 
+/// `run ARGS --simulate -o OUT --log-format json` with the test hook at 0.05, exit 0: its
+/// `progress` objects, and its stderr.
+fn json_progress(args: &[&str], out: &Path) -> (Vec<serde_json::Value>, String) {
+    let o = bin()
+        .arg("run")
+        .args(args)
+        .args(["--simulate", "--log-format", "json", "-o"])
+        .arg(out)
+        .env(TIME_SCALE, "0.05")
+        .output()
+        .unwrap();
+    exits(&o, 0);
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let progress = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "progress")
+        .collect();
+    (progress, stderr)
+}
+
 /// Without a terminal: status lines with a timestamp, the counts, the pace, the ETA and the
 /// wait; with `--log-format json`, `progress` objects with the same facts as fields.
 #[test]
@@ -209,20 +230,10 @@ fn without_a_terminal_status_lines_say_the_same_facts() {
         "no ANSI off a terminal: {stderr}"
     );
 
-    let o = bin()
-        .args(["run", m.to_str().unwrap(), "--simulate", "--rate", "2"])
-        .args(["--log-format", "json", "-o"])
-        .arg(dir.path().join("json.csv"))
-        .env(TIME_SCALE, "0.05")
-        .output()
-        .unwrap();
-    exits(&o, 0);
-    let stderr = String::from_utf8(o.stderr).unwrap();
-    let progress: Vec<serde_json::Value> = stderr
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "progress")
-        .collect();
+    let (progress, stderr) = json_progress(
+        &[m.to_str().unwrap(), "--rate", "2"],
+        &dir.path().join("json.csv"),
+    );
     let waiting = progress
         .iter()
         .find(|v| v["done"] == 2)
@@ -251,28 +262,17 @@ fn status_lines_name_the_pending_window_and_the_final_wait() {
         "name: two\njobs:\n  - id: a\n    kind: txt2img\n    prompt: \"a red fox\"\n    repeat: 2\n",
     )
     .unwrap();
-    let o = bin()
-        .args([
-            "run",
+    let images = dir.path().join("images");
+    let (progress, stderr) = json_progress(
+        &[
             m.to_str().unwrap(),
-            "--simulate",
             "--max-pending",
             "1",
-        ])
-        .args(["--log-format", "json", "--collect"])
-        .arg(dir.path().join("images"))
-        .arg("-o")
-        .arg(dir.path().join("r.csv"))
-        .env(TIME_SCALE, "0.05")
-        .output()
-        .unwrap();
-    exits(&o, 0);
-    let stderr = String::from_utf8(o.stderr).unwrap();
-    let progress: Vec<serde_json::Value> = stderr
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "progress")
-        .collect();
+            "--collect",
+            images.to_str().unwrap(),
+        ],
+        &dir.path().join("r.csv"),
+    );
     let slot = progress
         .iter()
         .find(|v| {
