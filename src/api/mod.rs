@@ -25,6 +25,18 @@ pub const RESULTS_SUFFIX: &str = "/results";
 /// Appended to a submit URL for the batch query `POST <submit URL>/results/batch` (v2 docs, §4).
 pub const BATCH_RESULTS_SUFFIX: &str = "/results/batch";
 
+/// The model-type (human) template list, on the e-commerce host (API reference §7.1):
+/// `GET …?page_size=&page_index=`.
+pub const HUMAN_TEMPLATES_PATH: &str = "/api-pub/ec/v3/template/model/human";
+/// The scene template list, on the e-commerce host (API reference §7.2).
+pub const SCENE_TEMPLATES_PATH: &str = "/api-pub/ec/v3/template/model/scene";
+/// The largest `page_size` of a template list (documented: at most 100).
+pub const MAX_TEMPLATE_PAGE_SIZE: u32 = 100;
+/// The `page_size` of a template list when none is given (documented: 20).
+pub const DEFAULT_TEMPLATE_PAGE_SIZE: u32 = 20;
+/// The cover image of a template is its `show_image` URL with `?width=N` (documented with 512).
+pub const TEMPLATE_COVER_WIDTH: u32 = 512;
+
 /// The resolutions documented for txt2img `v2L`, as `width*height`.
 pub const RESOLUTIONS: [&str; 7] = [
     "1024*1024",

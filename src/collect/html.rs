@@ -158,7 +158,7 @@ pub(crate) fn layout(tasks: &[&Task], nvars: usize) -> Layout {
 }
 
 /// The contact sheet's style (`sheet.css`, kept apart from the markup).
-const CSS: &str = concat!("\n", include_str!("sheet.css"));
+pub(crate) const CSS: &str = concat!("\n", include_str!("sheet.css"));
 
 /// The whole page.
 pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str) -> String {

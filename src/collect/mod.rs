@@ -408,7 +408,7 @@ pub(crate) fn apply(batch: &mut Batch, polled: Polled) -> Option<String> {
 }
 
 /// Write a file atomically: temporary file in the same directory, sync, rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

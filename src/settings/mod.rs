@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use crate::cli::{
     CollectArgs, ConnectionArgs, ExpandArgs, ManifestArgs, MergeArgs, PollArgs, RefusalResultArg,
-    RunArgs, SimulateArgs,
+    RunArgs, SimulateArgs, TemplateCheckArgs, TemplateFormat, TemplateListArg, TemplatesArgs,
+    ValidateArgs,
 };
 use crate::client::BaseUrl;
 use crate::plan::Flags;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sim::{LedgerConfig, RefusalResult, SimConfig};
+use crate::templates::Which;
 use crate::units::{Rates, Shard};
 
 /// What every manifest command reads.
@@ -109,6 +111,52 @@ pub struct RunSettings {
     pub metrics: crate::metrics::Metrics,
     /// `--ping-url`.
     pub ping: Option<String>,
+    /// `--check-templates`, `--refresh-templates`.
+    pub templates: TemplateCheck,
+}
+
+/// `--check-templates` and `--refresh-templates`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TemplateCheck {
+    /// Check the manifests' template ids against the API's lists before sending.
+    pub check: bool,
+    /// Read the lists from the API even if the cache has them.
+    pub refresh: bool,
+}
+
+impl From<TemplateCheckArgs> for TemplateCheck {
+    fn from(args: TemplateCheckArgs) -> TemplateCheck {
+        TemplateCheck {
+            check: args.check_templates,
+            refresh: args.refresh_templates,
+        }
+    }
+}
+
+/// `validate`.
+#[derive(Debug, Clone)]
+pub struct ValidateSettings {
+    /// The manifests.
+    pub manifest: ManifestSettings,
+    /// The template check.
+    pub templates: TemplateCheck,
+    /// Where the template lists are read (`--base-url`, `--simulate`; the defaults otherwise).
+    pub connection: ConnectionSettings,
+}
+
+/// `templates`.
+#[derive(Debug, Clone)]
+pub struct TemplatesSettings {
+    /// Which list.
+    pub which: Which,
+    /// The server, the pace and the retries.
+    pub connection: ConnectionSettings,
+    /// How the list is printed.
+    pub format: TemplateFormat,
+    /// `--gallery DIR`.
+    pub gallery: Option<PathBuf>,
+    /// Templates per page asked (1–100).
+    pub page_size: u32,
 }
 
 /// How submitted tasks are queried.
@@ -157,6 +205,9 @@ pub struct CollectSettings {
     pub metrics: crate::metrics::Metrics,
     /// `--ping-url` (`run --collect`: none; the run pings).
     pub ping: Option<String>,
+    /// Where the local garment photos the results name are looked for, before the results'
+    /// folder and the current one (`--input-dir`; `run --collect`: the manifests' folders).
+    pub input_dirs: Vec<PathBuf>,
 }
 
 /// `simulate`.
@@ -258,9 +309,18 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
     }
     let metrics = crate::metrics::Metrics::new(args.metrics_textfile);
     let ping = args.ping_url.map(ping_url).transpose()?;
-    let collect = args
+    let mut collect = args
         .collect
         .map(|dir| CollectSettings::after_run(&connection, &poll, &args.out, dir, metrics.clone()));
+    if let Some(c) = &mut collect {
+        // A local image is written relative to its manifest: the sheet looks there first.
+        for m in &args.manifest.manifests {
+            let dir = m.parent().unwrap_or(std::path::Path::new("")).to_path_buf();
+            if !c.input_dirs.contains(&dir) {
+                c.input_dirs.push(dir);
+            }
+        }
+    }
     Ok(RunSettings {
         manifest: manifest(args.manifest),
         connection,
@@ -279,6 +339,44 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
         poll,
         metrics,
         ping,
+        templates: args.templates.into(),
+    })
+}
+
+/// `validate`'s options: the manifests, and where `--check-templates` reads the lists (the
+/// connection defaults of `run` otherwise).
+pub fn validate(args: ValidateArgs) -> Result<ValidateSettings, String> {
+    let connection = connection(
+        ConnectionArgs {
+            base_url: args.base_url,
+            simulate: args.simulate,
+            concurrency: defaults::DEFAULT_CONCURRENCY,
+            rate: vec![crate::units::RateArg::All(defaults::DEFAULT_RATE)],
+            max_attempts: defaults::DEFAULT_MAX_ATTEMPTS,
+            backoff: defaults::duration(defaults::DEFAULT_BACKOFF),
+            backoff_max: defaults::duration(defaults::DEFAULT_BACKOFF_MAX),
+        },
+        "--timeout",
+        defaults::duration(defaults::DEFAULT_TIMEOUT),
+    )?;
+    Ok(ValidateSettings {
+        manifest: manifest(args.manifest),
+        templates: args.templates.into(),
+        connection,
+    })
+}
+
+/// `templates`' options.
+pub fn templates(args: TemplatesArgs) -> Result<TemplatesSettings, String> {
+    Ok(TemplatesSettings {
+        which: match args.list {
+            TemplateListArg::Human => Which::Human,
+            TemplateListArg::Scene => Which::Scene,
+        },
+        connection: connection(args.connection, "--timeout", args.timeout)?,
+        format: args.format,
+        gallery: args.gallery,
+        page_size: args.page_size.clamp(1, crate::api::MAX_TEMPLATE_PAGE_SIZE),
     })
 }
 
@@ -301,6 +399,7 @@ impl CollectSettings {
             poll: poll.clone(),
             metrics,
             ping: None,
+            input_dirs: Vec::new(),
         }
     }
 }
@@ -317,6 +416,7 @@ pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
         poll: poll(args.poll)?,
         metrics: crate::metrics::Metrics::new(args.metrics_textfile),
         ping: args.ping_url.map(ping_url).transpose()?,
+        input_dirs: args.input_dir,
     })
 }
 
@@ -355,6 +455,7 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
         max_pending: args.max_pending,
         credits: args.credits,
         bare_image_ids: args.bare_image_ids,
+        strict_templates: args.strict_templates,
     };
     config.check()?;
     // `:PORT` is that port on loopback (`:0`: a free one): the simulator is for this machine.
