@@ -18,7 +18,10 @@
 //!   its values.
 //!
 //! A cell holds every image of the requests with those values (all images of a request, all
-//! repeats), in the results' order. A tile links to its full image; without an image it shows its
+//! repeats), in the results' order. A model request's garment photo (`collect::inputs`) comes
+//! first: in a grid row's header when the whole row shares it, else before the tiles of the
+//! request it differs from the one before; its template ids are labelled with their names when
+//! the lists are known (under the job's title when the whole job shares them, else on each tile). A tile links to its full image; without an image it shows its
 //! status (queued, running, failed, refused …) and the reason; `meta.*` values are its caption.
 //! Markup carries `data-*` attributes (`data-job`, `data-row`, `data-col`, `data-status`, …) so
 //! tests and scripts can read the page without guessing.
@@ -28,6 +31,8 @@ use std::fmt::Write as _;
 
 use super::Summary;
 use super::batch::{Batch, Sub, SubStatus, Task};
+use super::inputs::{Extras, Input};
+use crate::templates::Which;
 
 /// Escape text for HTML content and attribute values.
 pub(crate) fn escape(s: &str) -> String {
@@ -157,11 +162,12 @@ pub(crate) fn layout(tasks: &[&Task], nvars: usize) -> Layout {
     }
 }
 
-/// The contact sheet's style (`sheet.css`, kept apart from the markup).
+/// The style of the contact sheet and of the template gallery (`sheet.css`, kept apart from the
+/// markup).
 pub(crate) const CSS: &str = concat!("\n", include_str!("sheet.css"));
 
 /// The whole page.
-pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
+pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str, extras: &Extras) -> String {
     let mut jobs: Vec<(&str, Vec<&Task>)> = Vec::new();
     for t in &batch.tasks {
         match jobs.iter_mut().find(|(j, _)| *j == t.job) {
@@ -209,7 +215,7 @@ pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
     }
     h += "</nav>\n</header>\n<main>\n";
     for (job, tasks) in &jobs {
-        job_section(&mut h, batch, job, tasks);
+        job_section(&mut h, batch, extras, job, tasks);
     }
     if jobs.is_empty() {
         h += "<p>No submitted tasks in the results.</p>\n";
@@ -226,7 +232,17 @@ fn anchor(job: &str) -> String {
     format!("job-{}", super::batch::safe_name(job))
 }
 
-fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
+/// What every tile of a job needs: the batch, the `meta.*` columns that are captions, the extras
+/// (garment photos, template names), and which template ids vary within the job (captions;
+/// the others are said once under the title).
+struct Cx<'a> {
+    batch: &'a Batch,
+    captions: &'a [usize],
+    extras: &'a Extras,
+    template_captions: [bool; 2],
+}
+
+fn job_section(h: &mut String, batch: &Batch, extras: &Extras, job: &str, tasks: &[&Task]) {
     let images: usize = tasks.iter().map(|t| t.subs.len().max(1)).sum();
     let kind = tasks.first().map(|t| t.kind.as_str()).unwrap_or("");
     let _ = writeln!(
@@ -244,7 +260,21 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
     let (constant, captions): (Vec<usize>, Vec<usize>) = (0..batch.meta.len())
         .filter(|&m| tasks.iter().any(|t| !t.meta[m].is_empty()))
         .partition(|&m| tasks.iter().all(|t| t.meta[m] == tasks[0].meta[m]));
-    if !constant.is_empty() {
+    // Template ids likewise: the same for the whole job, said once; varying, on each tile.
+    let mut template_captions = [false; 2];
+    let mut constant_templates = Vec::new();
+    for (i, which) in Which::ALL.into_iter().enumerate() {
+        let first = &tasks[0].templates[i];
+        if tasks.iter().all(|t| t.templates[i].is_empty()) {
+            continue;
+        }
+        if tasks.iter().all(|t| t.templates[i] == *first) {
+            constant_templates.push((which, first.as_str()));
+        } else {
+            template_captions[i] = true;
+        }
+    }
+    if !constant.is_empty() || !constant_templates.is_empty() {
         h.push_str("<p class=\"job-meta\">");
         for m in constant {
             let _ = write!(
@@ -254,14 +284,23 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
                 escape(&tasks[0].meta[m])
             );
         }
+        for (which, id) in constant_templates {
+            template_label(h, extras, which, id);
+        }
         h.push_str("</p>\n");
     }
-    let captions = captions.as_slice();
+    let cx = Cx {
+        batch,
+        captions: captions.as_slice(),
+        extras,
+        template_captions,
+    };
     match layout(tasks, batch.vars.len()) {
         Layout::Strip => {
             h.push_str("<div class=\"strip\" data-layout=\"strip\">");
+            let mut shown = None;
             for t in tasks {
-                tiles(h, batch, captions, t);
+                tiles(h, &cx, t, Some(&mut shown));
             }
             h.push_str("</div>\n");
         }
@@ -280,8 +319,9 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
                     escape(&axis.name(batch)),
                     escape(&l)
                 );
+                let mut shown = None;
                 for t in tasks.iter().filter(|t| axis.key(t) == *value) {
-                    tiles(h, batch, captions, t);
+                    tiles(h, &cx, t, Some(&mut shown));
                 }
                 h.push_str("</div></div>");
             }
@@ -318,7 +358,7 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
                     }
                     h.push_str("</h3>\n");
                 }
-                grid(h, batch, captions, &rows, &cols, members, &group_label);
+                grid(h, &cx, &rows, &cols, members, &group_label);
             }
         }
     }
@@ -327,8 +367,7 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
 
 fn grid(
     h: &mut String,
-    batch: &Batch,
-    captions: &[usize],
+    cx: &Cx<'_>,
     rows: &Axis,
     cols: &Axis,
     tasks: &[&Task],
@@ -341,6 +380,7 @@ fn grid(
             .cloned()
             .collect()
     };
+    let batch = cx.batch;
     let (row_values, col_values) = (present(rows), present(cols));
     let group_attr = group
         .iter()
@@ -365,11 +405,20 @@ fn grid(
     }
     h.push_str("</tr></thead>\n<tbody>\n");
     for r in &row_values {
+        // A row whose requests share one garment photo shows it in its header, once.
+        let in_row: Vec<&&Task> = tasks.iter().filter(|t| rows.key(t) == *r).collect();
+        let image = in_row[0].image.as_str();
+        let row_input =
+            (!image.is_empty() && in_row.iter().all(|t| t.image == image)).then_some(image);
         let _ = write!(
             h,
-            "<tr><th scope=\"row\" data-row=\"{0}\">{0}</th>",
+            "<tr><th scope=\"row\" data-row=\"{0}\">{0}",
             escape(&label(r))
         );
+        if let Some(image) = row_input {
+            input_tile(h, cx.extras, image);
+        }
+        h.push_str("</th>");
         for c in &col_values {
             let members: Vec<&&Task> = tasks
                 .iter()
@@ -385,8 +434,10 @@ fn grid(
                 continue;
             }
             let _ = write!(h, "<td {attrs}><div class=\"cell\">");
+            let mut shown = None;
             for t in members {
-                tiles(h, batch, captions, t);
+                let track = row_input.is_none().then_some(&mut shown);
+                tiles(h, cx, t, track);
             }
             h.push_str("</div></td>");
         }
@@ -395,17 +446,87 @@ fn grid(
     h.push_str("</tbody></table></div>\n");
 }
 
-/// The tiles of one task: one per image (one placeholder if no image is known yet).
-fn tiles(h: &mut String, batch: &Batch, captions: &[usize], t: &Task) {
+/// The tiles of one task: one per image (one placeholder if no image is known yet), after its
+/// garment photo when `shown` tracks them and it differs from the one shown last.
+fn tiles<'a>(h: &mut String, cx: &Cx<'_>, t: &'a Task, shown: Option<&mut Option<&'a str>>) {
+    if let Some(shown) = shown
+        && !t.image.is_empty()
+        && *shown != Some(t.image.as_str())
+    {
+        input_tile(h, cx.extras, &t.image);
+        *shown = Some(t.image.as_str());
+    }
     if t.subs.is_empty() {
-        tile(h, batch, captions, t, None);
+        tile(h, cx, t, None);
     }
     for s in &t.subs {
-        tile(h, batch, captions, t, Some(s));
+        tile(h, cx, t, Some(s));
     }
 }
 
-fn tile(h: &mut String, batch: &Batch, captions: &[usize], t: &Task, sub: Option<&Sub>) {
+/// The garment photo of a model request: a thumbnail copied into DIR, a link to a URL, or why
+/// neither.
+fn input_tile(h: &mut String, extras: &Extras, image: &str) {
+    let _ = write!(
+        h,
+        "<figure class=\"tile input\" data-input=\"{}\">",
+        escape(image)
+    );
+    let name = image.rsplit('/').next().unwrap_or(image);
+    match extras.inputs.get(image) {
+        Some(Input::Local(rel)) => {
+            let _ = write!(
+                h,
+                "<a href=\"{0}\"><img src=\"{0}\" alt=\"garment photo {1}\" loading=\"lazy\"></a>",
+                escape(rel),
+                escape(image)
+            );
+        }
+        Some(Input::Url(url)) => {
+            let _ = write!(
+                h,
+                "<div class=\"placeholder\"><span class=\"badge\">photo by URL</span><a class=\"why\" href=\"{0}\">{0}</a></div>",
+                escape(url)
+            );
+        }
+        Some(Input::Missing(why)) => {
+            let _ = write!(
+                h,
+                "<div class=\"placeholder\"><span class=\"badge\">not found</span><span class=\"why\">{}</span></div>",
+                escape(why)
+            );
+        }
+        None => {
+            let _ = write!(
+                h,
+                "<div class=\"placeholder\"><span class=\"why\">{}</span></div>",
+                escape(image)
+            );
+        }
+    }
+    let _ = write!(
+        h,
+        "<figcaption><span class=\"input-label\">garment photo</span><span>{}</span></figcaption></figure>",
+        escape(name)
+    );
+}
+
+/// `human h-101 · Ava`: a template id and, when the lists are known, its name.
+fn template_label(h: &mut String, extras: &Extras, which: Which, id: &str) {
+    let _ = write!(
+        h,
+        "<span data-template=\"{which}\" data-template-id=\"{}\"><span class=\"k\">{which}</span> <code class=\"id\">{}</code>",
+        escape(id),
+        escape(id)
+    );
+    if let Some(name) = extras.name(which, id) {
+        let _ = write!(h, " {}", escape(name));
+    }
+    h.push_str("</span>");
+}
+
+fn tile(h: &mut String, cx: &Cx<'_>, t: &Task, sub: Option<&Sub>) {
+    let (batch, captions) = (cx.batch, cx.captions);
     let status = sub.map(|s| s.status).unwrap_or(SubStatus::Unknown);
     let name = status.name();
     let class = match name.as_str() {
@@ -461,8 +582,17 @@ fn tile(h: &mut String, batch: &Batch, captions: &[usize], t: &Task, sub: Option
         .map(|&m| (meta_name(&batch.meta[m]), t.meta[m].as_str()))
         .filter(|(_, v)| !v.is_empty())
         .collect();
-    if !lines.is_empty() {
+    let templates: Vec<(Which, &str)> = Which::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| cx.template_captions[*i] && !t.templates[*i].is_empty())
+        .map(|(i, which)| (which, t.templates[i].as_str()))
+        .collect();
+    if !lines.is_empty() || !templates.is_empty() {
         h.push_str("<figcaption>");
+        for (which, id) in templates {
+            template_label(h, cx.extras, which, id);
+        }
         for (k, v) in lines {
             let _ = write!(
                 h,
@@ -488,6 +618,8 @@ mod tests {
             kind: Kind::Txt2Img,
             task_id: "t".into(),
             prompt: String::new(),
+            image: String::new(),
+            templates: Default::default(),
             vars: vars.iter().map(|s| s.to_string()).collect(),
             meta: vec![],
             subs: vec![],

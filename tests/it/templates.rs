@@ -493,3 +493,74 @@ async fn the_gallery_is_self_contained_and_fetches_each_cover_once() {
     exits(&o, 0);
     assert_eq!(sim.stats().calls.template_covers, 30);
 }
+
+/// The contact sheet of a model job: each row shows its garment photo (copied next to the page),
+/// and the template ids are labelled with their names (from the lists `--check-templates`
+/// cached; `collect` alone asks for none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contact_sheet_shows_garment_photos_and_template_names() {
+    let sim = simulator(SimConfig {
+        task_time: std::time::Duration::from_millis(50),
+        ..quiet()
+    })
+    .await;
+    let s = Scratch::new();
+    let manifest = root().join("manifests/lookbook.yaml");
+    let (out, dir) = (s.path("r.csv"), s.path("sheet"));
+    let mut args = run_args(&manifest, &sim.base_url(), &out, &["--check-templates"]);
+    args.extend(["--collect".into(), dir.display().to_string()]);
+    let o = run_bin(args, s.env()).await;
+    exits(&o, 0);
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    referenced_files_exist(&dir, &html);
+    let inputs = std::fs::read_dir(dir.join("inputs")).unwrap().count();
+    assert_eq!(
+        inputs, 5,
+        "four products and the portrait's jacket, each copied once"
+    );
+    // The lookbook's rows each share a photo: it is in the row's header, once.
+    assert_eq!(html.matches("<th scope=\"row\"").count(), 4);
+    assert_eq!(
+        html.matches("<figure class=\"tile input\"").count(),
+        5,
+        "four row headers and the portrait strip's one photo (its two repeats share it)"
+    );
+    assert!(
+        html.contains(
+            "<span class=\"k\">scene</span> <code class=\"id\">s-street</code> City street"
+        )
+    );
+    assert!(html.contains("<code class=\"id\">h-101</code> Ava"));
+    assert!(html.contains("<code class=\"id\">h-205</code> Omar"));
+    let lists_read = calls(&sim.stats());
+
+    // `collect` alone, elsewhere: the photos are found with --input-dir, the names in the cache.
+    let again = s.path("again");
+    let collect = |extra: Vec<String>| {
+        let mut a: Vec<String> = vec![
+            "collect".into(),
+            "--base-url".into(),
+            sim.base_url(),
+            "--results".into(),
+            out.display().to_string(),
+            "--out".into(),
+            again.display().to_string(),
+        ];
+        a.extend(extra);
+        run_bin(a, s.env())
+    };
+    exits(&collect(vec![]).await, 0);
+    let html = std::fs::read_to_string(again.join("index.html")).unwrap();
+    assert!(html.contains("not found"), "without the manifest's folder");
+    assert!(html.contains("<code class=\"id\">h-205</code> Omar"));
+    let o = collect(vec![
+        "--input-dir".into(),
+        root().join("manifests").display().to_string(),
+    ])
+    .await;
+    exits(&o, 0);
+    let html = std::fs::read_to_string(again.join("index.html")).unwrap();
+    assert!(!html.contains("not found"));
+    assert!(referenced_files_exist(&again, &html) > 40);
+    assert_eq!(calls(&sim.stats()), lists_read, "collect read no list");
+}
