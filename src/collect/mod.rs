@@ -28,6 +28,7 @@ pub(crate) mod fetch;
 pub(crate) mod html;
 pub(crate) mod images_csv;
 pub(crate) mod inputs;
+pub(crate) mod layout;
 pub(crate) mod poller;
 pub(crate) mod progress;
 pub(crate) mod schedule;

@@ -1,11 +1,10 @@
 //! `templates human|scene`: read a whole template list and print it (a table, CSV or JSON), and
 //! with `--gallery DIR` write a page of the templates' covers (see [`crate::templates`]).
 
-use crate::cli::TemplateFormat;
 use crate::client::connection::connect;
 use crate::exit;
 use crate::retry::Retrier;
-use crate::settings::TemplatesSettings;
+use crate::settings::{ListFormat, TemplatesSettings};
 use crate::shutdown::Shutdown;
 use crate::templates::{self, gallery, output};
 
@@ -26,11 +25,11 @@ pub async fn run(settings: TemplatesSettings, shutdown: Shutdown) -> anyhow::Res
     .await?;
     let origin = conn.client.base().model_origin().to_string();
     let text = match settings.format {
-        TemplateFormat::Table => output::table(&list),
-        TemplateFormat::Csv => {
+        ListFormat::Table => output::table(&list),
+        ListFormat::Csv => {
             output::csv(&list).map_err(|e| exit::aborted(format!("cannot write the CSV: {e}")))?
         }
-        TemplateFormat::Json => output::json(&list),
+        ListFormat::Json => output::json(&list),
     };
     tracing::info!("{} {which} templates from {origin}", list.templates.len());
     let printed = print_out(&text)?;

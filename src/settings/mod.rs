@@ -1,13 +1,19 @@
 //! Settings: the one place where what clap parsed becomes checked values (ripgrep's `lowargs` →
 //! `hiargs`). `cli` parses; the functions here turn its types into [`RunSettings`],
 //! [`CollectSettings`], [`ConnectionSettings`], [`SimSettings`] (and the small settings of
-//! `validate`, `expand` and `merge`) once, and nothing past this module sees a clap type.
+//! `validate`, `expand`, `merge` and `templates`; `validate`'s and `templates`' live in
+//! `templates.rs`) once, and nothing past this module sees a clap type.
 //!
 //! Settings that parse but cannot work are refused before anything is sent (exit 2), naming the
 //! flag: a zero timeout would send (and pay for) a request whose answer can never arrive, and a
 //! first retry delay above the longest one is a typo. Every default lives in [`defaults`].
 
 pub mod defaults;
+mod templates;
+
+pub use templates::{
+    ListFormat, TemplateCheck, TemplatesSettings, ValidateSettings, templates, validate,
+};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,14 +21,12 @@ use std::time::Duration;
 
 use crate::cli::{
     CollectArgs, ConnectionArgs, ExpandArgs, ManifestArgs, MergeArgs, PollArgs, RefusalResultArg,
-    RunArgs, SimulateArgs, TemplateCheckArgs, TemplateFormat, TemplateListArg, TemplatesArgs,
-    ValidateArgs,
+    RunArgs, SimulateArgs,
 };
 use crate::client::BaseUrl;
 use crate::plan::Flags;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::sim::{LedgerConfig, RefusalResult, SimConfig};
-use crate::templates::Which;
 use crate::units::{Rates, Shard};
 
 /// What every manifest command reads.
@@ -113,50 +117,6 @@ pub struct RunSettings {
     pub ping: Option<String>,
     /// `--check-templates`, `--refresh-templates`.
     pub templates: TemplateCheck,
-}
-
-/// `--check-templates` and `--refresh-templates`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TemplateCheck {
-    /// Check the manifests' template ids against the API's lists before sending.
-    pub check: bool,
-    /// Read the lists from the API even if the cache has them.
-    pub refresh: bool,
-}
-
-impl From<TemplateCheckArgs> for TemplateCheck {
-    fn from(args: TemplateCheckArgs) -> TemplateCheck {
-        TemplateCheck {
-            check: args.check_templates,
-            refresh: args.refresh_templates,
-        }
-    }
-}
-
-/// `validate`.
-#[derive(Debug, Clone)]
-pub struct ValidateSettings {
-    /// The manifests.
-    pub manifest: ManifestSettings,
-    /// The template check.
-    pub templates: TemplateCheck,
-    /// Where the template lists are read (`--base-url`, `--simulate`; the defaults otherwise).
-    pub connection: ConnectionSettings,
-}
-
-/// `templates`.
-#[derive(Debug, Clone)]
-pub struct TemplatesSettings {
-    /// Which list.
-    pub which: Which,
-    /// The server, the pace and the retries.
-    pub connection: ConnectionSettings,
-    /// How the list is printed.
-    pub format: TemplateFormat,
-    /// `--gallery DIR`.
-    pub gallery: Option<PathBuf>,
-    /// Templates per page asked (1–100).
-    pub page_size: u32,
 }
 
 /// How submitted tasks are queried.
@@ -340,43 +300,6 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
         metrics,
         ping,
         templates: args.templates.into(),
-    })
-}
-
-/// `validate`'s options: the manifests, and where `--check-templates` reads the lists (the
-/// connection defaults of `run` otherwise).
-pub fn validate(args: ValidateArgs) -> Result<ValidateSettings, String> {
-    let connection = connection(
-        ConnectionArgs {
-            base_url: args.base_url,
-            simulate: args.simulate,
-            concurrency: defaults::DEFAULT_CONCURRENCY,
-            rate: vec![crate::units::RateArg::All(defaults::DEFAULT_RATE)],
-            max_attempts: defaults::DEFAULT_MAX_ATTEMPTS,
-            backoff: defaults::duration(defaults::DEFAULT_BACKOFF),
-            backoff_max: defaults::duration(defaults::DEFAULT_BACKOFF_MAX),
-        },
-        "--timeout",
-        defaults::duration(defaults::DEFAULT_TIMEOUT),
-    )?;
-    Ok(ValidateSettings {
-        manifest: manifest(args.manifest),
-        templates: args.templates.into(),
-        connection,
-    })
-}
-
-/// `templates`' options.
-pub fn templates(args: TemplatesArgs) -> Result<TemplatesSettings, String> {
-    Ok(TemplatesSettings {
-        which: match args.list {
-            TemplateListArg::Human => Which::Human,
-            TemplateListArg::Scene => Which::Scene,
-        },
-        connection: connection(args.connection, "--timeout", args.timeout)?,
-        format: args.format,
-        gallery: args.gallery,
-        page_size: args.page_size.clamp(1, crate::api::MAX_TEMPLATE_PAGE_SIZE),
     })
 }
 

@@ -65,7 +65,7 @@ impl Refs {
                 if id.trim().is_empty() {
                     continue;
                 }
-                let field = request.origin.field_name(which.field());
+                let field = request.origin.field_name(super::field(which));
                 let place =
                     Problem::new(&request.job.file, request.at(), Some(field), "").without_row();
                 let places = refs.ids.entry((which, id.clone())).or_default();

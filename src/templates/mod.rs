@@ -35,62 +35,20 @@ pub(crate) mod output;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api::{HUMAN_TEMPLATES_PATH, Kind, SCENE_TEMPLATES_PATH};
+use crate::api::Kind;
 use crate::client::{Client, Limiters};
 use crate::retry::Retrier;
 use crate::settings::{ConnectionSettings, Server};
 use crate::shutdown::Shutdown;
 
-/// Which of the two lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Which {
-    /// The model types (模特类型): `human_template_id`.
-    Human,
-    /// The scenes (模特场景): `scene_template_id`.
-    Scene,
-}
+/// Which of the two lists (defined with the API's contract, [`crate::api::TemplateList`]).
+pub use crate::api::TemplateList as Which;
 
-impl Which {
-    /// Both lists, human first.
-    pub const ALL: [Which; 2] = [Which::Human, Which::Scene];
-
-    /// `human` or `scene`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Which::Human => "human",
-            Which::Scene => "scene",
-        }
-    }
-
-    /// The list's path on the e-commerce host.
-    pub fn path(self) -> &'static str {
-        match self {
-            Which::Human => HUMAN_TEMPLATES_PATH,
-            Which::Scene => SCENE_TEMPLATES_PATH,
-        }
-    }
-
-    /// The manifest field whose ids this list holds.
-    pub(crate) fn field(self) -> crate::manifest::Field {
-        match self {
-            Which::Human => crate::manifest::Field::HumanTemplateId,
-            Which::Scene => crate::manifest::Field::SceneTemplateId,
-        }
-    }
-
-    /// The field a list is grouped by in the gallery and shown by in the table: `gender` for
-    /// humans, `scenes_type` for scenes.
-    pub(crate) fn group_field(self) -> &'static str {
-        match self {
-            Which::Human => "gender",
-            Which::Scene => "scenes_type",
-        }
-    }
-}
-
-impl std::fmt::Display for Which {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// The manifest field whose ids `which`'s list holds.
+pub(crate) fn field(which: Which) -> crate::manifest::Field {
+    match which {
+        Which::Human => crate::manifest::Field::HumanTemplateId,
+        Which::Scene => crate::manifest::Field::SceneTemplateId,
     }
 }
 
