@@ -149,15 +149,30 @@ fn encode_png_2bit(width: u32, height: u32, palette: &[[u8; 3]; 4], indices: &[u
             raw.push(byte);
         }
     }
+    // 2 bits, palette.
+    assemble(width, height, [2, 3], Some(palette.as_flattened()), &raw)
+}
+
+/// A PNG of `raw` scanlines (each led by its filter byte): `format` is the bit depth and colour
+/// type of the header (deflate, no filter set, no interlace); `palette` is the `PLTE` chunk.
+fn assemble(
+    width: u32,
+    height: u32,
+    format: [u8; 2],
+    palette: Option<&[u8]>,
+    raw: &[u8],
+) -> Vec<u8> {
     let mut ihdr = Vec::with_capacity(13);
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[2, 3, 0, 0, 0]); // 2 bits, palette, deflate, no filter set, no interlace
+    ihdr.extend_from_slice(&[format[0], format[1], 0, 0, 0]);
     let mut png = Vec::with_capacity(raw.len() + raw.len() / 65535 * 5 + 96);
     png.extend_from_slice(b"\x89PNG\r\n\x1a\n");
     chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"PLTE", palette.as_flattened());
-    chunk(&mut png, b"IDAT", &zlib_stored(&raw));
+    if let Some(palette) = palette {
+        chunk(&mut png, b"PLTE", palette);
+    }
+    chunk(&mut png, b"IDAT", &zlib_stored(raw));
     chunk(&mut png, b"IEND", &[]);
     png
 }
@@ -171,18 +186,8 @@ fn encode_png(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
         raw.push(0);
         raw.extend_from_slice(line);
     }
-
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8 bits, RGB, deflate, no filter set, no interlace
-
-    let mut png = Vec::with_capacity(raw.len() + raw.len() / 65535 * 5 + 64);
-    png.extend_from_slice(b"\x89PNG\r\n\x1a\n");
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &zlib_stored(&raw));
-    chunk(&mut png, b"IEND", &[]);
-    png
+    // 8 bits, RGB.
+    assemble(width, height, [8, 2], None, &raw)
 }
 
 fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {

@@ -35,6 +35,8 @@ pub(crate) mod output;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::api::answer::text;
+
 use crate::api::Kind;
 use crate::client::{Client, Limiters};
 use crate::retry::Retrier;
@@ -149,16 +151,6 @@ impl Template {
             .as_deref()
             .or(self.name_zh.as_deref())
             .filter(|n| !n.trim().is_empty())
-    }
-}
-
-/// Text: a string as is, a number or a boolean written out; nothing for null, lists and maps.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 
