@@ -40,10 +40,11 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
     let invalid = crate::exit::invalid;
     // One shutdown for the commands that run until stopped: SIGINT and SIGTERM reach them through
     // it. The others (`validate`, `expand`, `merge`) keep the default: a signal ends them.
+    // (`validate --check-templates` is stopped by a signal like them: it sends nothing.)
     let shutdown = crate::shutdown::Shutdown::new();
     if matches!(
         command,
-        Command::Run(_) | Command::Collect(_) | Command::Simulate(_)
+        Command::Run(_) | Command::Collect(_) | Command::Simulate(_) | Command::Templates(_)
     ) {
         shutdown.listen();
     }
@@ -58,7 +59,10 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             let result = commands::run::run(settings, shutdown).await;
             reported(&metrics, ping, "run", result).await
         }
-        Command::Validate(args) => commands::validate::validate(&settings::manifest(args)),
+        Command::Validate(args) => {
+            commands::validate::validate(&settings::validate(args).map_err(invalid)?, shutdown)
+                .await
+        }
         Command::Expand(args) => {
             commands::expand::expand(&settings::expand(args).map_err(invalid)?)
         }
@@ -70,6 +74,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             reported(&metrics, ping, "collect", result).await
         }
         Command::Merge(args) => commands::merge::run(&settings::merge(args)),
+        Command::Templates(args) => {
+            commands::templates::run(settings::templates(args).map_err(invalid)?, shutdown).await
+        }
     }
 }
 

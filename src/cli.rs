@@ -33,8 +33,12 @@ pub struct Cli {
 /// The environment and the exit codes, under the top-level `--help` (README "Exit codes").
 pub const AFTER_HELP: &str = "\
 Environment:
-  HIDREAM_API_TOKEN    the API token (run, collect; not with --simulate or --dry-run); never shown
+  HIDREAM_API_TOKEN    the API token (run, collect, templates, --check-templates; not with
+                       --simulate, nor for a --dry-run alone); never shown
   HIDREAM_API_USER_ID  optional; sent as API-User-ID to text-to-image
+  HIDREAM_BATCH_CACHE_DIR
+                       the cache folder (template lists); default $XDG_CACHE_HOME/hidream-batch,
+                       else ~/.cache/hidream-batch
   RUST_LOG             log filter; overrides -v and -q
 
 Exit codes:
@@ -76,6 +80,7 @@ mod tests {
         for var in [
             crate::env_vars::API_TOKEN,
             crate::env_vars::API_USER_ID,
+            crate::env_vars::CACHE_DIR,
             crate::env_vars::RUST_LOG,
         ] {
             assert!(AFTER_HELP.contains(var), "{var} is not in --help");
@@ -89,7 +94,7 @@ pub enum Command {
     /// Expand, validate and submit manifests; write the results CSV.
     Run(RunArgs),
     /// Parse, expand and validate manifests; print counts; send nothing.
-    Validate(ManifestArgs),
+    Validate(ValidateArgs),
     /// Print every expanded request as a JSON line, with its request id and endpoint.
     Expand(ExpandArgs),
     /// Poll the tasks of a results CSV, download finished images, write images.csv and index.html.
@@ -98,6 +103,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Merge results CSVs (e.g. from shards) into one.
     Merge(MergeArgs),
+    /// List the model-image templates (human or scene): a table, CSV or JSON, or a gallery page.
+    Templates(TemplatesArgs),
 }
 
 /// Options shared by every command that reads manifests.
@@ -114,6 +121,89 @@ pub struct ManifestArgs {
     /// Salt mixed into every request id, so the same manifest can be submitted again as a new run.
     #[arg(long, value_name = "TEXT")]
     pub run_id: Option<String>,
+}
+
+/// `--check-templates` and `--refresh-templates`: shared by `run` and `validate`.
+#[derive(Debug, Clone, Args)]
+pub struct TemplateCheckArgs {
+    /// Check every template id of the manifests against the API's lists before anything is sent:
+    /// an unknown id is a problem (exit 2); lists that cannot be read stop the command (exit 3).
+    /// The lists are cached for a day (HIDREAM_BATCH_CACHE_DIR).
+    #[arg(long)]
+    pub check_templates: bool,
+
+    /// Read the template lists from the API even if the cache has them.
+    #[arg(long, requires = "check_templates")]
+    pub refresh_templates: bool,
+}
+
+/// The arguments of `validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// The manifests and how they expand.
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+
+    /// The template check (the only part of `validate` that uses the network).
+    #[command(flatten)]
+    pub templates: TemplateCheckArgs,
+
+    /// With --check-templates: read the lists from this origin instead of the real host.
+    #[arg(long, value_name = "URL", requires = "check_templates")]
+    pub base_url: Option<String>,
+
+    /// With --check-templates: read the lists of the built-in simulator (no token needed).
+    #[arg(long, conflicts_with = "base_url", requires = "check_templates")]
+    pub simulate: bool,
+}
+
+/// Which template list `templates` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TemplateListArg {
+    /// Model types (`human_template_id`): id, names, gender.
+    Human,
+    /// Scenes (`scene_template_id`): id, names, scene type, region.
+    Scene,
+}
+
+/// How `templates` prints its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TemplateFormat {
+    /// Aligned columns: id, English and Chinese name, gender or scene type, region.
+    Table,
+    /// CSV with every field (fields the API documents first).
+    Csv,
+    /// A JSON array of the templates as the API sent them, every field kept.
+    Json,
+}
+
+/// The arguments of `templates`.
+#[derive(Debug, Clone, Args)]
+pub struct TemplatesArgs {
+    /// Which list.
+    #[arg(value_enum)]
+    pub list: TemplateListArg,
+
+    /// How to reach the API, at what pace (--rate: list pages per minute), with what retries.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// How the list is printed on stdout.
+    #[arg(long, value_enum, default_value_t = TemplateFormat::Table)]
+    pub format: TemplateFormat,
+
+    /// Also write DIR/index.html, a page of the templates' covers (fetched once each, at
+    /// ?width=512, into DIR/covers/) grouped by gender or scene type, captioned with their ids.
+    #[arg(long, value_name = "DIR")]
+    pub gallery: Option<PathBuf>,
+
+    /// Templates per page asked of the API (1-100).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TEMPLATE_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub page_size: u32,
+
+    /// Timeout of one HTTP attempt (a page or a cover).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// The arguments of `expand`.
@@ -254,6 +344,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub poll: PollArgs,
 
+    /// The template check before anything is sent.
+    #[command(flatten)]
+    pub templates: TemplateCheckArgs,
+
     /// At the end (also of a failed run), write a Prometheus textfile-collector file here,
     /// atomically: outcomes, images, duration, exit code, last run and last success times.
     #[arg(long, value_name = "PATH")]
@@ -295,6 +389,12 @@ pub struct CollectArgs {
     /// How tasks are queried.
     #[command(flatten)]
     pub poll: PollArgs,
+
+    /// A folder where the local garment photos the results name are looked for (a path as the
+    /// manifest wrote it: give the manifest's folder); repeatable. The results' folder and the
+    /// current one are always looked in.
+    #[arg(long, value_name = "DIR")]
+    pub input_dir: Vec<PathBuf>,
 
     /// At the end (also of a failed run), write a Prometheus textfile-collector file here,
     /// atomically: outcomes, images, duration, exit code, last run and last success times.
@@ -393,6 +493,11 @@ pub struct SimulateArgs {
     /// `/sim/images/{id}`.
     #[arg(long)]
     pub bare_image_ids: bool,
+
+    /// Refuse model submissions (HTTP 200, code 1007) whose human or scene template id is not in
+    /// the simulator's template lists (which it always serves).
+    #[arg(long)]
+    pub strict_templates: bool,
 }
 
 /// `simulate --refusal-result`: how an answer without a result writes it.

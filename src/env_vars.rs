@@ -10,6 +10,10 @@ pub const API_TOKEN: &str = "HIDREAM_API_TOKEN";
 pub const API_USER_ID: &str = "HIDREAM_API_USER_ID";
 /// Standard tracing filter, e.g. `RUST_LOG=hidream_batch=debug`; overrides `-v`/`-q`.
 pub const RUST_LOG: &str = "RUST_LOG";
+/// The folder of hidream-batch's cache (the template lists of `--check-templates` and the
+/// contact sheet's template names). Unset: `$XDG_CACHE_HOME/hidream-batch`, else
+/// `~/.cache/hidream-batch`.
+pub const CACHE_DIR: &str = "HIDREAM_BATCH_CACHE_DIR";
 /// Test hook: a positive factor (e.g. `0.1`) that scales every wait the client makes by design
 /// — the rate limiter's window and its even pacing, the retry delays (`Retry-After` and the
 /// `--backoff-max` cap included) — so that tests of those waits take seconds, not minutes. Request

@@ -8,7 +8,7 @@
 //!   default.
 //! - [`app`]: logging, the runtime, one [`shutdown::Shutdown`] fed by SIGINT/SIGTERM, and the
 //!   dispatch to [`commands`]: one file per command (`run`, `validate`, `expand`, `collect`,
-//!   `merge`, `simulate`).
+//!   `merge`, `simulate`, `templates`).
 //! - [`units`]: argument value types (durations, latency ranges, shards). [`env_vars`]: every
 //!   environment variable. [`exit`]: the exit codes and the errors that carry them. [`files`]:
 //!   opening the files a user names (regular files only, without blocking). [`limits`]: every
@@ -38,6 +38,9 @@
 //! - [`collect`]: the polling loop (`collect::poller`: each task on its own schedule,
 //!   `collect::schedule`) that `collect` runs over a results file and `run` over the tasks it
 //!   submits (`--max-pending`, `--collect`), downloads, `images.csv` and the HTML contact sheet.
+//! - [`templates`]: the model-image template lists — read page by page, cached, printed, a
+//!   gallery of their covers — and `--check-templates`, which checks the manifests' template ids
+//!   against them before anything is sent.
 //! - [`sim`]: the simulator, a local stand-in of the API (`simulate`, `run --simulate`, tests).
 //!
 //! # Data flow
@@ -123,5 +126,6 @@ pub(crate) mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod sim;
+pub mod templates;
 pub mod units;
 pub(crate) mod validate;

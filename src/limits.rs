@@ -75,6 +75,14 @@ pub const ANSWER_BYTES: usize = 1 << 20;
 /// image, and that image fails (the others go on).
 pub const DOWNLOAD_BYTES: usize = 100 << 20;
 
+/// The most pages of a template list read (at 100 templates a page, the most the API serves, ten
+/// thousand templates). A `total_page` above it, or pages that never end, stop the read with an
+/// error instead of a loop.
+pub const TEMPLATE_PAGES: u32 = 100;
+
+/// The most templates of one list kept (the API lists a few dozen of each kind today).
+pub const TEMPLATES: usize = 10_000;
+
 /// A byte count as people read it: `8 MiB`, `1 GiB`, `1024 KiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [(&str, u32); 3] = [("GiB", 30), ("MiB", 20), ("KiB", 10)];

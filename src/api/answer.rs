@@ -150,7 +150,7 @@ fn id(v: &Value) -> Option<String> {
 }
 
 /// Text: a string as is, a number or a boolean written out; nothing for null, lists and maps.
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

@@ -25,6 +25,63 @@ pub const RESULTS_SUFFIX: &str = "/results";
 /// Appended to a submit URL for the batch query `POST <submit URL>/results/batch` (v2 docs, §4).
 pub const BATCH_RESULTS_SUFFIX: &str = "/results/batch";
 
+/// The model-type (human) template list, on the e-commerce host (API reference §7.1):
+/// `GET …?page_size=&page_index=`.
+pub const HUMAN_TEMPLATES_PATH: &str = "/api-pub/ec/v3/template/model/human";
+/// The scene template list, on the e-commerce host (API reference §7.2).
+pub const SCENE_TEMPLATES_PATH: &str = "/api-pub/ec/v3/template/model/scene";
+/// The largest `page_size` of a template list (documented: at most 100).
+pub const MAX_TEMPLATE_PAGE_SIZE: u32 = 100;
+/// The `page_size` of a template list when none is given (documented: 20).
+pub const DEFAULT_TEMPLATE_PAGE_SIZE: u32 = 20;
+/// The cover image of a template is its `show_image` URL with `?width=N` (documented with 512).
+pub const TEMPLATE_COVER_WIDTH: u32 = 512;
+
+/// The two template lists of model images: model types (`human`) and scenes (`scene`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TemplateList {
+    /// The model types (模特类型): `human_template_id`.
+    Human,
+    /// The scenes (模特场景): `scene_template_id`.
+    Scene,
+}
+
+impl TemplateList {
+    /// Both lists, human first.
+    pub const ALL: [TemplateList; 2] = [TemplateList::Human, TemplateList::Scene];
+
+    /// `human` or `scene`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateList::Human => "human",
+            TemplateList::Scene => "scene",
+        }
+    }
+
+    /// The list's path on the e-commerce host.
+    pub fn path(self) -> &'static str {
+        match self {
+            TemplateList::Human => HUMAN_TEMPLATES_PATH,
+            TemplateList::Scene => SCENE_TEMPLATES_PATH,
+        }
+    }
+
+    /// The field a list is grouped by in the gallery and shown by in the table: `gender` for
+    /// humans, `scenes_type` for scenes.
+    pub fn group_field(self) -> &'static str {
+        match self {
+            TemplateList::Human => "gender",
+            TemplateList::Scene => "scenes_type",
+        }
+    }
+}
+
+impl std::fmt::Display for TemplateList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The resolutions documented for txt2img `v2L`, as `width*height`.
 pub const RESOLUTIONS: [&str; 7] = [
     "1024*1024",

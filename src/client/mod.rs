@@ -164,6 +164,12 @@ impl BaseUrl {
     pub fn endpoint(&self, kind: Kind) -> String {
         kind.endpoint(self.0.as_deref())
     }
+
+    /// The origin the e-commerce endpoints (model images, their templates) are reached at: the
+    /// `--base-url`, or the real e-commerce host.
+    pub fn model_origin(&self) -> &str {
+        self.0.as_deref().unwrap_or(crate::api::MODEL_HOST)
+    }
 }
 
 /// The result of one HTTP attempt, before classification.

@@ -139,6 +139,11 @@ pub(crate) struct Task {
     pub task_id: String,
     /// The prompt, if the results have one (shown as a tooltip on the page).
     pub prompt: String,
+    /// A model request's input (garment) photo as the results show it: a URL, or a path as the
+    /// manifest wrote it; empty otherwise.
+    pub image: String,
+    /// A model request's `human_template_id` and `scene_template_id`; empty otherwise.
+    pub templates: [String; 2],
     /// Aligned with [`Batch::vars`] and [`Batch::meta`].
     pub vars: Vec<String>,
     pub meta: Vec<String>,
@@ -165,6 +170,8 @@ impl Task {
             kind,
             task_id,
             prompt: String::new(),
+            image: String::new(),
+            templates: Default::default(),
             vars: Vec::new(),
             meta: Vec::new(),
             subs: sub_task_ids
@@ -296,6 +303,11 @@ fn read_results(file: File, path: &Path) -> anyhow::Result<Batch> {
         need("sub_task_ids")?,
     );
     let c_prompt = col("prompt");
+    let (c_image, c_human, c_scene) = (
+        col("image"),
+        col("human_template_id"),
+        col("scene_template_id"),
+    );
     let vars: Vec<(usize, String)> = header
         .iter()
         .enumerate()
@@ -338,6 +350,8 @@ fn read_results(file: File, path: &Path) -> anyhow::Result<Batch> {
                     kind,
                     task_id,
                     prompt: c_prompt.map(get).unwrap_or_default(),
+                    image: c_image.map(get).unwrap_or_default(),
+                    templates: [c_human, c_scene].map(|c| c.map(get).unwrap_or_default()),
                     vars: vars.iter().map(|(i, _)| get(*i)).collect(),
                     meta: meta.iter().map(|(i, _)| get(*i)).collect(),
                     subs: cell_unescape(&get(c_subs))

@@ -233,7 +233,7 @@ pub(crate) async fn poll(ctx: Arc<Ctx>, p: Poll) -> Polled {
                 let stem = batch::stem(&p.job, &p.request_id, index);
                 match batch::existing(out, &stem) {
                     Some(rel) => File::Present(rel),
-                    None => match download(&ctx, out, url, &stem).await {
+                    None => match download(&ctx.client, &ctx.retrier, out, url, &stem).await {
                         Ok(rel) => File::Downloaded(rel),
                         Err(e) => File::Failed(crate::logging::safe(&e).into_owned()),
                     },
@@ -282,9 +282,15 @@ pub(crate) fn extension(content_type: Option<&str>, head: &[u8]) -> Option<&'sta
     }
 }
 
-/// Download `url` to `DIR/<stem>.<ext>` (temporary file, then rename); retried like a query.
-/// Returns the path relative to DIR.
-async fn download(ctx: &Ctx, out: &Path, url: &str, stem: &str) -> Result<String, String> {
+/// Download `url` to `DIR/<stem>.<ext>` (temporary file, then rename), without the token;
+/// retried like a query. Returns the path relative to DIR. (Also the template gallery's covers.)
+pub(crate) async fn download(
+    client: &Client,
+    retrier: &Retrier,
+    out: &Path,
+    url: &str,
+    stem: &str,
+) -> Result<String, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad image URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
@@ -292,10 +298,9 @@ async fn download(ctx: &Ctx, out: &Path, url: &str, stem: &str) -> Result<String
             parsed.scheme()
         ));
     }
-    let ending = ctx
-        .retrier
+    let ending = retrier
         .drive(None, "download", async |_| {
-            let response = match ctx.client.http().get(parsed.clone()).send().await {
+            let response = match client.http().get(parsed.clone()).send().await {
                 Err(e) => {
                     return Step::Retry {
                         reason: format!("download failed: {}", describe(&e)),

@@ -18,16 +18,21 @@
 //!   its values.
 //!
 //! A cell holds every image of the requests with those values (all images of a request, all
-//! repeats), in the results' order. A tile links to its full image; without an image it shows its
+//! repeats), in the results' order. A model request's garment photo (`collect::inputs`) comes
+//! first: in a grid row's header when the whole row shares it, else before the tiles of the
+//! request it differs from the one before; its template ids are labelled with their names when
+//! the lists are known (under the job's title when the whole job shares them, else on each tile). A tile links to its full image; without an image it shows its
 //! status (queued, running, failed, refused …) and the reason; `meta.*` values are its caption.
 //! Markup carries `data-*` attributes (`data-job`, `data-row`, `data-col`, `data-status`, …) so
 //! tests and scripts can read the page without guessing.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::Summary;
 use super::batch::{Batch, Sub, SubStatus, Task};
+use super::inputs::{Extras, Input};
+use super::layout::{Axis, Layout, label, layout, meta_name};
+use crate::templates::Which;
 
 /// Escape text for HTML content and attribute values.
 pub(crate) fn escape(s: &str) -> String {
@@ -45,123 +50,12 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// One axis of a job: one variable, or several that always go together.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Axis {
-    /// Indices into [`Batch::vars`].
-    pub vars: Vec<usize>,
-    /// Distinct value tuples, in order of first appearance.
-    pub values: Vec<Vec<String>>,
-}
-
-impl Axis {
-    fn key(&self, t: &Task) -> Vec<String> {
-        self.vars.iter().map(|&v| t.vars[v].clone()).collect()
-    }
-
-    fn name(&self, batch: &Batch) -> String {
-        self.vars
-            .iter()
-            .map(|&v| var_name(&batch.vars[v]))
-            .collect::<Vec<_>>()
-            .join(" · ")
-    }
-}
-
-fn meta_name(column: &str) -> &str {
-    column.strip_prefix("meta.").unwrap_or(column)
-}
-
-fn var_name(column: &str) -> &str {
-    column.strip_prefix("var.").unwrap_or(column)
-}
-
-fn label(values: &[String]) -> String {
-    values.join(" · ")
-}
-
-/// How a job is laid out.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Layout {
-    Strip,
-    Row(Axis),
-    Grid {
-        rows: Axis,
-        cols: Axis,
-        /// The axes beyond the grid's two; each combination of their values is one group.
-        rest: Vec<Axis>,
-    },
-}
-
-/// Whether each value of `a` goes with exactly one value of `b` and the other way round.
-fn together(tasks: &[&Task], a: usize, b: usize) -> bool {
-    let mut ab: HashMap<&str, &str> = HashMap::new();
-    let mut ba: HashMap<&str, &str> = HashMap::new();
-    tasks.iter().all(|t| {
-        let (x, y) = (t.vars[a].as_str(), t.vars[b].as_str());
-        *ab.entry(x).or_insert(y) == y && *ba.entry(y).or_insert(x) == x
-    })
-}
-
-/// The layout of one job's tasks (see the module docs).
-pub(crate) fn layout(tasks: &[&Task], nvars: usize) -> Layout {
-    let used: Vec<usize> = (0..nvars)
-        .filter(|&v| tasks.iter().any(|t| !t.vars[v].is_empty()))
-        .collect();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for v in used {
-        match groups.iter_mut().find(|g| together(tasks, g[0], v)) {
-            Some(g) => g.push(v),
-            None => groups.push(vec![v]),
-        }
-    }
-    let mut axes: Vec<Axis> = groups
-        .into_iter()
-        .map(|vars| {
-            let mut axis = Axis {
-                vars,
-                values: Vec::new(),
-            };
-            for t in tasks {
-                let k = axis.key(t);
-                if !axis.values.contains(&k) {
-                    axis.values.push(k);
-                }
-            }
-            axis
-        })
-        .collect();
-    match axes.len() {
-        0 => Layout::Strip,
-        1 => Layout::Row(axes.remove(0)),
-        _ => {
-            // The two with the most values (stable: ties keep column order), then back in order.
-            let mut order: Vec<usize> = (0..axes.len()).collect();
-            order.sort_by_key(|&i| std::cmp::Reverse(axes[i].values.len()));
-            let (mut a, mut b) = (order[0], order[1]);
-            if a > b {
-                std::mem::swap(&mut a, &mut b);
-            }
-            let rest: Vec<Axis> = axes
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != a && *i != b)
-                .map(|(_, x)| x.clone())
-                .collect();
-            Layout::Grid {
-                rows: axes[a].clone(),
-                cols: axes[b].clone(),
-                rest,
-            }
-        }
-    }
-}
-
-/// The contact sheet's style (`sheet.css`, kept apart from the markup).
-const CSS: &str = concat!("\n", include_str!("sheet.css"));
+/// The style of the contact sheet and of the template gallery (`sheet.css`, kept apart from the
+/// markup).
+pub(crate) const CSS: &str = concat!("\n", include_str!("sheet.css"));
 
 /// The whole page.
-pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
+pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str, extras: &Extras) -> String {
     let mut jobs: Vec<(&str, Vec<&Task>)> = Vec::new();
     for t in &batch.tasks {
         match jobs.iter_mut().find(|(j, _)| *j == t.job) {
@@ -209,7 +103,7 @@ pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str) -> String {
     }
     h += "</nav>\n</header>\n<main>\n";
     for (job, tasks) in &jobs {
-        job_section(&mut h, batch, job, tasks);
+        job_section(&mut h, batch, extras, job, tasks);
     }
     if jobs.is_empty() {
         h += "<p>No submitted tasks in the results.</p>\n";
@@ -226,7 +120,17 @@ fn anchor(job: &str) -> String {
     format!("job-{}", super::batch::safe_name(job))
 }
 
-fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
+/// What every tile of a job needs: the batch, the `meta.*` columns that are captions, the extras
+/// (garment photos, template names), and which template ids vary within the job (captions;
+/// the others are said once under the title).
+struct Cx<'a> {
+    batch: &'a Batch,
+    captions: &'a [usize],
+    extras: &'a Extras,
+    template_captions: [bool; 2],
+}
+
+fn job_section(h: &mut String, batch: &Batch, extras: &Extras, job: &str, tasks: &[&Task]) {
     let images: usize = tasks.iter().map(|t| t.subs.len().max(1)).sum();
     let kind = tasks.first().map(|t| t.kind.as_str()).unwrap_or("");
     let _ = writeln!(
@@ -244,7 +148,21 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
     let (constant, captions): (Vec<usize>, Vec<usize>) = (0..batch.meta.len())
         .filter(|&m| tasks.iter().any(|t| !t.meta[m].is_empty()))
         .partition(|&m| tasks.iter().all(|t| t.meta[m] == tasks[0].meta[m]));
-    if !constant.is_empty() {
+    // Template ids likewise: the same for the whole job, said once; varying, on each tile.
+    let mut template_captions = [false; 2];
+    let mut constant_templates = Vec::new();
+    for (i, which) in Which::ALL.into_iter().enumerate() {
+        let first = &tasks[0].templates[i];
+        if tasks.iter().all(|t| t.templates[i].is_empty()) {
+            continue;
+        }
+        if tasks.iter().all(|t| t.templates[i] == *first) {
+            constant_templates.push((which, first.as_str()));
+        } else {
+            template_captions[i] = true;
+        }
+    }
+    if !constant.is_empty() || !constant_templates.is_empty() {
         h.push_str("<p class=\"job-meta\">");
         for m in constant {
             let _ = write!(
@@ -254,14 +172,23 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
                 escape(&tasks[0].meta[m])
             );
         }
+        for (which, id) in constant_templates {
+            template_label(h, extras, which, id);
+        }
         h.push_str("</p>\n");
     }
-    let captions = captions.as_slice();
+    let cx = Cx {
+        batch,
+        captions: captions.as_slice(),
+        extras,
+        template_captions,
+    };
     match layout(tasks, batch.vars.len()) {
         Layout::Strip => {
             h.push_str("<div class=\"strip\" data-layout=\"strip\">");
+            let mut shown = None;
             for t in tasks {
-                tiles(h, batch, captions, t);
+                tiles(h, &cx, t, Some(&mut shown));
             }
             h.push_str("</div>\n");
         }
@@ -280,8 +207,9 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
                     escape(&axis.name(batch)),
                     escape(&l)
                 );
+                let mut shown = None;
                 for t in tasks.iter().filter(|t| axis.key(t) == *value) {
-                    tiles(h, batch, captions, t);
+                    tiles(h, &cx, t, Some(&mut shown));
                 }
                 h.push_str("</div></div>");
             }
@@ -318,7 +246,7 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
                     }
                     h.push_str("</h3>\n");
                 }
-                grid(h, batch, captions, &rows, &cols, members, &group_label);
+                grid(h, &cx, &rows, &cols, members, &group_label);
             }
         }
     }
@@ -327,8 +255,7 @@ fn job_section(h: &mut String, batch: &Batch, job: &str, tasks: &[&Task]) {
 
 fn grid(
     h: &mut String,
-    batch: &Batch,
-    captions: &[usize],
+    cx: &Cx<'_>,
     rows: &Axis,
     cols: &Axis,
     tasks: &[&Task],
@@ -341,6 +268,7 @@ fn grid(
             .cloned()
             .collect()
     };
+    let batch = cx.batch;
     let (row_values, col_values) = (present(rows), present(cols));
     let group_attr = group
         .iter()
@@ -365,11 +293,20 @@ fn grid(
     }
     h.push_str("</tr></thead>\n<tbody>\n");
     for r in &row_values {
+        // A row whose requests share one garment photo shows it in its header, once.
+        let in_row: Vec<&&Task> = tasks.iter().filter(|t| rows.key(t) == *r).collect();
+        let image = in_row[0].image.as_str();
+        let row_input =
+            (!image.is_empty() && in_row.iter().all(|t| t.image == image)).then_some(image);
         let _ = write!(
             h,
-            "<tr><th scope=\"row\" data-row=\"{0}\">{0}</th>",
+            "<tr><th scope=\"row\" data-row=\"{0}\">{0}",
             escape(&label(r))
         );
+        if let Some(image) = row_input {
+            input_tile(h, cx.extras, image);
+        }
+        h.push_str("</th>");
         for c in &col_values {
             let members: Vec<&&Task> = tasks
                 .iter()
@@ -385,8 +322,10 @@ fn grid(
                 continue;
             }
             let _ = write!(h, "<td {attrs}><div class=\"cell\">");
+            let mut shown = None;
             for t in members {
-                tiles(h, batch, captions, t);
+                let track = row_input.is_none().then_some(&mut shown);
+                tiles(h, cx, t, track);
             }
             h.push_str("</div></td>");
         }
@@ -395,17 +334,87 @@ fn grid(
     h.push_str("</tbody></table></div>\n");
 }
 
-/// The tiles of one task: one per image (one placeholder if no image is known yet).
-fn tiles(h: &mut String, batch: &Batch, captions: &[usize], t: &Task) {
+/// The tiles of one task: one per image (one placeholder if no image is known yet), after its
+/// garment photo when `shown` tracks them and it differs from the one shown last.
+fn tiles<'a>(h: &mut String, cx: &Cx<'_>, t: &'a Task, shown: Option<&mut Option<&'a str>>) {
+    if let Some(shown) = shown
+        && !t.image.is_empty()
+        && *shown != Some(t.image.as_str())
+    {
+        input_tile(h, cx.extras, &t.image);
+        *shown = Some(t.image.as_str());
+    }
     if t.subs.is_empty() {
-        tile(h, batch, captions, t, None);
+        tile(h, cx, t, None);
     }
     for s in &t.subs {
-        tile(h, batch, captions, t, Some(s));
+        tile(h, cx, t, Some(s));
     }
 }
 
-fn tile(h: &mut String, batch: &Batch, captions: &[usize], t: &Task, sub: Option<&Sub>) {
+/// The garment photo of a model request: a thumbnail copied into DIR, a link to a URL, or why
+/// neither.
+fn input_tile(h: &mut String, extras: &Extras, image: &str) {
+    let _ = write!(
+        h,
+        "<figure class=\"tile input\" data-input=\"{}\">",
+        escape(image)
+    );
+    let name = image.rsplit('/').next().unwrap_or(image);
+    match extras.inputs.get(image) {
+        Some(Input::Local(rel)) => {
+            let _ = write!(
+                h,
+                "<a href=\"{0}\"><img src=\"{0}\" alt=\"garment photo {1}\" loading=\"lazy\"></a>",
+                escape(rel),
+                escape(image)
+            );
+        }
+        Some(Input::Url(url)) => {
+            let _ = write!(
+                h,
+                "<div class=\"placeholder\"><span class=\"badge\">photo by URL</span><a class=\"why\" href=\"{0}\">{0}</a></div>",
+                escape(url)
+            );
+        }
+        Some(Input::Missing(why)) => {
+            let _ = write!(
+                h,
+                "<div class=\"placeholder\"><span class=\"badge\">not found</span><span class=\"why\">{}</span></div>",
+                escape(why)
+            );
+        }
+        None => {
+            let _ = write!(
+                h,
+                "<div class=\"placeholder\"><span class=\"why\">{}</span></div>",
+                escape(image)
+            );
+        }
+    }
+    let _ = write!(
+        h,
+        "<figcaption><span class=\"input-label\">garment photo</span><span>{}</span></figcaption></figure>",
+        escape(name)
+    );
+}
+
+/// `human h-101 · Ava`: a template id and, when the lists are known, its name.
+fn template_label(h: &mut String, extras: &Extras, which: Which, id: &str) {
+    let _ = write!(
+        h,
+        "<span data-template=\"{which}\" data-template-id=\"{}\"><span class=\"k\">{which}</span> <code class=\"id\">{}</code>",
+        escape(id),
+        escape(id)
+    );
+    if let Some(name) = extras.name(which, id) {
+        let _ = write!(h, " {}", escape(name));
+    }
+    h.push_str("</span>");
+}
+
+fn tile(h: &mut String, cx: &Cx<'_>, t: &Task, sub: Option<&Sub>) {
+    let (batch, captions) = (cx.batch, cx.captions);
     let status = sub.map(|s| s.status).unwrap_or(SubStatus::Unknown);
     let name = status.name();
     let class = match name.as_str() {
@@ -461,8 +470,17 @@ fn tile(h: &mut String, batch: &Batch, captions: &[usize], t: &Task, sub: Option
         .map(|&m| (meta_name(&batch.meta[m]), t.meta[m].as_str()))
         .filter(|(_, v)| !v.is_empty())
         .collect();
-    if !lines.is_empty() {
+    let templates: Vec<(Which, &str)> = Which::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| cx.template_captions[*i] && !t.templates[*i].is_empty())
+        .map(|(i, which)| (which, t.templates[i].as_str()))
+        .collect();
+    if !lines.is_empty() || !templates.is_empty() {
         h.push_str("<figcaption>");
+        for (which, id) in templates {
+            template_label(h, cx.extras, which, id);
+        }
         for (k, v) in lines {
             let _ = write!(
                 h,
@@ -479,22 +497,6 @@ fn tile(h: &mut String, batch: &Batch, captions: &[usize], t: &Task, sub: Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Kind;
-
-    fn task(vars: &[&str]) -> Task {
-        Task {
-            request_id: format!("r-{}", vars.join("-")),
-            job: "j".into(),
-            kind: Kind::Txt2Img,
-            task_id: "t".into(),
-            prompt: String::new(),
-            vars: vars.iter().map(|s| s.to_string()).collect(),
-            meta: vec![],
-            subs: vec![],
-            message: String::new(),
-            query_given_up: false,
-        }
-    }
 
     #[test]
     fn escapes_markup() {
@@ -502,77 +504,5 @@ mod tests {
             escape(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
-    }
-
-    #[test]
-    fn no_variable_is_a_strip_one_is_a_row_two_a_grid() {
-        let ts = [task(&["", ""]), task(&["", ""])];
-        let refs: Vec<&Task> = ts.iter().collect();
-        assert_eq!(layout(&refs, 2), Layout::Strip);
-
-        let ts = [task(&["a", ""]), task(&["b", ""])];
-        let refs: Vec<&Task> = ts.iter().collect();
-        assert!(matches!(layout(&refs, 2), Layout::Row(a) if a.values.len() == 2));
-
-        let ts: Vec<Task> = ["x", "y", "z"]
-            .iter()
-            .flat_map(|s| ["1", "2"].map(|n| task(&[s, n])))
-            .collect();
-        let refs: Vec<&Task> = ts.iter().collect();
-        match layout(&refs, 2) {
-            Layout::Grid { rows, cols, rest } => {
-                assert_eq!(rows.vars, [0]);
-                assert_eq!(rows.values.len(), 3);
-                assert_eq!(cols.vars, [1]);
-                assert!(rest.is_empty());
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn variables_that_go_together_are_one_axis() {
-        // sku and title come from the same for_each row; human is a matrix.
-        let ts: Vec<Task> = [("S1", "shirt"), ("S2", "coat")]
-            .iter()
-            .flat_map(|(s, t)| ["h1", "h2"].map(|h| task(&[s, t, h])))
-            .collect();
-        let refs: Vec<&Task> = ts.iter().collect();
-        match layout(&refs, 3) {
-            Layout::Grid { rows, cols, rest } => {
-                assert_eq!(rows.vars, [0, 1]);
-                assert_eq!(
-                    rows.values,
-                    [
-                        vec!["S1".to_string(), "shirt".into()],
-                        vec!["S2".into(), "coat".into()]
-                    ]
-                );
-                assert_eq!(cols.vars, [2]);
-                assert!(rest.is_empty());
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn more_than_two_axes_grid_the_two_largest_and_group_the_rest() {
-        let mut ts = Vec::new();
-        for a in ["a1", "a2"] {
-            for b in ["b1", "b2", "b3"] {
-                for c in ["c1", "c2", "c3", "c4"] {
-                    ts.push(task(&[a, b, c]));
-                }
-            }
-        }
-        let refs: Vec<&Task> = ts.iter().collect();
-        match layout(&refs, 3) {
-            Layout::Grid { rows, cols, rest } => {
-                assert_eq!((rows.vars[0], cols.vars[0]), (1, 2));
-                assert_eq!(rest.len(), 1);
-                assert_eq!(rest[0].vars, [0]);
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) mod batch;
 pub(crate) mod fetch;
 pub(crate) mod html;
 pub(crate) mod images_csv;
+pub(crate) mod inputs;
+pub(crate) mod layout;
 pub(crate) mod poller;
 pub(crate) mod progress;
 pub(crate) mod schedule;
@@ -194,10 +196,17 @@ pub(crate) async fn collect(
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| settings.results.display().to_string());
-    let page = html::render(&batch, &summary, &source);
+    let names = inputs::names(&batch, client, settings).await;
     // Written on the blocking pool: no file is written on the runtime's thread.
     let out = settings.out.clone();
+    let for_inputs = settings.clone();
+    let for_page = summary.clone();
     let written = tokio::task::spawn_blocking(move || {
+        let extras = inputs::Extras {
+            inputs: inputs::inputs(&batch, &for_inputs),
+            names,
+        };
+        let page = html::render(&batch, &for_page, &source, &extras);
         images_csv::write_images_csv(&batch, &out).map_err(|e| (IMAGES_CSV, e))?;
         write_atomic(&out.join(INDEX_HTML), page.as_bytes()).map_err(|e| (INDEX_HTML, e))
     })
@@ -408,7 +417,7 @@ pub(crate) fn apply(batch: &mut Batch, polled: Polled) -> Option<String> {
 }
 
 /// Write a file atomically: temporary file in the same directory, sync, rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

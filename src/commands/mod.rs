@@ -6,6 +6,7 @@ pub mod expand;
 pub mod merge;
 pub mod run;
 pub mod simulate;
+pub mod templates;
 pub mod validate;
 
 use std::io::Write;

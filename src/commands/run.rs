@@ -1,7 +1,8 @@
 //! `run`: validate, plan, submit, record.
 //!
 //! Before anything is sent: the manifests are validated (and read once: every later pass reads
-//! the same bytes), the server identified (the simulator or the API, see [`World`]), the results
+//! the same bytes), their template ids checked against the API's lists (`--check-templates`,
+//! [`crate::templates`]), the server identified (the simulator or the API, see [`World`]), the results
 //! locked and read ([`journal::Prior`]), and the plan made in one pass over the expansion
 //! ([`plan::make`]) — which also lays out the compacted results in expansion order. A dry run
 //! stops after the plan and writes nothing. Then the pipeline ([`crate::pipeline`]) sends, the
@@ -50,6 +51,17 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
         true => None,
         false => Some(connect(&settings.connection).await?),
     };
+    if settings.templates.check {
+        let checked = crate::templates::check_manifests(
+            &manifests,
+            settings.manifest.run_id.as_deref(),
+            &settings.connection,
+            conn.as_ref().map(|c| &c.client),
+            settings.templates.refresh,
+            &shutdown,
+        );
+        tracing::info!("{}", until_stopped(&shutdown, checked).await?);
+    }
     // The results are locked, read, planned and compacted on a blocking thread: file I/O and
     // fsync never run on the runtime's thread (the in-process simulator shares it). The lock
     // comes first: a second run on the same results asks nothing of any server.

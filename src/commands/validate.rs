@@ -1,15 +1,32 @@
-//! `validate`: what the manifests expand to and what a run would send; nothing is sent.
+//! `validate`: what the manifests expand to and what a run would send; nothing is sent. With
+//! `--check-templates` it reads the API's template lists (or their cache) to check the ids.
 
 use crate::display::{describe_estimate, estimate};
-use crate::settings::ManifestSettings;
+use crate::settings::ValidateSettings;
 use crate::settings::defaults::DEFAULT_RATE;
+use crate::shutdown::Shutdown;
 use crate::units::Rates;
 
 use super::print_out;
 
-/// `validate`: print what the manifests expand to and what a run would send.
-pub fn validate(settings: &ManifestSettings) -> anyhow::Result<u8> {
-    let (_, report) = settings.load_valid()?;
+/// `validate`: print what the manifests expand to and what a run would send; with
+/// `--check-templates`, check their template ids against the API's lists first.
+pub async fn validate(settings: &ValidateSettings, shutdown: Shutdown) -> anyhow::Result<u8> {
+    let (manifests, report) = settings.manifest.load_valid()?;
+    let checked = match settings.templates.check {
+        false => None,
+        true => Some(
+            crate::templates::check_manifests(
+                &manifests,
+                settings.manifest.run_id.as_deref(),
+                &settings.connection,
+                None,
+                settings.templates.refresh,
+                &shutdown,
+            )
+            .await?,
+        ),
+    };
     let mut out = String::new();
     let counts = &report.counts;
     for m in &counts.manifests {
@@ -70,6 +87,10 @@ pub fn validate(settings: &ManifestSettings) -> anyhow::Result<u8> {
         "at the default rate of {rate} images per minute per endpoint, a run takes {}\n",
         describe_estimate((window, paced))
     );
+    if let Some(line) = checked {
+        out += &line;
+        out.push('\n');
+    }
     print_out(&out)
 }
 

@@ -28,7 +28,8 @@
 //! of recorded `rejected`. Only 2xx answers: another status with such a code is `Rejected` as
 //! before (the flag names what the API says in its envelope of success, SPEC §5).
 //!
-//! Task queries ([`query`]): an answer with `code == 0` and a result is the answer; `code != 0`
+//! Task queries ([`query`]) and the pages of the template lists (`crate::templates`) are read
+//! by one rule ([`reply`]); for a task query, an answer with `code == 0` and a result is the answer; `code != 0`
 //! and other 4xx are a refusal (not asked again this run); 401/403 stop everything; transient
 //! statuses, transport failures and unreadable answers are retried.
 //!
@@ -210,18 +211,38 @@ pub(crate) enum QueryVerdict {
 /// attempt that got no answer.
 pub(crate) type QueryAnswer = Result<(u16, Option<Duration>, Result<Reply, String>), Attempt>;
 
-/// Classify one task query attempt.
-pub(crate) fn query(answer: QueryAnswer) -> QueryVerdict {
+/// What a GET of an API answer (a task query, a page of a template list) means, before its
+/// `result` is read: the same rules for every query.
+#[derive(Debug)]
+pub(crate) enum ReplyVerdict {
+    /// HTTP 2xx with `code == 0`: the envelope, its `result` still to be read.
+    Answer(Reply),
+    /// Worth another attempt after a backoff (at least `retry_after`).
+    Retry {
+        /// What went wrong.
+        reason: String,
+        /// The server's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The API refused the query (`code != 0`, HTTP 4xx): not asked again.
+    Refused(String),
+    /// The credentials were refused (HTTP 401/403).
+    Unauthorized(String),
+}
+
+/// Classify one GET of an API answer: 401/403 stop; transient statuses, transport failures and
+/// unreadable 2xx answers are retried; `code != 0` and other statuses are a refusal.
+pub(crate) fn reply(answer: QueryAnswer) -> ReplyVerdict {
     let (status, retry_after, body) = match answer {
         Ok(a) => a,
         Err(Attempt::NotSent(r) | Attempt::NoAnswer(r) | Attempt::BodyFailed(r)) => {
-            return QueryVerdict::Retry {
+            return ReplyVerdict::Retry {
                 reason: r,
                 retry_after: None,
             };
         }
         Err(Attempt::Answered { status, .. }) => {
-            return QueryVerdict::Retry {
+            return ReplyVerdict::Retry {
                 reason: format!("HTTP {status}"),
                 retry_after: None,
             };
@@ -232,29 +253,45 @@ pub(crate) fn query(answer: QueryAnswer) -> QueryVerdict {
         Err(m) => format!("HTTP {status}: {m}"),
     };
     match status {
-        401 | 403 => QueryVerdict::Unauthorized(message()),
-        s if transient(s) => QueryVerdict::Retry {
+        401 | 403 => ReplyVerdict::Unauthorized(message()),
+        s if transient(s) => ReplyVerdict::Retry {
             reason: message(),
             retry_after,
         },
         200..=299 => match body {
-            Ok(e) if e.code != 0 => QueryVerdict::Refused(format!(
+            Ok(e) if e.code != 0 => ReplyVerdict::Refused(format!(
                 "the API refused the query: code {}: {}",
                 e.code, e.message
             )),
-            Ok(e) => match e.task() {
-                Some(r) => QueryVerdict::Answer(r),
-                None => QueryVerdict::Retry {
-                    reason: "the API answered success without a result".into(),
-                    retry_after: None,
-                },
-            },
-            Err(m) => QueryVerdict::Retry {
+            Ok(e) => ReplyVerdict::Answer(e),
+            Err(m) => ReplyVerdict::Retry {
                 reason: m,
                 retry_after: None,
             },
         },
-        _ => QueryVerdict::Refused(format!("the API refused the query: {}", message())),
+        _ => ReplyVerdict::Refused(format!("the API refused the query: {}", message())),
+    }
+}
+
+/// Classify one task query attempt ([`reply`], then the task's state from its `result`).
+pub(crate) fn query(answer: QueryAnswer) -> QueryVerdict {
+    match reply(answer) {
+        ReplyVerdict::Answer(e) => match e.task() {
+            Some(r) => QueryVerdict::Answer(r),
+            None => QueryVerdict::Retry {
+                reason: "the API answered success without a result".into(),
+                retry_after: None,
+            },
+        },
+        ReplyVerdict::Retry {
+            reason,
+            retry_after,
+        } => QueryVerdict::Retry {
+            reason,
+            retry_after,
+        },
+        ReplyVerdict::Refused(m) => QueryVerdict::Refused(m),
+        ReplyVerdict::Unauthorized(m) => QueryVerdict::Unauthorized(m),
     }
 }
 

@@ -45,6 +45,10 @@ pub const DEFAULT_LATENCY: &str = "50ms";
 /// `simulate --task-time`.
 pub const DEFAULT_TASK_TIME: &str = "2s";
 
+/// `templates --page-size`: the most the API serves a page (its own default is 20), so a list
+/// takes the fewest queries; `--check-templates` asks for as many.
+pub const DEFAULT_TEMPLATE_PAGE_SIZE: u32 = crate::api::MAX_TEMPLATE_PAGE_SIZE;
+
 /// A default duration above, as a [`Duration`].
 pub fn duration(text: &str) -> Duration {
     crate::units::parse_duration(text).expect("the defaults are valid durations")

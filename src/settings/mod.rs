@@ -1,13 +1,19 @@
 //! Settings: the one place where what clap parsed becomes checked values (ripgrep's `lowargs` →
 //! `hiargs`). `cli` parses; the functions here turn its types into [`RunSettings`],
 //! [`CollectSettings`], [`ConnectionSettings`], [`SimSettings`] (and the small settings of
-//! `validate`, `expand` and `merge`) once, and nothing past this module sees a clap type.
+//! `validate`, `expand`, `merge` and `templates`; `validate`'s and `templates`' live in
+//! `templates.rs`) once, and nothing past this module sees a clap type.
 //!
 //! Settings that parse but cannot work are refused before anything is sent (exit 2), naming the
 //! flag: a zero timeout would send (and pay for) a request whose answer can never arrive, and a
 //! first retry delay above the longest one is a typo. Every default lives in [`defaults`].
 
 pub mod defaults;
+mod templates;
+
+pub use templates::{
+    ListFormat, TemplateCheck, TemplatesSettings, ValidateSettings, templates, validate,
+};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -109,6 +115,8 @@ pub struct RunSettings {
     pub metrics: crate::metrics::Metrics,
     /// `--ping-url`.
     pub ping: Option<String>,
+    /// `--check-templates`, `--refresh-templates`.
+    pub templates: TemplateCheck,
 }
 
 /// How submitted tasks are queried.
@@ -157,6 +165,9 @@ pub struct CollectSettings {
     pub metrics: crate::metrics::Metrics,
     /// `--ping-url` (`run --collect`: none; the run pings).
     pub ping: Option<String>,
+    /// Where the local garment photos the results name are looked for, before the results'
+    /// folder and the current one (`--input-dir`; `run --collect`: the manifests' folders).
+    pub input_dirs: Vec<PathBuf>,
 }
 
 /// `simulate`.
@@ -258,9 +269,18 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
     }
     let metrics = crate::metrics::Metrics::new(args.metrics_textfile);
     let ping = args.ping_url.map(ping_url).transpose()?;
-    let collect = args
+    let mut collect = args
         .collect
         .map(|dir| CollectSettings::after_run(&connection, &poll, &args.out, dir, metrics.clone()));
+    if let Some(c) = &mut collect {
+        // A local image is written relative to its manifest: the sheet looks there first.
+        for m in &args.manifest.manifests {
+            let dir = m.parent().unwrap_or(std::path::Path::new("")).to_path_buf();
+            if !c.input_dirs.contains(&dir) {
+                c.input_dirs.push(dir);
+            }
+        }
+    }
     Ok(RunSettings {
         manifest: manifest(args.manifest),
         connection,
@@ -279,6 +299,7 @@ pub fn run(args: RunArgs) -> Result<RunSettings, String> {
         poll,
         metrics,
         ping,
+        templates: args.templates.into(),
     })
 }
 
@@ -301,6 +322,7 @@ impl CollectSettings {
             poll: poll.clone(),
             metrics,
             ping: None,
+            input_dirs: Vec::new(),
         }
     }
 }
@@ -317,6 +339,7 @@ pub fn collect(args: CollectArgs) -> Result<CollectSettings, String> {
         poll: poll(args.poll)?,
         metrics: crate::metrics::Metrics::new(args.metrics_textfile),
         ping: args.ping_url.map(ping_url).transpose()?,
+        input_dirs: args.input_dir,
     })
 }
 
@@ -355,6 +378,7 @@ pub fn simulate(args: SimulateArgs) -> Result<SimSettings, String> {
         max_pending: args.max_pending,
         credits: args.credits,
         bare_image_ids: args.bare_image_ids,
+        strict_templates: args.strict_templates,
     };
     config.check()?;
     // `:PORT` is that port on loopback (`:0`: a free one): the simulator is for this machine.

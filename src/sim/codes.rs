@@ -8,12 +8,13 @@
 //! |---|---|---|
 //! | 0 | 200 | success |
 //! | 1000 | 200 | the body is not a JSON object, or `Content-Type` is not `application/json` |
-//! | 1001 | 200 | a field has the wrong type or a value outside its documented set or range (also a `task_id_list` over 1000 ids) |
+//! | 1001 | 200 | a field has the wrong type or a value outside its documented set or range (also a `task_id_list` over 1000 ids, a template list's `page_size` outside 1–100 or `page_index` below 1) |
 //! | 1002 | 200 | an unknown field (the message names it) |
 //! | 1003 | 200 | a required field is missing or empty (also `task_id` / `task_id_list` of a result query) |
 //! | 1004 | 200 | model `prompt` longer than 500 characters |
 //! | 1005 | 200 | bad `image`/`mask`: neither an http(s) URL nor base64, a `data:` prefix, not PNG/JPEG/WebP, corrupt, or over 4096 px on a side |
 //! | 1006 | 200 | model: both or neither of `template` and `prompt` |
+//! | 1007 | 200 | model: a `template` id that is not in the simulator's template lists (`--strict-templates`) |
 //! | 1101 | 200 | result query: unknown or garbled `task_id` |
 //! | 1201 | 200 | as many unfinished tasks as `--max-pending` allows (the API's concurrency limit per membership tier) |
 //! | 1202 | 200 | not enough credit left for the request's images (`--credits`) |
@@ -40,6 +41,8 @@ pub const PROMPT_TOO_LONG: i64 = 1004;
 pub const BAD_IMAGE: i64 = 1005;
 /// Model: both or neither of `template` and `prompt`.
 pub const TEMPLATE_XOR_PROMPT: i64 = 1006;
+/// Model: a template id the simulator's lists do not have (`--strict-templates`).
+pub const UNKNOWN_TEMPLATE: i64 = 1007;
 /// Result query: a task id this simulator never issued.
 pub const UNKNOWN_TASK: i64 = 1101;
 /// As many unfinished tasks as `--max-pending` allows; the message is

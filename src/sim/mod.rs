@@ -2,7 +2,8 @@
 //! tried without a token, and so that tests and benchmarks have a faithful, observable server.
 //!
 //! It serves both submit endpoints at their real paths with the documented validation, the
-//! result and batch-result queries, generated PNG images and `GET /sim/stats`; it can misbehave
+//! result and batch-result queries, the two template lists (with generated covers), generated PNG
+//! images and `GET /sim/stats`; it can misbehave
 //! on purpose (HTTP 500, 429 with `Retry-After`, latency, hung-up connections), reproducibly for a
 //! given `--seed`, and model an account's limits (unfinished tasks, credit). Like a real server it
 //! creates a task the moment a submission has arrived: a client that hangs up, times out or is
@@ -23,7 +24,9 @@
 //! - `account`: the account's limits: unfinished tasks (`--max-pending`) and credit (`--credits`).
 //! - `faults`: the seeded random choices, the rolling-minute window and the concurrency gate.
 //! - `tasks`: self-describing task ids and task progress over time.
-//! - `image`: the generated PNG tiles.
+//! - `image`: the generated PNG tiles and template covers.
+//! - `templates`: the fixed template lists it serves (paged, as the API documents) and
+//!   `--strict-templates`.
 //! - `conn`: connections a handler can hang up on (`--drop-before`, `--drop-after`).
 //! - [`stats`]: the counters behind `GET /sim/stats`.
 //! - [`codes`]: the `code` values of the simulator's answers.
@@ -44,6 +47,7 @@ mod routes;
 mod shared;
 pub mod stats;
 mod tasks;
+mod templates;
 
 use std::fmt;
 use std::future::Future;
@@ -131,6 +135,9 @@ pub struct SimConfig {
     /// (it builds the URL itself), instead of a URL. The image is served at
     /// `/sim/images/{id}.png` and `/sim/images/{id}` either way.
     pub bare_image_ids: bool,
+    /// Refuse a model submission (HTTP 200, `code` 1007) whose template id is not in the
+    /// simulator's lists. The lists are served either way.
+    pub strict_templates: bool,
 }
 
 /// How the simulator writes the `result` of an answer that has none. The API's documentation
@@ -181,6 +188,7 @@ impl Default for SimConfig {
             max_pending: None,
             credits: None,
             bare_image_ids: false,
+            strict_templates: false,
         }
     }
 }
@@ -208,6 +216,7 @@ impl fmt::Debug for SimConfig {
             .field("max_pending", &self.max_pending)
             .field("credits", &self.credits)
             .field("bare_image_ids", &self.bare_image_ids)
+            .field("strict_templates", &self.strict_templates)
             .finish()
     }
 }

@@ -34,7 +34,7 @@ pub struct Stats {
     /// refusals are counted apart: `pending_limited`, `credits_refused`).
     pub rejected: u64,
     /// Rejections by the field at fault: the field's name (`prompt`, `img_count`,
-    /// `template.human_template_id`, …), or `unknown_field`, `body` (not a JSON object),
+    /// `template.human_template_id` — missing, or with `--strict-templates` not listed —, …), or `unknown_field`, `body` (not a JSON object),
     /// `content_type`, `template_or_prompt` (both or neither).
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// Accepted requests that were accepted before: the same txt2img `request_id` (or, without
@@ -104,6 +104,12 @@ pub struct Calls {
     pub stats: u64,
     /// Any other path (answered HTTP 404).
     pub not_found: u64,
+    /// `GET /api-pub/ec/v3/template/model/human`: one per page asked.
+    pub templates_human: u64,
+    /// `GET /api-pub/ec/v3/template/model/scene`: one per page asked.
+    pub templates_scene: u64,
+    /// `GET /sim/templates/<id>.png`: template covers.
+    pub template_covers: u64,
 }
 
 /// One number per endpoint kind.
@@ -135,6 +141,9 @@ pub(crate) struct Counters {
     pub images: AtomicU64,
     pub stats: AtomicU64,
     pub not_found: AtomicU64,
+    /// Template list pages asked: human, scene.
+    pub templates: [AtomicU64; 2],
+    pub template_covers: AtomicU64,
     pub accepted: [AtomicU64; 2],
     pub accepted_images: AtomicU64,
     pub rejected: AtomicU64,
@@ -212,6 +221,9 @@ impl Counters {
             images: get(&self.images),
             stats: get(&self.stats),
             not_found: get(&self.not_found),
+            templates_human: get(&self.templates[0]),
+            templates_scene: get(&self.templates[1]),
+            template_covers: get(&self.template_covers),
         };
         let accepted_by_kind = per(&self.accepted);
         let (rate_limited, concurrency_limited, throttled) = (

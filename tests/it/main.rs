@@ -17,5 +17,6 @@ mod run;
 mod shutdown;
 mod sim;
 mod sim_account;
+mod templates;
 mod unattended;
 mod usage;

@@ -71,6 +71,11 @@ fn readme_limits_table_matches_the_code() {
             "an image `collect` downloads",
             limits::bytes(DOWNLOAD_BYTES as u64),
         ),
+        ("template list pages", format!("{TEMPLATE_PAGES} pages")),
+        (
+            "templates of one list",
+            format!("{} templates", thousands(TEMPLATES as u64)),
+        ),
     ];
     for (what, figure) in rows {
         let line = table

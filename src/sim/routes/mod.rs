@@ -1,10 +1,12 @@
 //! The simulator's HTTP surface: both submit endpoints at their real paths, their result and
-//! batch-result queries, the generated images and `/sim/stats`.
+//! batch-result queries, the two template lists and their covers, the generated images and
+//! `/sim/stats`.
 //!
 //! A submit request is decided the moment it has arrived (its whole body read), in this order:
 //! authentication (401), the `--max-concurrent` gate (429), `--throttle-rate` (429),
 //! `--error-rate` (500), a hang-up before the task exists (`--drop-before`), validation (HTTP 200
-//! with `code != 0`), the account (HTTP 200: `--max-pending` 1201, then `--credits` 1202), the
+//! with `code != 0`; with `--strict-templates`, a template id not in its lists, code 1007), the
+//! account (HTTP 200: `--max-pending` 1201, then `--credits` 1202), the
 //! `--rate-limit` window (429), then the task's creation. Only then does `--latency` pass, and the
 //! answer (or a hang-up after the task was created, `--drop-after`) goes out. Like a real server,
 //! the simulator does not undo a task because the client hung up, timed out or was killed while it
@@ -26,7 +28,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::api::{
-    BATCH_RESULTS_SUFFIX, Envelope, Kind, MODEL_PATH, RESULTS_SUFFIX, Submitted, TXT2IMG_PATH,
+    BATCH_RESULTS_SUFFIX, Envelope, HUMAN_TEMPLATES_PATH, Kind, MODEL_PATH, RESULTS_SUFFIX,
+    SCENE_TEMPLATES_PATH, Submitted, TXT2IMG_PATH,
 };
 
 use super::RefusalResult;
@@ -42,6 +45,8 @@ use super::shared::Shared;
 use super::stats::{bump, slot};
 use super::tasks::{Fate, Task, unix_ms};
 
+mod lists;
+
 /// Largest request body accepted: a 4096 px image in base64 fits with room to spare.
 const MAX_BODY: usize = 64 << 20;
 
@@ -56,6 +61,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(&results(MODEL_PATH), get(results_model))
         .route(&batch(TXT2IMG_PATH), post(batch_txt2img))
         .route(&batch(MODEL_PATH), post(batch_model))
+        .route(HUMAN_TEMPLATES_PATH, get(lists::templates_human))
+        .route(SCENE_TEMPLATES_PATH, get(lists::templates_scene))
+        .route("/sim/templates/{file}", get(lists::template_cover))
         .route("/sim/images/{file}", get(image_file))
         .route("/sim/stats", get(stats))
         .fallback(not_found)
@@ -196,6 +204,21 @@ fn arrive(
             return (pass, Answer::Send(response));
         }
     };
+    if s.config.strict_templates
+        && kind == Kind::Model
+        && let Some((field, message)) = lists::unknown_template(body)
+    {
+        c.reject(field);
+        tracing::debug!(seq, %kind, "rejected: {}", safe(&message));
+        let response = answer(
+            s,
+            StatusCode::OK,
+            codes::UNKNOWN_TEMPLATE,
+            message,
+            request_id(),
+        );
+        return (pass, Answer::Send(response));
+    }
     // Held until the task is created: the account counts it from then, atomically with its check.
     // A refusal further on (the rate window) drops it, and the account registers nothing.
     let admission = match s.account.admit(checked.images) {
