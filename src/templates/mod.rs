@@ -186,7 +186,7 @@ pub(crate) async fn read(
     page_size: u32,
 ) -> anyhow::Result<List> {
     let retrier = Retrier::new(settings.retry.clone(), shutdown.clone());
-    let limiters = Limiters::new(settings.rates, false);
+    let limiters = Limiters::submissions(settings.rates);
     let list = fetch::fetch(
         client,
         &retrier,
