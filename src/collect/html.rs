@@ -287,8 +287,9 @@ fn grid(
     for c in &col_values {
         let _ = write!(
             h,
-            "<th scope=\"col\" data-col=\"{0}\">{0}</th>",
-            escape(&label(c))
+            "<th scope=\"col\" data-col=\"{}\">{}</th>",
+            escape(&label(c)),
+            header(cx, cols, tasks, c)
         );
     }
     h.push_str("</tr></thead>\n<tbody>\n");
@@ -300,8 +301,9 @@ fn grid(
             (!image.is_empty() && in_row.iter().all(|t| t.image == image)).then_some(image);
         let _ = write!(
             h,
-            "<tr><th scope=\"row\" data-row=\"{0}\">{0}",
-            escape(&label(r))
+            "<tr><th scope=\"row\" data-row=\"{}\">{}",
+            escape(&label(r)),
+            header(cx, rows, tasks, r)
         );
         if let Some(image) = row_input {
             input_tile(h, cx.extras, image);
@@ -400,6 +402,33 @@ fn input_tile(h: &mut String, extras: &Extras, image: &str) {
 }
 
 /// `human h-101 · Ava`: a template id and, when the lists are known, its name.
+/// A grid header: the axis value, each part that is the template id of every request under it
+/// followed by the template's name (when the lists are known). HTML, escaped.
+fn header(cx: &Cx<'_>, axis: &Axis, tasks: &[&Task], value: &[String]) -> String {
+    let under: Vec<&&Task> = tasks.iter().filter(|t| axis.key(t) == value).collect();
+    value
+        .iter()
+        .map(|part| {
+            let name = Which::ALL.into_iter().enumerate().find_map(|(i, which)| {
+                under
+                    .iter()
+                    .all(|t| t.templates[i] == *part)
+                    .then(|| cx.extras.name(which, part))
+                    .flatten()
+            });
+            match name {
+                Some(name) => format!(
+                    "{} <span class=\"template-name\">{}</span>",
+                    escape(part),
+                    escape(name)
+                ),
+                None => escape(part),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 fn template_label(h: &mut String, extras: &Extras, which: Which, id: &str) {
     let _ = write!(
         h,

@@ -532,6 +532,11 @@ async fn the_contact_sheet_shows_garment_photos_and_template_names() {
     );
     assert!(html.contains("<code class=\"id\">h-101</code> Ava"));
     assert!(html.contains("<code class=\"id\">h-205</code> Omar"));
+    // The grid's columns are the human templates: their headers name them too.
+    assert!(
+        html.contains("<th scope=\"col\" data-col=\"h-205\">h-205 <span class=\"template-name\">Omar</span></th>"),
+        "{html}"
+    );
     let lists_read = calls(&sim.stats());
 
     // `collect` alone, elsewhere: the photos are found with --input-dir, the names in the cache.
