@@ -3,12 +3,13 @@
 //! A task id carries everything needed to answer a query about it: the endpoint kind, when it was
 //! created (Unix milliseconds), how long it runs, how many images it has, how each image ends
 //! (done, failed, refused: decided when the task is created), the hash of the request body (which
-//! picks the generated image), and a check digest. Any simulator process — a restarted one, or the
+//! picks the generated image), the submission's sequence number (two identical requests accepted
+//! in the same millisecond are two tasks, as on a real server), and a check digest. Any simulator process — a restarted one, or the
 //! one `collect --simulate` starts after `run --simulate` has exited — answers the same way, and a
 //! garbled or invented id fails the digest and is reported as unknown.
 //!
-//! Format: `{t|m}-{created_ms:x}-{run_ms:x}-{count}{fates:02x}-{hash:016x}-{check:08x}`, e.g.
-//! `t-19a9e7c4f10-7d0-100-8c3e4d5f6a7b8c9d-1a2b3c4d`; sub-task ids append `-{index}`.
+//! Format: `{t|m}-{created_ms:x}-{run_ms:x}-{count}{fates:02x}-{hash:016x}-{seq:x}-{check:08x}`,
+//! e.g. `t-19a9e7c4f10-7d0-100-8c3e4d5f6a7b8c9d-2a-1a2b3c4d`; sub-task ids append `-{index}`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +59,8 @@ pub(crate) struct Task {
     pub fates: [Fate; 4],
     /// Hash of the request body.
     pub hash: u64,
+    /// The submission's sequence number in the simulator that accepted it.
+    pub seq: u64,
 }
 
 /// The state of one image at some moment, as a query reports it.
@@ -101,8 +104,8 @@ impl Task {
             .enumerate()
             .fold(0u8, |acc, (i, f)| acc | (f.bits() << (2 * i)));
         format!(
-            "{kind}-{:x}-{:x}-{}{fates:02x}-{:016x}",
-            self.created_ms, self.run_ms, self.count, self.hash
+            "{kind}-{:x}-{:x}-{}{fates:02x}-{:016x}-{:x}",
+            self.created_ms, self.run_ms, self.count, self.hash, self.seq
         )
     }
 
@@ -134,6 +137,7 @@ impl Task {
             *fate = Fate::from_bits((fate_bits >> (2 * i)) & 3)?;
         }
         let hash = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
         if parts.next().is_some() {
             return None;
         }
@@ -144,6 +148,7 @@ impl Task {
             count,
             fates,
             hash,
+            seq,
         };
         // Only the canonical spelling is valid (no leading zeros, no upper case).
         (task.prefix() == prefix).then_some(task)
@@ -226,6 +231,7 @@ mod tests {
             count: 3,
             fates: [Fate::Done, Fate::Failed, Fate::Refused, Fate::Done],
             hash: 0x0123_4567_89ab_cdef,
+            seq: 42,
         }
     }
 
@@ -262,7 +268,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_task_round_trips(created in 0u64..(1 << 50), run in 0u64..(1 << 32), count in 1u8..=4,
-                                fates in proptest::array::uniform4(0u8..3), hash: u64, model: bool) {
+                                fates in proptest::array::uniform4(0u8..3), hash: u64, seq: u64, model: bool) {
             let t = Task {
                 kind: if model { Kind::Model } else { Kind::Txt2Img },
                 created_ms: created,
@@ -270,6 +276,7 @@ mod tests {
                 count,
                 fates: fates.map(|b| Fate::from_bits(b).unwrap()),
                 hash,
+                seq,
             };
             prop_assert_eq!(Task::parse(&t.id()), Some(t.clone()));
             for i in 0..usize::from(count) {

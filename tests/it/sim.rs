@@ -1242,3 +1242,23 @@ async fn a_task_exists_once_its_request_has_arrived_whatever_the_client_does_nex
     assert!(head.headers().contains_key(sim::MARK_HEADER));
     assert!(!sim::is_task_id("3fe836e2-e1ce-11ee-975a-76ad3c0ace6b"));
 }
+
+/// Two identical requests accepted at once are two tasks with two task ids, as on a real server
+/// (a `repeat` submits the same body again on purpose); ids once derived from the body and the
+/// millisecond alone, so `repeat: 2` got one id twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_requests_at_once_get_different_task_ids() {
+    let sim = start(SimConfig {
+        latency: "0ms".parse().unwrap(),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client();
+    let body = json!({"prompt": "the same fox", "img_count": 2});
+    let (a, b) = tokio::join!(
+        accepted(&c, &sim, Kind::Txt2Img, &body),
+        accepted(&c, &sim, Kind::Txt2Img, &body)
+    );
+    assert_ne!(a.task_id, b.task_id);
+    assert_ne!(a.sub_task_ids, b.sub_task_ids);
+}

@@ -280,6 +280,7 @@ fn arrive(
         count: checked.images as u8,
         fates,
         hash: checked.hash,
+        seq,
     };
     admission.commit();
     let (task_id, sub_task_ids) = task.ids();
