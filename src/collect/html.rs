@@ -52,7 +52,27 @@ pub(crate) fn escape(s: &str) -> String {
 
 /// The style of the contact sheet and of the template gallery (`sheet.css`, kept apart from the
 /// markup).
-pub(crate) const CSS: &str = concat!("\n", include_str!("sheet.css"));
+const CSS: &str = concat!("\n", include_str!("sheet.css"));
+
+/// The top of a self-contained page (the contact sheet, the template gallery): the head with the
+/// shared stylesheet, then `<body><header>` (left open) with the title and, beside it, `what`.
+pub(crate) fn page_start(command: &str, title: &str, what: &str) -> String {
+    let mut h = String::new();
+    h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+    h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
+    let _ = writeln!(
+        h,
+        "<meta name=\"generator\" content=\"hidream-batch {command}\">"
+    );
+    let _ = writeln!(h, "<title>{title}: {}</title>", escape(what));
+    let _ = writeln!(h, "<style>{CSS}</style>\n</head>\n<body>\n<header>");
+    let _ = writeln!(
+        h,
+        "<h1>{title} <span class=\"k\">{}</span></h1>",
+        escape(what)
+    );
+    h
+}
 
 /// The whole page.
 pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str, extras: &Extras) -> String {
@@ -63,17 +83,7 @@ pub(crate) fn render(batch: &Batch, summary: &Summary, source: &str, extras: &Ex
             None => jobs.push((&t.job, vec![t])),
         }
     }
-    let mut h = String::new();
-    h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
-    h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
-    h += "<meta name=\"generator\" content=\"hidream-batch collect\">\n";
-    let _ = writeln!(h, "<title>Contact sheet: {}</title>", escape(source));
-    let _ = writeln!(h, "<style>{CSS}</style>\n</head>\n<body>\n<header>");
-    let _ = writeln!(
-        h,
-        "<h1>Contact sheet <span class=\"k\">{}</span></h1>",
-        escape(source)
-    );
+    let mut h = page_start("collect", "Contact sheet", source);
     let _ = writeln!(
         h,
         "<p class=\"summary\" data-images=\"{}\"><b>{}</b> images: <b>{}</b> done, <b>{}</b> failed, <b>{}</b> refused, <b>{}</b> pending{}</p>",

@@ -19,7 +19,7 @@ use futures::StreamExt as _;
 use super::{List, Template};
 use crate::client::Client;
 use crate::collect::batch::{existing, safe_name};
-use crate::collect::html::{CSS, escape};
+use crate::collect::html::escape;
 use crate::retry::Retrier;
 
 /// The gallery's page, in DIR.
@@ -145,17 +145,7 @@ pub(crate) fn render(list: &List, covers: &[Cover], origin: &str) -> String {
         }
     }
     let title = format!("{} templates", capitalised(which.as_str()));
-    let mut h = String::new();
-    h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
-    h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
-    h += "<meta name=\"generator\" content=\"hidream-batch templates\">\n";
-    let _ = writeln!(h, "<title>{title}: {}</title>", escape(origin));
-    let _ = writeln!(h, "<style>{CSS}</style>\n</head>\n<body>\n<header>");
-    let _ = writeln!(
-        h,
-        "<h1>{title} <span class=\"k\">{}</span></h1>",
-        escape(origin)
-    );
+    let mut h = crate::collect::html::page_start("templates", &title, origin);
     let counts: Vec<String> = groups
         .iter()
         .map(|(g, m)| format!("<b>{}</b> {}", m.len(), escape(g)))
