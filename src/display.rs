@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::api::Kind;
@@ -201,9 +202,12 @@ struct Shared {
     planned: BTreeMap<Kind, u64>,
     limiters: Arc<Limiters>,
     started: std::time::Instant,
-    /// Outcomes so far, the images submitted, and the requests' time from their first attempt
-    /// to their outcome, summed.
-    now: Mutex<(BTreeMap<Status, u64>, u64, Duration)>,
+    /// Outcomes so far per status (in the order of [`Status::ALL`]), the images submitted, and
+    /// the requests' time from their first attempt to their outcome (µs), summed: written after
+    /// every batch of outcomes without a lock or an allocation, read by the refresher.
+    counts: [AtomicU64; Status::ALL.len()],
+    images: AtomicU64,
+    busy_us: AtomicU64,
 }
 
 impl Progress {
@@ -216,7 +220,9 @@ impl Progress {
             planned: plan.images.clone(),
             limiters,
             started: std::time::Instant::now(),
-            now: Mutex::new((BTreeMap::new(), 0, Duration::ZERO)),
+            counts: Default::default(),
+            images: AtomicU64::new(0),
+            busy_us: AtomicU64::new(0),
         });
         let bar = (std::io::stderr().is_terminal() && !crate::logging::json_mode()).then(|| {
             let bar = indicatif::ProgressBar::new(shared.total);
@@ -285,16 +291,15 @@ impl Drop for Progress {
 
 impl Observer for Progress {
     fn update(&self, summary: &Summary) {
-        {
-            let mut now = self
-                .shared
-                .now
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            now.0.clone_from(&summary.counts);
-            now.1 = summary.submitted_images;
-            now.2 = summary.busy;
+        let shared = &self.shared;
+        for (slot, status) in shared.counts.iter().zip(Status::ALL) {
+            slot.store(summary.count(status), Ordering::Relaxed);
         }
+        shared
+            .images
+            .store(summary.submitted_images, Ordering::Relaxed);
+        let busy = u64::try_from(summary.busy.as_micros()).unwrap_or(u64::MAX);
+        shared.busy_us.store(busy, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_position(summary.total());
         }
@@ -321,11 +326,13 @@ pub(crate) struct Facts {
 
 impl Shared {
     fn facts(&self) -> Facts {
-        let (counts, images, busy) = self
-            .now
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let counts: BTreeMap<Status, u64> = Status::ALL
+            .into_iter()
+            .zip(&self.counts)
+            .map(|(status, n)| (status, n.load(Ordering::Relaxed)))
+            .collect();
+        let images = self.images.load(Ordering::Relaxed);
+        let busy = Duration::from_micros(self.busy_us.load(Ordering::Relaxed));
         let done: u64 = counts.values().sum();
         let elapsed = self.started.elapsed();
         // Unknown until something is scheduled or done.
