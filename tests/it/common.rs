@@ -37,6 +37,18 @@ pub async fn simulator(config: SimConfig) -> Simulator {
     .expect("simulator starts")
 }
 
+/// GET `url` from a simulator, with the token, and read the answer as JSON.
+pub async fn get_json<T: serde::de::DeserializeOwned>(c: &reqwest::Client, url: String) -> T {
+    c.get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 /// A config with no latency and no faults.
 pub fn quiet() -> SimConfig {
     SimConfig {

@@ -1061,14 +1061,7 @@ async fn stats_endpoint_serves_the_counters() {
         .await
         .unwrap();
     assert_eq!(nowhere.status(), 404);
-    let served: Stats = c
-        .get(format!("{}/sim/stats", sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Stats = crate::common::get_json(&c, format!("{}/sim/stats", sim.base_url())).await;
     assert_eq!(served.calls.stats, 1);
     assert_eq!(served.calls.submit_txt2img, 1);
     assert_eq!(served.calls.not_found, 1);

@@ -36,15 +36,7 @@ async fn query(c: &reqwest::Client, sim: &Simulator, kind: Kind, task_id: &str) 
         "{}/results?task_id={task_id}",
         kind.endpoint(Some(&sim.base_url()))
     );
-    let answer: Value = c
-        .get(url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = crate::common::get_json(c, url).await;
     assert_eq!(answer["code"], 0, "{answer}");
     serde_json::from_value(answer["result"].clone()).unwrap()
 }
@@ -199,14 +191,7 @@ async fn credit_is_spent_per_image_and_a_request_over_it_is_refused() {
     assert_eq!(answer["message"], "积分不足，请充值后再试");
     assert_eq!(answer["result"], Value::Null, "{answer}");
 
-    let stats: Value = c
-        .get(format!("{}/sim/stats", sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = crate::common::get_json(&c, format!("{}/sim/stats", sim.base_url())).await;
     assert_eq!(stats["credits_left"], 1, "{stats}");
     assert_eq!(stats["credits_refused"], 1, "{stats}");
     assert_eq!(stats["accepted_images"], 4, "{stats}");
