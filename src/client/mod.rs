@@ -4,13 +4,14 @@
 //! takes the endpoint's limiter before every attempt, so every attempt is counted.
 
 pub(crate) mod connection;
+mod direct;
 
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
 
 use crate::api::Kind;
@@ -79,6 +80,8 @@ impl Limiters {
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read into memory ([`crate::limits::ANSWER_BYTES`]).
 pub(crate) const MAX_ANSWER_BYTES: usize = crate::limits::ANSWER_BYTES;
+/// The `User-Agent` of every request.
+const USER_AGENT_VALUE: &str = concat!("hidream-batch/", env!("CARGO_PKG_VERSION"));
 /// The token `run --simulate` uses with its in-process simulator.
 pub(crate) const SIMULATOR_TOKEN: &str = "simulated-token";
 
@@ -198,6 +201,10 @@ pub(crate) struct Client {
     base: BaseUrl,
     /// Submit URLs, parsed once (index: `Kind::ALL`).
     submit_urls: [reqwest::Url; 2],
+    /// The same, for the direct transport.
+    submit_uris: [http::Uri; 2],
+    /// The submissions' transport, unless a proxy applies (then reqwest sends them).
+    direct: Option<direct::Direct>,
     auth: HeaderValue,
     user_id: Option<HeaderValue>,
 }
@@ -221,7 +228,7 @@ impl Client {
             // No retries hidden inside the client (reqwest 0.13 retries some refusals by
             // default): every attempt goes through the rate limiter and counts (`retry.rs`).
             .retry(reqwest::retry::never())
-            .user_agent(concat!("hidream-batch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT_VALUE)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let user_id = std::env::var(env_vars::API_USER_ID)
@@ -233,8 +240,14 @@ impl Client {
         let parse = |kind: Kind| {
             reqwest::Url::parse(&base.endpoint(kind)).map_err(|e| format!("bad endpoint URL: {e}"))
         };
+        let uri = |kind: Kind| {
+            http::Uri::try_from(base.endpoint(kind)).map_err(|e| format!("bad endpoint URL: {e}"))
+        };
+        let submit_uris = [uri(Kind::ALL[0])?, uri(Kind::ALL[1])?];
         Ok(Client {
             http,
+            direct: direct::Direct::new(&submit_uris, timeout, pool)?,
+            submit_uris,
             submit_urls: [parse(Kind::ALL[0])?, parse(Kind::ALL[1])?],
             base,
             auth: token.header()?,
@@ -275,11 +288,21 @@ impl Client {
     }
 
     /// One submission attempt. A body with local images is streamed (with its exact
-    /// `Content-Length`); a plain one is sent from memory.
+    /// `Content-Length`); a plain one is sent from memory. It goes by the direct transport
+    /// (`direct.rs`), or by reqwest when a proxy from the environment applies.
     pub(crate) async fn submit(&self, kind: Kind, body: &WireBody) -> Attempt {
-        let url =
-            self.submit_urls[Kind::ALL.iter().position(|k| *k == kind).expect("a kind")].clone();
-        let request = self.http.post(url).headers(self.headers(kind));
+        let i = Kind::ALL.iter().position(|k| *k == kind).expect("a kind");
+        if let Some(direct) = &self.direct {
+            let mut headers = self.headers(kind);
+            headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+            return direct
+                .submit(self.submit_uris[i].clone(), headers, body)
+                .await;
+        }
+        let request = self
+            .http
+            .post(self.submit_urls[i].clone())
+            .headers(self.headers(kind));
         let (request, failure) = match body.as_bytes() {
             Some(bytes) => (request.body(bytes), None),
             None => {
@@ -330,7 +353,21 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Attempt {
     };
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
-    match read_bounded(response, MAX_ANSWER_BYTES).await {
+    answered(
+        status,
+        retry_after,
+        read_bounded(response, MAX_ANSWER_BYTES).await,
+    )
+}
+
+/// What an answered submission attempt was, from its status and its body (or why the body was
+/// not read). The same for both transports.
+fn answered(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Result<bytes::Bytes, Body>,
+) -> Attempt {
+    match body {
         Ok(bytes) => Attempt::Answered {
             status,
             retry_after,
@@ -364,44 +401,12 @@ pub(crate) const MAX_IMAGE_BYTES: usize = crate::limits::DOWNLOAD_BYTES;
 /// [`MAX_IMAGE_BYTES`] for an image): a larger one (declared, or read so far) is not read
 /// further, so a server that sends without end cannot exhaust memory.
 pub(crate) async fn read_bounded(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     limit: usize,
 ) -> Result<bytes::Bytes, Body> {
-    let too_large = || {
-        Body::TooLarge(format!(
-            "the answer is larger than {} KiB; it was not read",
-            limit / 1024
-        ))
-    };
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut next = async || {
-        response
-            .chunk()
-            .await
-            .map_err(|e| Body::Failed(describe(&e)))
-    };
-    // The common case, a small answer in one piece, is not copied.
-    let Some(first) = next().await? else {
-        return Ok(bytes::Bytes::new());
-    };
-    if first.len() > limit {
-        return Err(too_large());
-    }
-    let Some(second) = next().await? else {
-        return Ok(first);
-    };
-    let mut buf = bytes::BytesMut::from(first);
-    let mut chunk = Some(second);
-    while let Some(c) = chunk {
-        if buf.len() + c.len() > limit {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&c);
-        chunk = next().await?;
-    }
-    Ok(buf.freeze())
+    let declared = response.content_length();
+    let body = http::Response::from(response).into_body();
+    direct::read_bounded(declared, body, limit, describe).await
 }
 
 /// A transport error: a failure to connect means no request reached the server; anything later

@@ -75,6 +75,67 @@ async fn every_request_of_a_sweep_gets_a_row_with_its_task_id() {
     assert_eq!(results(&out).len(), 11);
 }
 
+/// Submissions go by the direct transport (`src/client/direct.rs`), which does not speak to
+/// proxies: when `HTTP_PROXY` (or `HTTPS_PROXY`, `ALL_PROXY`) applies to the submit URL, they go
+/// through reqwest and the proxy, as every other request does. Here the "proxy" is the simulator
+/// and the `--base-url` a port where nothing listens: only a run that honours the proxy submits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_go_through_a_proxy_from_the_environment() {
+    let proxy = simulator(quiet()).await;
+    let (_dir, manifest, out) = txt2img_scratch("proxied", 3, &[1]);
+    // Nothing listens on port 9 (discard) on loopback.
+    let mut args = run_args(
+        &manifest,
+        "http://127.0.0.1:9",
+        &out,
+        &["--max-attempts", "2"],
+    );
+    let run = |args: Vec<String>, envs: Vec<(&'static str, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = bin();
+            cmd.env("HIDREAM_API_TOKEN", TOKEN).args(&args);
+            for k in [
+                "HTTPS_PROXY",
+                "https_proxy",
+                "ALL_PROXY",
+                "all_proxy",
+                "http_proxy",
+            ] {
+                cmd.env_remove(k);
+            }
+            cmd.env("NO_PROXY", "").env("no_proxy", "");
+            for (k, v) in envs {
+                cmd.env(k, v);
+            }
+            cmd.output().expect("binary runs")
+        })
+    };
+    let o = run(args.clone(), vec![("HTTP_PROXY", proxy.base_url())])
+        .await
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = results(&out);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["status"] == "submitted"), "{rows:?}");
+    assert_eq!(proxy.stats().accepted, 3);
+    // Without the proxy the same run reaches nothing (and sends nothing).
+    set_option(
+        &mut args,
+        "-o",
+        &out.with_file_name("direct.csv").display().to_string(),
+    );
+    let o = run(args, vec![("HTTP_PROXY", String::new())])
+        .await
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(proxy.stats().calls.submit_txt2img, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_concurrency_in_flight() {
     let sim = simulator(SimConfig {
