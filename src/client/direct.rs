@@ -11,8 +11,8 @@
 //!
 //! It is exactly what reqwest would send and how it would connect:
 //!
-//! - TLS is rustls with the aws-lc-rs provider and the platform's verifier
-//!   (`rustls-platform-verifier`), as reqwest 0.13 builds it; ALPN offers `h2` and `http/1.1`;
+//! - TLS is the one rustls setup reqwest is given too ([`super::tls`]: the aws-lc-rs provider
+//!   and the platform's verifier, as reqwest 0.13 builds it); ALPN offers `h2` and `http/1.1`;
 //! - connections are pooled (`--concurrency` idle per host), with `TCP_NODELAY`, and a connect
 //!   timeout of [`super::CONNECT_TIMEOUT`] (at most `--timeout`);
 //! - redirects are not followed and nothing is retried inside (hyper resends a request only when
@@ -28,7 +28,6 @@
 //! matcher, which reqwest uses) whether a submit URL goes through a proxy; when one does, there is
 //! no direct transport and submissions go through reqwest, as before.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,22 +64,14 @@ impl Direct {
     /// them (reqwest sends those).
     pub(crate) fn new(
         uris: &[http::Uri],
+        tls: rustls::ClientConfig,
         timeout: Duration,
         pool: usize,
-    ) -> Result<Option<Direct>, String> {
+    ) -> Option<Direct> {
         let proxies = hyper_util::client::proxy::matcher::Matcher::from_system();
         if uris.iter().any(|u| proxies.intercept(u).is_some()) {
-            return Ok(None);
+            return None;
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-            .map_err(|e| format!("cannot set up TLS: {e}"))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("cannot set up TLS: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -95,7 +86,7 @@ impl Direct {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Ok(Some(Direct { http, timeout }))
+        Some(Direct { http, timeout })
     }
 
     /// One submission attempt: POST `body` to `uri` with `headers`.

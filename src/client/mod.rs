@@ -194,6 +194,27 @@ pub(crate) enum Attempt {
     BodyFailed(String),
 }
 
+/// The TLS setup of every connection: rustls with the aws-lc-rs provider and the platform's
+/// verifier (the system's CA roots), as reqwest 0.13 builds it by default, and no ALPN (each
+/// transport sets its own). Built once per process: loading the roots takes milliseconds, and a
+/// run builds more than one client.
+fn tls() -> Result<rustls::ClientConfig, String> {
+    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot set up TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth())
+    })
+    .clone()
+}
+
 /// The shared client and the credentials.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
@@ -217,7 +238,11 @@ impl Client {
         timeout: Duration,
         pool: usize,
     ) -> Result<Client, String> {
+        let tls = tls()?;
+        let mut alpn = tls.clone();
+        alpn.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(alpn)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
             .pool_max_idle_per_host(pool)
@@ -246,7 +271,7 @@ impl Client {
         let submit_uris = [uri(Kind::ALL[0])?, uri(Kind::ALL[1])?];
         Ok(Client {
             http,
-            direct: direct::Direct::new(&submit_uris, timeout, pool)?,
+            direct: direct::Direct::new(&submit_uris, tls, timeout, pool),
             submit_uris,
             submit_urls: [parse(Kind::ALL[0])?, parse(Kind::ALL[1])?],
             base,
