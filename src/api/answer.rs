@@ -33,6 +33,16 @@ pub struct Reply {
     pub result: Value,
 }
 
+/// The envelope's fields that [`Reply::read`] reads (`null` reads as missing).
+#[derive(serde::Deserialize)]
+struct Fields {
+    code: Option<Value>,
+    message: Option<Value>,
+    messasge: Option<Value>,
+    msg: Option<Value>,
+    result: Option<Value>,
+}
+
 /// The `task_status` recorded for an entry whose status cannot be read: not a known status, so
 /// the task is polled again and never taken for done.
 pub const UNREADABLE_STATUS: i64 = -1;
@@ -49,19 +59,42 @@ impl Reply {
                 excerpt(body)
             )
         };
-        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-            return Err(not_envelope());
+        // The fields read, straight from the body (the others are skipped, not built); a body
+        // that is not one object with each key once is read as a whole value, with the same
+        // result.
+        let fields = match body.trim_ascii_start().first() {
+            Some(b'{') => serde_json::from_slice::<Fields>(body).ok(),
+            _ => None,
         };
-        let code = map.get("code").and_then(integer).ok_or_else(not_envelope)?;
-        let message = ["message", "messasge", "msg"]
-            .iter()
-            .find_map(|k| map.get(*k).and_then(text).filter(|m| !m.is_empty()))
+        let fields = match fields {
+            Some(f) => f,
+            None => {
+                let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+                    return Err(not_envelope());
+                };
+                let mut take = |k: &str| map.remove(k);
+                Fields {
+                    code: take("code"),
+                    message: take("message"),
+                    messasge: take("messasge"),
+                    msg: take("msg"),
+                    result: take("result"),
+                }
+            }
+        };
+        let code = fields
+            .code
+            .as_ref()
+            .and_then(integer)
+            .ok_or_else(not_envelope)?;
+        let message = [&fields.message, &fields.messasge, &fields.msg]
+            .into_iter()
+            .find_map(|v| v.as_ref().and_then(text).filter(|m| !m.is_empty()))
             .unwrap_or_else(|| excerpt(body));
-        let mut map = map;
         Ok(Reply {
             code,
             message,
-            result: map.remove("result").unwrap_or(Value::Null),
+            result: fields.result.unwrap_or(Value::Null),
         })
     }
 
@@ -244,6 +277,56 @@ mod tests {
         ] {
             let r = reply(&format!("{{\"code\": 0, \"result\": {result}}}")).unwrap();
             assert_eq!(r.submitted(), None, "{result}");
+        }
+    }
+
+    /// The reading of before the fast path: the whole body as one JSON value.
+    fn read_whole(body: &[u8]) -> Result<Reply, String> {
+        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+            return Err(format!(
+                "the answer is not the API's JSON envelope: {}",
+                excerpt(body)
+            ));
+        };
+        let code = map.get("code").and_then(integer).ok_or_else(|| {
+            format!(
+                "the answer is not the API's JSON envelope: {}",
+                excerpt(body)
+            )
+        })?;
+        let message = ["message", "messasge", "msg"]
+            .iter()
+            .find_map(|k| map.get(*k).and_then(text).filter(|m| !m.is_empty()))
+            .unwrap_or_else(|| excerpt(body));
+        let result = map.remove("result").unwrap_or(Value::Null);
+        Ok(Reply {
+            code,
+            message,
+            result,
+        })
+    }
+
+    proptest::proptest! {
+        /// Reading only the envelope's fields gives what reading the whole body gave, for any
+        /// object of those keys (each possibly twice: the last one counts), and for a list.
+        #[test]
+        fn reading_the_fields_is_reading_the_whole_body(
+            entries in proptest::collection::vec((0usize..6, 0usize..7), 0..8),
+            list in proptest::bool::ANY,
+        ) {
+            const KEYS: [&str; 6] = ["code", "message", "messasge", "msg", "result", "request_id"];
+            const VALUES: [&str; 7] =
+                ["0", "\"1101\"", "null", "\"busy\"", "\"\"", "{\"task_id\": \"t\"}", "[1, \"a\"]"];
+            let body = if list {
+                format!("[{}]", entries.iter().map(|(_, v)| VALUES[*v]).collect::<Vec<_>>().join(", "))
+            } else {
+                let pairs: Vec<String> = entries
+                    .iter()
+                    .map(|(k, v)| format!("\"{}\": {}", KEYS[*k], VALUES[*v]))
+                    .collect();
+                format!(" {{{}}}", pairs.join(", "))
+            };
+            proptest::prop_assert_eq!(Reply::read(body.as_bytes()), read_whole(body.as_bytes()), "{}", body);
         }
     }
 

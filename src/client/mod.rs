@@ -215,6 +215,16 @@ fn tls() -> Result<rustls::ClientConfig, String> {
     .clone()
 }
 
+/// Start building the TLS setup on a thread of its own, so that loading the system's CA roots
+/// overlaps other work (`run` validates meanwhile); the first client waits for it if need be.
+pub(crate) fn prepare_tls() {
+    let _ = std::thread::Builder::new()
+        .name("hidream-batch-tls".into())
+        .spawn(|| {
+            let _ = tls();
+        });
+}
+
 /// The shared client and the credentials.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {

@@ -44,6 +44,9 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> anyhow::Result<u8
     // Validation reads every manifest and image: on the blocking pool, so that a signal stops the
     // run at once (nothing was sent; the abandoned reads end with the process).
     let manifest = settings.manifest.clone();
+    if !settings.dry_run {
+        crate::client::prepare_tls();
+    }
     let (manifests, report) =
         until_stopped(&shutdown, blocking(move || manifest.load_valid())).await?;
     // A dry run sends nothing and needs no token.
