@@ -18,5 +18,6 @@ mod shutdown;
 mod sim;
 mod sim_account;
 mod templates;
+mod tls;
 mod unattended;
 mod usage;
