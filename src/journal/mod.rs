@@ -183,7 +183,9 @@ impl Journal {
         let mut tmp = tempfile::NamedTempFile::new_in(parent(&self.paths.file))?;
         {
             use io::Write;
-            let mut w = io::BufWriter::new(tmp.as_file_mut());
+            // Large writes: the file is megabytes (a row is ~300 bytes), 8 KiB writes are
+            // hundreds of system calls.
+            let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             let mut header = csv::Writer::from_writer(Vec::new());
             header.write_record(&self.header)?;
             w.write_all(&header.into_inner().map_err(|e| e.into_error())?)?;
