@@ -295,7 +295,7 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "PATH", default_value = DEFAULT_RESULTS)]
     pub out: PathBuf,
 
-    /// Timeout of one attempt.
+    /// Timeout of one attempt (connecting, TCP and TLS, at most 10 s).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 

@@ -13,8 +13,10 @@
 //!
 //! - TLS is the one rustls setup reqwest is given too ([`super::tls`]: the aws-lc-rs provider
 //!   and the platform's verifier, as reqwest 0.13 builds it); ALPN offers `h2` and `http/1.1`;
-//! - connections are pooled (`--concurrency` idle per host), with `TCP_NODELAY`, and a connect
-//!   timeout of [`super::CONNECT_TIMEOUT`] (at most `--timeout`);
+//! - connections are pooled (`--concurrency` idle per host), with `TCP_NODELAY`; connecting (TCP
+//!   and the TLS handshake, before any byte of a request is written) is bounded by
+//!   [`super::CONNECT_TIMEOUT`] (at most `--timeout`), and a connection that cannot be made in
+//!   time is a failure to connect (nothing was sent), as in reqwest;
 //! - redirects are not followed and nothing is retried inside (hyper resends a request only when
 //!   a pooled connection closed before any byte of it was written: nothing reached the server);
 //! - `--timeout` bounds the whole attempt: connecting, sending, the answer and its body.
@@ -44,10 +46,50 @@ type SubmitBody = Either<Full<Bytes>, http_body_util::combinators::BoxBody<Bytes
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// The connector, with connecting bounded in time: TCP and TLS together (hyper's own timeout
+/// covers TCP alone). A timeout is a connector error, so hyper reports it as a failure to
+/// connect.
+#[derive(Clone)]
+struct Bounded {
+    inner: Https,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for Bounded {
+    type Response = <Https as tower_service::Service<http::Uri>>::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(format!(
+                    "no connection within {} (TCP and TLS)",
+                    humantime::format_duration(timeout)
+                )
+                .into()),
+            }
+        })
+    }
+}
+
 /// The direct transport of submissions (see the module docs).
 #[derive(Clone)]
 pub(crate) struct Direct {
-    http: legacy::Client<Https, SubmitBody>,
+    http: legacy::Client<Bounded, SubmitBody>,
     timeout: Duration,
 }
 
@@ -75,12 +117,14 @@ impl Direct {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(tcp);
+        let connector = Bounded {
+            inner: hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_all_versions()
+                .wrap_connector(tcp),
+            timeout: CONNECT_TIMEOUT.min(timeout),
+        };
         let http = legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(pool)
             .pool_timer(hyper_util::rt::TokioTimer::new())

@@ -16,7 +16,7 @@
 //! | HTTP 504, 524, 598, 599 (a gateway gave up waiting on an upstream that had the request), 520 (the upstream's answer was lost) | `Unknown` | maybe |
 //! | HTTP 408 / 429 / other 5xx | `Retry`, honouring `Retry-After` | no |
 //! | other HTTP statuses (4xx, 3xx, …) | `Rejected` | no |
-//! | not sent (connection refused, DNS) | `Retry` | no |
+//! | not sent (connection refused, DNS, no connection within the connect timeout) | `Retry` | no |
 //! | our own body could not be produced whole (an image unreadable, or edited since validation) | `Failed`, not retried | no |
 //! | sent, no answer (timeout, connection closed) | `Unknown`; retried only with `--retry-unknown` | maybe |
 //!

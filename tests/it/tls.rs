@@ -18,7 +18,9 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A TLS front on loopback for `backend` (host:port of a plain HTTP server); its `https://` URL.
-async fn tls_front(backend: String) -> String {
+/// From its `serve`-th connection on, it accepts the TCP connection and never answers the TLS
+/// handshake.
+async fn tls_front(backend: String, serve: usize) -> String {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(fixture("server.pem"))
         .unwrap()
         .collect::<Result<_, _>>()
@@ -36,10 +38,15 @@ async fn tls_front(backend: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        loop {
+        let mut stalled = Vec::new();
+        for n in 0.. {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            if n >= serve {
+                stalled.push(tcp);
+                continue;
+            }
             let (acceptor, backend) = (acceptor.clone(), backend.clone());
             tokio::spawn(async move {
                 // A client that refuses the certificate ends the handshake: nothing to forward.
@@ -58,7 +65,7 @@ async fn tls_front(backend: String) -> String {
 async fn a_run_over_tls_verifies_the_certificate_and_submits() {
     let sim = simulator(quiet()).await;
     let backend = sim.base_url().trim_start_matches("http://").to_string();
-    let url = tls_front(backend).await;
+    let url = tls_front(backend, usize::MAX).await;
     let (_dir, manifest, out) = txt2img_scratch("over-tls", 3, &[1, 2]);
     let args = run_args(&manifest, &url, &out, &["--max-attempts", "2"]);
     let trusted = vec![("SSL_CERT_FILE", fixture("ca.pem").display().to_string())];
@@ -86,4 +93,33 @@ async fn a_run_over_tls_verifies_the_certificate_and_submits() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
     assert_eq!(sim.stats().calls.submit_txt2img, 3);
+}
+
+/// Connecting includes the TLS handshake: one that never completes is a failure to connect
+/// (nothing of the request was written), bounded by the connect timeout (10 s) and not by
+/// `--timeout`, so the request is `failed` (sent again by the next run), never `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_ends_is_a_failure_to_connect() {
+    let sim = simulator(quiet()).await;
+    let backend = sim.base_url().trim_start_matches("http://").to_string();
+    // The first connection (the question of which server it is) is served; the submission's
+    // connection stalls.
+    let url = tls_front(backend, 1).await;
+    let (_dir, manifest, out) = txt2img_scratch("stalled-tls", 1, &[1]);
+    let args = run_args(
+        &manifest,
+        &url,
+        &out,
+        &["--max-attempts", "1", "--timeout", "60s"],
+    );
+    let trusted = vec![("SSL_CERT_FILE", fixture("ca.pem").display().to_string())];
+    let o = run_bin(args, trusted).await;
+    let rows = results(&out);
+    assert_eq!(rows.len(), 1, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(rows[0]["status"], "failed", "{rows:?}");
+    assert!(
+        rows[0]["message"].contains("no connection within 10s"),
+        "{rows:?}"
+    );
+    assert_eq!(sim.stats().calls.submit_txt2img, 0);
 }
