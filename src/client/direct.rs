@@ -9,14 +9,18 @@
 //! submission's CPU (`bench/results/overhead-9reps.md`). This transport sends the same bytes
 //! without them.
 //!
-//! It is exactly what reqwest would send and how it would connect:
+//! It sends what reqwest would send (the same headers, `Accept: */*` included) and connects as
+//! reqwest would:
 //!
 //! - TLS is the one rustls setup reqwest is given too ([`super::tls`]: the aws-lc-rs provider
 //!   and the platform's verifier, as reqwest 0.13 builds it); ALPN offers `h2` and `http/1.1`;
-//! - connections are pooled (`--concurrency` idle per host), with `TCP_NODELAY`; connecting (TCP
+//! - connections are pooled (`--concurrency` idle per host), with `TCP_NODELAY`, reqwest's TCP
+//!   keepalive (15 s, 3 probes) and `TCP_USER_TIMEOUT` (30 s, Linux); connecting (TCP
 //!   and the TLS handshake, before any byte of a request is written) is bounded by
 //!   [`super::CONNECT_TIMEOUT`] (at most `--timeout`), and a connection that cannot be made in
-//!   time is a failure to connect (nothing was sent), as in reqwest;
+//!   time is a failure to connect (nothing was sent), as in reqwest (with `--timeout` of 10 s or
+//!   less both bounds end together, and a connection that stalls to the end is told either
+//!   way, whichever fires first: as in reqwest, and never resent after a byte was written);
 //! - redirects are not followed and nothing is retried inside (hyper resends a request only when
 //!   a pooled connection closed before any byte of it was written: nothing reached the server);
 //! - `--timeout` bounds the whole attempt: connecting, sending, the answer and its body.
@@ -114,16 +118,26 @@ impl Direct {
         if uris.iter().any(|u| proxies.intercept(u).is_some()) {
             return None;
         }
+        let bound = CONNECT_TIMEOUT.min(timeout);
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
+        // reqwest 0.13's defaults: a pooled connection that died silently (a NAT or a load
+        // balancer dropping it) is found out before a request is written into it, and the
+        // connect time is shared between a host's addresses.
+        tcp.set_connect_timeout(Some(bound));
+        tcp.set_keepalive(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_retries(Some(3));
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
         let connector = Bounded {
             inner: hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls)
                 .https_or_http()
                 .enable_all_versions()
                 .wrap_connector(tcp),
-            timeout: CONNECT_TIMEOUT.min(timeout),
+            timeout: bound,
         };
         let http = legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(pool)

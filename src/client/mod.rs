@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT,
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER,
+    USER_AGENT,
 };
 
 use crate::api::Kind;
@@ -275,15 +276,17 @@ impl Client {
         let parse = |kind: Kind| {
             reqwest::Url::parse(&base.endpoint(kind)).map_err(|e| format!("bad endpoint URL: {e}"))
         };
-        let uri = |kind: Kind| {
-            http::Uri::try_from(base.endpoint(kind)).map_err(|e| format!("bad endpoint URL: {e}"))
+        let submit_urls = [parse(Kind::ALL[0])?, parse(Kind::ALL[1])?];
+        // As reqwest converts them (a `Url` is normalised: an international host in punycode).
+        let uri = |url: &reqwest::Url| {
+            http::Uri::try_from(url.as_str()).map_err(|e| format!("bad endpoint URL: {e}"))
         };
-        let submit_uris = [uri(Kind::ALL[0])?, uri(Kind::ALL[1])?];
+        let submit_uris = [uri(&submit_urls[0])?, uri(&submit_urls[1])?];
         Ok(Client {
             http,
             direct: direct::Direct::new(&submit_uris, tls, timeout, pool),
             submit_uris,
-            submit_urls: [parse(Kind::ALL[0])?, parse(Kind::ALL[1])?],
+            submit_urls,
             base,
             auth: token.header()?,
             user_id,
@@ -330,6 +333,7 @@ impl Client {
         if let Some(direct) = &self.direct {
             let mut headers = self.headers(kind);
             headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
             return direct
                 .submit(self.submit_uris[i].clone(), headers, body)
                 .await;
@@ -519,6 +523,18 @@ mod tests {
                 .unwrap()
                 .endpoint(Kind::Model),
             "http://127.0.0.1:9/api-pub/ec/v3/image/model/async"
+        );
+    }
+
+    #[test]
+    fn an_international_host_is_sent_as_punycode() {
+        let base = BaseUrl::parse("https://bücher.example").unwrap();
+        let token = Token::new("t".into()).unwrap();
+        let client = Client::new(base, &token, Duration::from_secs(1), 1).unwrap();
+        assert_eq!(
+            client.submit_uris[0].host(),
+            Some("xn--bcher-kva.example"),
+            "as reqwest converts its URL"
         );
     }
 

@@ -136,6 +136,53 @@ async fn submissions_go_through_a_proxy_from_the_environment() {
     assert_eq!(proxy.stats().calls.submit_txt2img, 3);
 }
 
+/// What a submission carries, by either kind: the token, JSON, who sends it, and the API-User-ID
+/// only where the API lists it (text-to-image).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_carry_the_headers_the_api_expects() {
+    let server = accepting_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("manifests/images/shirt-01.png"),
+        dir.path().join("shirt.png"),
+    )
+    .unwrap();
+    let manifest = dir.path().join("both.yaml");
+    std::fs::write(
+        &manifest,
+        "jobs:\n  - id: t\n    kind: txt2img\n    prompt: \"a cat\"\n  - id: m\n    kind: model\n    image: shirt.png\n    prompt: \"on a model\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("r.csv");
+    let envs = vec![("HIDREAM_API_USER_ID", "u-7".to_string())];
+    let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), envs).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sent = submissions(&server).await;
+    assert_eq!(sent.len(), 2);
+    for r in &sent {
+        let header = |name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(header("authorization"), Some(format!("Bearer {TOKEN}")));
+        assert_eq!(header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(header("accept").as_deref(), Some("*/*"));
+        assert!(
+            header("user-agent").is_some_and(|u| u.starts_with("hidream-batch/")),
+            "{r:?}"
+        );
+        let txt2img = r.url.path().contains("txt2img");
+        assert_eq!(
+            header("api-user-id"),
+            txt2img.then(|| "u-7".to_string()),
+            "{}",
+            r.url
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_concurrency_in_flight() {
     let sim = simulator(SimConfig {
