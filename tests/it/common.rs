@@ -340,6 +340,13 @@ pub fn write_results(path: &Path, rows: &[String]) {
 }
 
 /// Assert a finished run's exit code, showing its stderr if it is not the one expected.
+/// The results at `path` hold `n` rows, every one `submitted`.
+pub fn all_submitted(path: &Path, n: usize) {
+    let rows = results(path);
+    assert_eq!(rows.len(), n, "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] == "submitted"), "{rows:?}");
+}
+
 pub fn exits(o: &Output, code: i32) {
     assert_eq!(
         o.status.code(),

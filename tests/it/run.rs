@@ -113,15 +113,8 @@ async fn submissions_go_through_a_proxy_from_the_environment() {
     let o = run(args.clone(), vec![("HTTP_PROXY", proxy.base_url())])
         .await
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let rows = results(&out);
-    assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| r["status"] == "submitted"), "{rows:?}");
+    exits(&o, 0);
+    all_submitted(&out, 3);
     assert_eq!(proxy.stats().accepted, 3);
     // Without the proxy the same run reaches nothing (and sends nothing).
     set_option(
@@ -156,12 +149,7 @@ async fn submissions_carry_the_headers_the_api_expects() {
     let out = dir.path().join("r.csv");
     let envs = vec![("HIDREAM_API_USER_ID", "u-7".to_string())];
     let o = run_bin(run_args(&manifest, &server.uri(), &out, &[]), envs).await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exits(&o, 0);
     let sent = submissions(&server).await;
     assert_eq!(sent.len(), 2);
     for r in &sent {

@@ -70,15 +70,8 @@ async fn a_run_over_tls_verifies_the_certificate_and_submits() {
     let args = run_args(&manifest, &url, &out, &["--max-attempts", "2"]);
     let trusted = vec![("SSL_CERT_FILE", fixture("ca.pem").display().to_string())];
     let o = run_bin(args.clone(), trusted).await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let rows = results(&out);
-    assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| r["status"] == "submitted"), "{rows:?}");
+    exits(&o, 0);
+    all_submitted(&out, 3);
     assert_eq!(sim.stats().accepted, 3);
 
     // The system's own CA certificates do not know this one: nothing gets through.
