@@ -22,8 +22,8 @@
 //! - [`body`]: request bodies as sent, local images streamed as base64 and checked against their
 //!   digest.
 //! - [`client`]: the shared HTTP client and one attempt (submissions by the lean transport of
-//!   `client::direct`, or reqwest through a proxy); `client::connection`: the server a command
-//!   talks to (and whether it is the simulator).
+//!   `client::direct`, HTTP/1.1 connections pooled there, or reqwest through a proxy);
+//!   `client::connection`: the server a command talks to (and whether it is the simulator).
 //! - [`retry`]: the retry policy, the one retry driver, and the classifiers of submissions, task
 //!   queries and downloads side by side. [`rate`]: the images-per-minute limiter per endpoint.
 //! - [`plan`]: what a run sends and why. [`pipeline`]: `buffer_unordered(submit)` → one consumer

@@ -1,46 +1,56 @@
-//! The submissions' transport: hyper's pooled HTTP client over rustls (or plain TCP to loopback),
-//! with nothing between the request and the connection.
+//! The submissions' transport: HTTP/1.1 connections of hyper's (`hyper::client::conn`) over
+//! rustls (or plain TCP to loopback), pooled here, with nothing between the request and the
+//! connection.
 //!
 //! Submitting is the one hot path of a run: every request pays for it once, and on an
 //! overhead-bound run (no latency, 64 in flight) the client's CPU per request is what limits the
 //! rate. reqwest (kept for everything else: task queries, downloads, templates) adds per request a
 //! header map copy, a boxed future, a tower retry and redirect layer, and two parses of the URL
-//! into a `url::Url` (its redirect policy and its response); together about a fifth of a
-//! submission's CPU (`bench/results/overhead-9reps.md`). This transport sends the same bytes
-//! without them.
+//! into a `url::Url` (its redirect policy and its response); hyper-util's general pool under it
+//! keys, locks and wraps every checkout. Together about a third of a submission's CPU
+//! (`bench/results/overhead-9reps.md`). This transport sends the same bytes without them.
 //!
-//! It sends what reqwest would send (the same headers, `Accept: */*` included) and connects as
-//! reqwest would:
+//! It sends what reqwest would send (the same headers, `Accept: */*` and `Host` included, the
+//! target in origin form) and connects as reqwest would:
 //!
 //! - TLS is the one rustls setup reqwest is given too ([`super::tls`]: the aws-lc-rs provider
-//!   and the platform's verifier, as reqwest 0.13 builds it); ALPN offers `h2` and `http/1.1`;
-//! - connections are pooled (`--concurrency` idle per host), with `TCP_NODELAY`, reqwest's TCP
-//!   keepalive (15 s, 3 probes) and `TCP_USER_TIMEOUT` (30 s, Linux); connecting (TCP
-//!   and the TLS handshake, before any byte of a request is written) is bounded by
-//!   [`super::CONNECT_TIMEOUT`] (at most `--timeout`), and a connection that cannot be made in
-//!   time is a failure to connect (nothing was sent), as in reqwest (with `--timeout` of 10 s or
-//!   less both bounds end together, and a connection that stalls to the end is told either
-//!   way, whichever fires first: as in reqwest, and never resent after a byte was written);
-//! - redirects are not followed and nothing is retried inside (hyper resends a request only when
-//!   a pooled connection closed before any byte of it was written: nothing reached the server);
+//!   and the platform's verifier, as reqwest 0.13 builds it); ALPN offers `http/1.1` only (the
+//!   API's gateway speaks it; reqwest would also offer `h2`);
+//! - connections are pooled per origin (at most `--concurrency` idle, each for at most
+//!   [`IDLE_FOR`], as reqwest's default), with `TCP_NODELAY`, reqwest's TCP keepalive (15 s, 3
+//!   probes) and `TCP_USER_TIMEOUT` (30 s, Linux); connecting (TCP and the TLS handshake, before
+//!   any byte of a request is written) is bounded by [`super::CONNECT_TIMEOUT`] (at most
+//!   `--timeout`), and a connection that cannot be made in time is a failure to connect (nothing
+//!   was sent), as in reqwest (with `--timeout` of 10 s or less both bounds end together, and a
+//!   connection that stalls to the end is told either way, whichever fires first: as in reqwest,
+//!   and never resent after a byte was written);
+//! - redirects are not followed and nothing is retried, with one exception that cannot pay
+//!   twice: a pooled connection found closed, or one that hyper hands the request back from
+//!   because it was closed before a byte of the request was serialised onto it
+//!   (`TrySendError::take_message`), is dropped and the request goes on another (as hyper-util's
+//!   `retry_canceled_requests` does);
 //! - `--timeout` bounds the whole attempt: connecting, sending, the answer and its body.
 //!
-//! What an attempt became is told as for reqwest (`super::Attempt`): a failure to connect is
-//! `NotSent` (no byte reached the server), any later failure `NoAnswer` (the task may exist), and
-//! a failure of our own body stream `BodyFailed` (asked of the stream itself).
+//! What an attempt became is told as for reqwest (`super::Attempt`): a failure to connect (or a
+//! new connection closed before the request was written) is `NotSent` (no byte reached the
+//! server), any later failure `NoAnswer` (the task may exist), and a failure of our own body
+//! stream `BodyFailed` (asked of the stream itself). A connection goes back to the pool only
+//! after its answer was read whole.
 //!
 //! **Proxies.** reqwest honours `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`; this
 //! transport does not speak to proxies. [`Direct::new`] asks the same rules (hyper-util's
 //! matcher, which reqwest uses) whether a submit URL goes through a proxy; when one does, there is
 //! no direct transport and submissions go through reqwest, as before.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Either, Full, StreamBody};
-use hyper_util::client::legacy::{self, connect::HttpConnector};
-use reqwest::header::{CONTENT_LENGTH, HeaderMap};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::client::legacy::connect::HttpConnector;
+use reqwest::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue};
 
 use super::{Attempt, Body, CONNECT_TIMEOUT, MAX_ANSWER_BYTES, answered, retry_after};
 use crate::body::WireBody;
@@ -49,6 +59,10 @@ use crate::body::WireBody;
 type SubmitBody = Either<Full<Bytes>, http_body_util::combinators::BoxBody<Bytes, std::io::Error>>;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// How long a connection may wait in the pool (reqwest's and hyper-util's default): past it, a
+/// server's keep-alive may have closed it.
+pub(crate) const IDLE_FOR: Duration = Duration::from_secs(90);
 
 /// The connector, with connecting bounded in time: TCP and TLS together (hyper's own timeout
 /// covers TCP alone). A timeout is a connector error, so hyper reports it as a failure to
@@ -93,7 +107,8 @@ impl tower_service::Service<http::Uri> for Bounded {
 /// The direct transport of submissions (see the module docs).
 #[derive(Clone)]
 pub(crate) struct Direct {
-    http: legacy::Client<Bounded, SubmitBody>,
+    connector: Bounded,
+    pool: Arc<Pool>,
     timeout: Duration,
 }
 
@@ -102,6 +117,41 @@ impl std::fmt::Debug for Direct {
         f.debug_struct("Direct")
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// Idle connections, the most recently used last.
+struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    max: usize,
+}
+
+struct Idle {
+    /// `scheme://authority`.
+    origin: String,
+    since: Instant,
+    sender: SendRequest<SubmitBody>,
+}
+
+impl Pool {
+    /// An idle connection to `origin` that is still open, if any (the others are dropped).
+    fn take(&self, origin: &str) -> Option<SendRequest<SubmitBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_FOR);
+        let i = idle.iter().rposition(|c| c.origin == origin)?;
+        Some(idle.swap_remove(i).sender)
+    }
+
+    /// Keep a connection whose exchange is over, if it is open and there is room.
+    fn put(&self, origin: &str, sender: SendRequest<SubmitBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !sender.is_closed() && idle.len() < self.max {
+            idle.push(Idle {
+                origin: origin.to_string(),
+                since: Instant::now(),
+                sender,
+            });
+        }
     }
 }
 
@@ -135,16 +185,83 @@ impl Direct {
             inner: hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls)
                 .https_or_http()
-                .enable_all_versions()
+                .enable_http1()
                 .wrap_connector(tcp),
             timeout: bound,
         };
-        let http = legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(pool)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
-        Some(Direct { http, timeout })
+        let pool = Arc::new(Pool {
+            idle: Mutex::new(Vec::new()),
+            max: pool.max(1),
+        });
+        Some(Direct {
+            connector,
+            pool,
+            timeout,
+        })
+    }
+
+    /// A new connection to `uri`'s origin, its I/O driven by a task of its own.
+    async fn connect(&self, uri: &http::Uri) -> Result<SendRequest<SubmitBody>, String> {
+        let mut connector = self.connector.clone();
+        let io = tower_service::Service::call(&mut connector, uri.clone())
+            .await
+            .map_err(|e| chain(&format!("cannot connect: {e}"), &*e))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| chain("cannot connect", &e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Send `request` on a pooled connection or a new one (see the module docs for the one
+    /// case where it moves to another connection), and read the answer.
+    async fn exchange(
+        &self,
+        origin: &str,
+        uri: &http::Uri,
+        mut request: http::Request<SubmitBody>,
+    ) -> Attempt {
+        loop {
+            let (mut sender, pooled) = match self.pool.take(origin) {
+                Some(s) => (s, true),
+                None => match self.connect(uri).await {
+                    Ok(s) => (s, false),
+                    Err(why) => return Attempt::NotSent(why),
+                },
+            };
+            if sender.ready().await.is_err() {
+                // Closed before anything was written on it.
+                if pooled {
+                    continue;
+                }
+                return Attempt::NotSent("cannot connect: the connection closed at once".into());
+            }
+            let response = match sender.try_send_request(request).await {
+                Ok(r) => r,
+                Err(mut e) => match e.take_message() {
+                    // Handed back: not a byte of it was written.
+                    Some(back) if pooled => {
+                        request = back;
+                        continue;
+                    }
+                    Some(_) => return Attempt::NotSent(chain("cannot connect", e.error())),
+                    None => return Attempt::NoAnswer(chain("connection failed", e.error())),
+                },
+            };
+            let status = response.status().as_u16();
+            let retry_after = retry_after(response.headers());
+            let declared = http_body::Body::size_hint(response.body()).exact();
+            let body = read_bounded(declared, response.into_body(), MAX_ANSWER_BYTES, |e| {
+                chain("connection failed", e)
+            })
+            .await;
+            if body.is_ok() {
+                self.pool.put(origin, sender);
+            }
+            return answered(status, retry_after, body);
+        }
     }
 
     /// One submission attempt: POST `body` to `uri` with `headers`.
@@ -165,35 +282,27 @@ impl Direct {
                 )
             }
         };
+        let origin = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => return Attempt::NotSent(format!("`{uri}` is not an absolute URL")),
+        };
+        let target = uri.path_and_query().map_or_else(
+            || http::Uri::from_static("/"),
+            |pq| http::Uri::from(pq.clone()),
+        );
         let mut request = http::Request::new(payload);
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = uri;
+        *request.uri_mut() = target;
         *request.headers_mut() = headers;
+        if let Ok(host) = HeaderValue::from_str(&host(&uri)) {
+            request.headers_mut().insert(HOST, host);
+        }
         if failure.is_some() {
             request
                 .headers_mut()
                 .insert(CONTENT_LENGTH, body.len().into());
         }
-        let attempt = async {
-            let response = match self.http.request(request).await {
-                Ok(r) => r,
-                Err(e) => {
-                    return if e.is_connect() {
-                        Attempt::NotSent(chain("cannot connect", &e))
-                    } else {
-                        Attempt::NoAnswer(chain("connection failed", &e))
-                    };
-                }
-            };
-            let status = response.status().as_u16();
-            let retry_after = retry_after(response.headers());
-            let declared = http_body::Body::size_hint(response.body()).exact();
-            let body = read_bounded(declared, response.into_body(), MAX_ANSWER_BYTES, |e| {
-                chain("connection failed", e)
-            })
-            .await;
-            answered(status, retry_after, body)
-        };
+        let attempt = self.exchange(&origin, &uri, request);
         let attempt = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(a) => a,
             Err(_) => Attempt::NoAnswer("timed out".into()),
@@ -255,6 +364,15 @@ where
         (None, Some(f)) => f,
         (None, None) => Bytes::new(),
     })
+}
+
+/// The `Host` header of `uri`: its host, and its port unless it is the scheme's own.
+fn host(uri: &http::Uri) -> String {
+    let host = uri.host().unwrap_or("");
+    match (uri.scheme_str(), uri.port_u16()) {
+        (Some("http"), Some(80)) | (Some("https"), Some(443)) | (_, None) => host.to_string(),
+        (_, Some(port)) => format!("{host}:{port}"),
+    }
 }
 
 /// An error with its causes, on one line, after `what`.

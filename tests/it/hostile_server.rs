@@ -272,6 +272,64 @@ fn dripping_server() -> (String, Arc<AtomicUsize>) {
     (origin, dripped)
 }
 
+/// A server on a std thread that answers each request as keep-alive (no `Connection: close`)
+/// and then closes the connection anyway, as servers do when their keep-alive ends. Returns its
+/// origin and how many submissions it has answered.
+fn one_answer_per_connection_server() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let posts = Arc::new(AtomicUsize::new(0));
+    let count = posts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            let mut body = vec![0u8; length];
+            let _ = conn.read_exact(&mut body);
+            let answer = if text.starts_with("head ") {
+                String::new()
+            } else {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                format!(
+                    "{{\"code\": 0, \"message\": \"ok\", \"result\": {{\"task_id\": \"t-{n}\", \"sub_task_ids\": [\"t-{n}-0\"]}}}}"
+                )
+            };
+            let _ = conn.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .as_bytes(),
+            );
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    (origin, posts)
+}
+
+/// Connections are pooled, but one the server closed after its answer is not used again: each
+/// submission goes on a new connection, none is lost or `unknown`, none is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_after_answering_is_not_reused() {
+    let (origin, posts) = one_answer_per_connection_server();
+    let (_dir, manifest, out) = txt2img_scratch("closing", 6, &[1]);
+    let extra = ["--concurrency", "1", "--max-attempts", "1"];
+    let o = bounded(run_args(&manifest, &origin, &out, &extra)).await;
+    let (code, stderr) = code_and_stderr(&o);
+    assert_eq!(code, Some(0), "{stderr}");
+    all_submitted(&out, 6);
+    assert_eq!(posts.load(Ordering::SeqCst), 6, "each sent once");
+}
+
 /// A submission answered with headers and a body that never ends is cut off by `--timeout`: the
 /// request was received, so it is `unknown`, and the run ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,8 +266,10 @@ async fn the_accounts_refusals_trip_the_breaker_or_are_retried_on_request() {
             &[
                 "--retry-code",
                 "1201",
+                // Four requests take turns at two slots that free every 300 ms: a request may
+                // be refused many times in a row (once, under load, more than 50).
                 "--max-attempts",
-                "50",
+                "500",
                 "--backoff-max",
                 "200ms",
             ],
