@@ -7,7 +7,7 @@
 //! rate. reqwest (kept for everything else: task queries, downloads, templates) adds per request a
 //! header map copy, a boxed future, a tower retry and redirect layer, and two parses of the URL
 //! into a `url::Url` (its redirect policy and its response); hyper-util's general pool under it
-//! keys, locks and wraps every checkout. Together about a third of a submission's CPU
+//! keys, locks and wraps every checkout. Together about a quarter of a submission's CPU
 //! (`bench/results/overhead-9reps.md`). This transport sends the same bytes without them.
 //!
 //! It sends what reqwest would send (the same headers, `Accept: */*` and `Host` included, the
