@@ -233,24 +233,35 @@ async fn a_task_id_with_control_characters_is_unknown_and_shown_escaped() {
     assert_eq!(submissions(&server).await.len(), 1);
 }
 
+/// A listener on loopback, its origin, and a counter shared with the server's thread.
+fn test_server() -> (std::net::TcpListener, String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    (listener, origin, Arc::new(AtomicUsize::new(0)))
+}
+
+/// A request's head, read byte by byte up to its blank line (or the end of the connection).
+fn read_head(conn: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    head
+}
+
 /// A server on a std thread that answers `HEAD` (the check a run makes first) at once, and any
 /// other request with its headers and then one byte of body every 50 ms, without end, until the
 /// client hangs up. Returns its origin and how many body bytes it has sent.
 fn dripping_server() -> (String, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let dripped = Arc::new(AtomicUsize::new(0));
+    let (listener, origin, dripped) = test_server();
     let count = dripped.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
             let count = count.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
+                let head = read_head(&mut conn);
                 if head.starts_with(b"HEAD ") {
                     let _ = conn.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -276,18 +287,12 @@ fn dripping_server() -> (String, Arc<AtomicUsize>) {
 /// and then closes the connection anyway, as servers do when their keep-alive ends. Returns its
 /// origin and how many submissions it has answered.
 fn one_answer_per_connection_server() -> (String, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let posts = Arc::new(AtomicUsize::new(0));
+    let (listener, origin, posts) = test_server();
     let count = posts.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
+            let head = read_head(&mut conn);
             let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
             let length: usize = text
                 .lines()
