@@ -134,12 +134,18 @@ struct Idle {
 }
 
 impl Pool {
-    /// An idle connection to `origin` that is still open, if any (the others are dropped).
+    /// The most recently used idle connection to `origin` that is still open and has not waited
+    /// too long, if any; the ones passed over on the way are dropped.
     fn take(&self, origin: &str) -> Option<SendRequest<SubmitBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_FOR);
-        let i = idle.iter().rposition(|c| c.origin == origin)?;
-        Some(idle.swap_remove(i).sender)
+        let now = Instant::now();
+        loop {
+            let i = idle.iter().rposition(|c| c.origin == origin)?;
+            let c = idle.swap_remove(i);
+            if !c.sender.is_closed() && now.saturating_duration_since(c.since) < IDLE_FOR {
+                return Some(c.sender);
+            }
+        }
     }
 
     /// Keep a connection whose exchange is over, if it is open and there is room.
