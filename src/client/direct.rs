@@ -110,6 +110,34 @@ pub(crate) struct Direct {
     connector: Bounded,
     pool: Arc<Pool>,
     timeout: Duration,
+    /// The submit URLs, worked out once (in the order they were given).
+    endpoints: Arc<[Endpoint]>,
+}
+
+/// A submit URL as this transport sends to it, worked out once: its origin (the pool's key), the
+/// request target in origin form, and the headers of every request to it (`Host` included).
+struct Endpoint {
+    uri: http::Uri,
+    origin: Arc<str>,
+    target: http::Uri,
+    headers: HeaderMap,
+}
+
+impl Endpoint {
+    fn new(uri: &http::Uri, mut headers: HeaderMap) -> Option<Endpoint> {
+        let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?);
+        let target = uri.path_and_query().map_or_else(
+            || http::Uri::from_static("/"),
+            |pq| http::Uri::from(pq.clone()),
+        );
+        headers.insert(HOST, HeaderValue::from_str(&host(uri)).ok()?);
+        Some(Endpoint {
+            uri: uri.clone(),
+            origin: origin.into(),
+            target,
+            headers,
+        })
+    }
 }
 
 impl std::fmt::Debug for Direct {
@@ -128,7 +156,7 @@ struct Pool {
 
 struct Idle {
     /// `scheme://authority`.
-    origin: String,
+    origin: Arc<str>,
     since: Instant,
     sender: SendRequest<SubmitBody>,
 }
@@ -140,7 +168,7 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         loop {
-            let i = idle.iter().rposition(|c| c.origin == origin)?;
+            let i = idle.iter().rposition(|c| &*c.origin == origin)?;
             let c = idle.swap_remove(i);
             if !c.sender.is_closed() && now.saturating_duration_since(c.since) < IDLE_FOR {
                 return Some(c.sender);
@@ -149,11 +177,11 @@ impl Pool {
     }
 
     /// Keep a connection whose exchange is over, if it is open and there is room.
-    fn put(&self, origin: &str, sender: SendRequest<SubmitBody>) {
+    fn put(&self, origin: &Arc<str>, sender: SendRequest<SubmitBody>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if !sender.is_closed() && idle.len() < self.max {
             idle.push(Idle {
-                origin: origin.to_string(),
+                origin: origin.clone(),
                 since: Instant::now(),
                 sender,
             });
@@ -162,18 +190,26 @@ impl Pool {
 }
 
 impl Direct {
-    /// The transport for `uris`, or `None` when a proxy from the environment applies to one of
-    /// them (reqwest sends those).
+    /// The transport for `endpoints` (each submit URL with the headers of every request to it),
+    /// or `None` when a proxy from the environment applies to one of them (reqwest sends those)
+    /// or one is not an absolute URL.
     pub(crate) fn new(
-        uris: &[http::Uri],
+        endpoints: &[(http::Uri, HeaderMap)],
         tls: rustls::ClientConfig,
         timeout: Duration,
         pool: usize,
     ) -> Option<Direct> {
         let proxies = hyper_util::client::proxy::matcher::Matcher::from_system();
-        if uris.iter().any(|u| proxies.intercept(u).is_some()) {
+        if endpoints
+            .iter()
+            .any(|(u, _)| proxies.intercept(u).is_some())
+        {
             return None;
         }
+        let endpoints = endpoints
+            .iter()
+            .map(|(uri, headers)| Endpoint::new(uri, headers.clone()))
+            .collect::<Option<Arc<[Endpoint]>>>()?;
         let bound = CONNECT_TIMEOUT.min(timeout);
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
@@ -203,6 +239,7 @@ impl Direct {
             connector,
             pool,
             timeout,
+            endpoints,
         })
     }
 
@@ -223,16 +260,11 @@ impl Direct {
 
     /// Send `request` on a pooled connection or a new one (see the module docs for the one
     /// case where it moves to another connection), and read the answer.
-    async fn exchange(
-        &self,
-        origin: &str,
-        uri: &http::Uri,
-        mut request: http::Request<SubmitBody>,
-    ) -> Attempt {
+    async fn exchange(&self, to: &Endpoint, mut request: http::Request<SubmitBody>) -> Attempt {
         loop {
-            let (mut sender, pooled) = match self.pool.take(origin) {
+            let (mut sender, pooled) = match self.pool.take(&to.origin) {
                 Some(s) => (s, true),
-                None => match self.connect(uri).await {
+                None => match self.connect(&to.uri).await {
                     Ok(s) => (s, false),
                     Err(why) => return Attempt::NotSent(why),
                 },
@@ -264,19 +296,15 @@ impl Direct {
             })
             .await;
             if body.is_ok() {
-                self.pool.put(origin, sender);
+                self.pool.put(&to.origin, sender);
             }
             return answered(status, retry_after, body);
         }
     }
 
-    /// One submission attempt: POST `body` to `uri` with `headers`.
-    pub(crate) async fn submit(
-        &self,
-        uri: http::Uri,
-        headers: HeaderMap,
-        body: &WireBody,
-    ) -> Attempt {
+    /// One submission attempt: POST `body` to endpoint `i` (in the order given to [`Direct::new`]).
+    pub(crate) async fn submit(&self, i: usize, body: &WireBody) -> Attempt {
+        let to = &self.endpoints[i];
         let (payload, failure) = match body.as_bytes() {
             Some(bytes) => (Either::Left(Full::new(bytes)), None),
             None => {
@@ -288,27 +316,16 @@ impl Direct {
                 )
             }
         };
-        let origin = match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
-            _ => return Attempt::NotSent(format!("`{uri}` is not an absolute URL")),
-        };
-        let target = uri.path_and_query().map_or_else(
-            || http::Uri::from_static("/"),
-            |pq| http::Uri::from(pq.clone()),
-        );
         let mut request = http::Request::new(payload);
         *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = target;
-        *request.headers_mut() = headers;
-        if let Ok(host) = HeaderValue::from_str(&host(&uri)) {
-            request.headers_mut().insert(HOST, host);
-        }
+        *request.uri_mut() = to.target.clone();
+        *request.headers_mut() = to.headers.clone();
         if failure.is_some() {
             request
                 .headers_mut()
                 .insert(CONTENT_LENGTH, body.len().into());
         }
-        let attempt = self.exchange(&origin, &uri, request);
+        let attempt = self.exchange(to, request);
         let attempt = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(a) => a,
             Err(_) => Attempt::NoAnswer("timed out".into()),

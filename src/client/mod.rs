@@ -195,6 +195,12 @@ pub(crate) enum Attempt {
     BodyFailed(String),
 }
 
+/// A URL as the direct transport sends to it: converted as reqwest converts it (a `Url` is
+/// normalised: an international host in punycode).
+fn wire_uri(url: &reqwest::Url) -> Result<http::Uri, String> {
+    http::Uri::try_from(url.as_str()).map_err(|e| format!("bad endpoint URL: {e}"))
+}
+
 /// The TLS setup of every connection: rustls with the aws-lc-rs provider and the platform's
 /// verifier (the system's CA roots), as reqwest 0.13 builds it by default, and no ALPN (each
 /// transport sets its own). Built once per process: loading the roots takes milliseconds, and a
@@ -233,8 +239,6 @@ pub(crate) struct Client {
     base: BaseUrl,
     /// Submit URLs, parsed once (index: `Kind::ALL`).
     submit_urls: [reqwest::Url; 2],
-    /// The same, for the direct transport.
-    submit_uris: [http::Uri; 2],
     /// The submissions' transport, unless a proxy applies (then reqwest sends them).
     direct: Option<direct::Direct>,
     auth: HeaderValue,
@@ -277,20 +281,25 @@ impl Client {
             reqwest::Url::parse(&base.endpoint(kind)).map_err(|e| format!("bad endpoint URL: {e}"))
         };
         let submit_urls = [parse(Kind::ALL[0])?, parse(Kind::ALL[1])?];
-        // As reqwest converts them (a `Url` is normalised: an international host in punycode).
-        let uri = |url: &reqwest::Url| {
-            http::Uri::try_from(url.as_str()).map_err(|e| format!("bad endpoint URL: {e}"))
-        };
-        let submit_uris = [uri(&submit_urls[0])?, uri(&submit_urls[1])?];
-        Ok(Client {
+        let mut client = Client {
             http,
-            direct: direct::Direct::new(&submit_uris, tls, timeout, pool),
-            submit_uris,
+            direct: None,
             submit_urls,
             base,
             auth: token.header()?,
             user_id,
-        })
+        };
+        // The direct transport's endpoints, in the order of `Kind::ALL`, with the headers of
+        // every submission to each.
+        let mut endpoints = Vec::new();
+        for (kind, url) in Kind::ALL.iter().zip(&client.submit_urls) {
+            let mut headers = client.headers(*kind);
+            headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+            endpoints.push((wire_uri(url)?, headers));
+        }
+        client.direct = direct::Direct::new(&endpoints, tls, timeout, pool);
+        Ok(client)
     }
 
     pub(crate) fn base(&self) -> &BaseUrl {
@@ -331,12 +340,7 @@ impl Client {
     pub(crate) async fn submit(&self, kind: Kind, body: &WireBody) -> Attempt {
         let i = Kind::ALL.iter().position(|k| *k == kind).expect("a kind");
         if let Some(direct) = &self.direct {
-            let mut headers = self.headers(kind);
-            headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
-            return direct
-                .submit(self.submit_uris[i].clone(), headers, body)
-                .await;
+            return direct.submit(i, body).await;
         }
         let request = self
             .http
@@ -532,7 +536,7 @@ mod tests {
         let token = Token::new("t".into()).unwrap();
         let client = Client::new(base, &token, Duration::from_secs(1), 1).unwrap();
         assert_eq!(
-            client.submit_uris[0].host(),
+            wire_uri(&client.submit_urls[0]).unwrap().host(),
             Some("xn--bcher-kva.example"),
             "as reqwest converts its URL"
         );
