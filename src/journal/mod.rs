@@ -184,8 +184,8 @@ impl Journal {
         {
             use io::Write;
             // Large writes: the file is megabytes (a row is ~300 bytes), 8 KiB writes are
-            // hundreds of system calls.
-            let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            // hundreds of system calls; 256 KiB ones are tens, and little memory.
+            let mut w = io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
             let mut header = csv::Writer::from_writer(Vec::new());
             header.write_record(&self.header)?;
             w.write_all(&header.into_inner().map_err(|e| e.into_error())?)?;

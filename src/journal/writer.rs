@@ -12,7 +12,8 @@
 //!
 //! Rows arrive encoded, with their requests ([`WalWriter::rows`]): they are written to the
 //! results file as soon as they arrive (a kill of the process from then on loses none), and
-//! their entries are settled (`done`) after the next sync of the results. A row that cannot be
+//! their entries are settled (`done`) after the next sync of the results (every [`SYNC_EVERY`],
+//! or at once when [`SETTLE_AT`] rows wait, so their memory is bounded). A row that cannot be
 //! written settles nothing: its entry stays open, the task ids it carried are logged, and the
 //! run learns of it at its next [`WalWriter::rows`] (or at the end) and stops.
 //!
@@ -35,6 +36,10 @@ use super::wal::{Sent, SentLine, parse};
 
 /// How often the results file is synced so that `done` lines can follow (also at the end).
 pub(crate) const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// How many written rows may wait for that sync: past it the results are synced at once, so the
+/// requests waiting to be settled (16 bytes each, and their 42-byte `done` lines) take memory
+/// bounded by this, not by a second's worth of requests (20,000 against a fast server).
+pub(super) const SETTLE_AT: usize = 4096;
 /// The size past which a run's log is rewritten to its open entries.
 pub(super) const COMPACT_OVER: u64 = 8 << 20;
 /// How far ahead of its text the log's zeros are laid down, at most: a new log starts with
@@ -116,7 +121,7 @@ impl WalWriter {
     /// results file, opened for appending: this run's rows are appended to it, and it is synced
     /// before `done` lines).
     pub(super) fn start(path: &Path, wal: File, results: File) -> io::Result<WalWriter> {
-        Self::start_with(path, wal, results, SYNC_EVERY, COMPACT_OVER)
+        Self::start_with(path, wal, results, SYNC_EVERY, SETTLE_AT, COMPACT_OVER)
     }
 
     fn start_with(
@@ -124,10 +129,11 @@ impl WalWriter {
         wal: File,
         results: File,
         sync_every: Duration,
+        settle_at: usize,
         compact_over: u64,
     ) -> io::Result<WalWriter> {
         let (tx, rx) = mpsc::channel();
-        let mut log = Log::open(path, wal, sync_every, compact_over)?;
+        let mut log = Log::open(path, wal, sync_every, settle_at, compact_over)?;
         log.extend(0)?;
         let failed = Arc::new(Mutex::new(None));
         let shared = failed.clone();
@@ -181,6 +187,7 @@ impl WalWriter {
 /// The log file, as the writer thread holds it: its text, then zeros up to `allocated`.
 struct Log {
     sync_every: Duration,
+    settle_at: usize,
     compact_over: u64,
     path: std::path::PathBuf,
     /// Opened for writing (not appending: the text is written over the zeros), positioned at
@@ -198,6 +205,7 @@ impl Log {
         path: &Path,
         mut file: File,
         sync_every: Duration,
+        settle_at: usize,
         compact_over: u64,
     ) -> io::Result<Log> {
         use std::io::{Read, Seek, SeekFrom};
@@ -209,6 +217,7 @@ impl Log {
         file.seek(SeekFrom::Start(len))?;
         Ok(Log {
             sync_every,
+            settle_at,
             compact_over,
             path: path.to_path_buf(),
             file,
@@ -225,7 +234,10 @@ impl Log {
         }
         let ahead = self.allocated.clamp(AHEAD_FIRST, AHEAD);
         let target = self.len + need + ahead;
-        let zeros = vec![0u8; 1 << 20];
+        // Static: a buffer allocated here would stay in the heap (glibc reuses the freed megabyte
+        // instead of returning it), a megabyte of resident memory for the rest of the run.
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let zeros = &ZEROS;
         let mut at = self.allocated;
         while at < target {
             let n = (target - at).min(zeros.len() as u64) as usize;
@@ -258,7 +270,13 @@ impl Log {
             .read(true)
             .write(true)
             .open(&self.path)?;
-        *self = Log::open(&self.path, file, self.sync_every, self.compact_over)?;
+        *self = Log::open(
+            &self.path,
+            file,
+            self.sync_every,
+            self.settle_at,
+            self.compact_over,
+        )?;
         self.extend(0)
     }
 }
@@ -343,7 +361,9 @@ fn serve(
         if broken.is_none() {
             let mut step = || -> io::Result<()> {
                 if !settled.is_empty()
-                    && (finish.is_some() || last_sync.elapsed() >= log.sync_every)
+                    && (finish.is_some()
+                        || settled.len() >= log.settle_at
+                        || last_sync.elapsed() >= log.sync_every)
                 {
                     // The rows are on disk: only now may their entries be settled.
                     results.sync_data()?;
@@ -460,7 +480,8 @@ mod tests {
             .truncate(false)
             .open(&path)
             .unwrap();
-        let writer = WalWriter::start_with(&path, wal, results, Duration::ZERO, 4096).unwrap();
+        let writer =
+            WalWriter::start_with(&path, wal, results, Duration::ZERO, SETTLE_AT, 4096).unwrap();
         let handle = writer.handle();
         for i in 0..200u128 {
             handle.sent(line(&sent(i, 1))).await.unwrap();
@@ -488,5 +509,42 @@ mod tests {
             "what was noted survives"
         );
         assert!(entries[4].no_task());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn rows_waiting_to_be_settled_are_bounded_in_number_not_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.wal");
+        let results = File::create(dir.path().join("r.csv")).unwrap();
+        let wal = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        // A sync every hour: only the bound of 10 rows can settle anything before the end.
+        let hour = Duration::from_secs(3600);
+        let writer = WalWriter::start_with(&path, wal, results, hour, 10, COMPACT_OVER).unwrap();
+        let handle = writer.handle();
+        for i in 0..25u128 {
+            handle.sent(line(&sent(i, 1))).await.unwrap();
+            writer
+                .rows(Vec::new(), vec![Uuid::from_u128(i)], Vec::new())
+                .unwrap();
+        }
+        // Messages are served in order: once this line is on disk, so are the `done` lines the
+        // rows before it allowed.
+        handle.sent(line(&sent(99, 1))).await.unwrap();
+        let entries = read(&path).unwrap().unwrap();
+        let open: Vec<u128> = entries.iter().map(|e| e.sent.id.as_u128()).collect();
+        assert!(
+            open.len() <= 10 + 1,
+            "at most 10 written rows wait to be settled, {} entries open: {open:?}",
+            open.len()
+        );
+        assert!(open.contains(&99));
+        let open = writer.finish().unwrap();
+        assert_eq!(open, vec![sent(99, 1)]);
     }
 }
