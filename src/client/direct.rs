@@ -14,8 +14,8 @@
 //! target in origin form) and connects as reqwest would:
 //!
 //! - TLS is the one rustls setup reqwest is given too ([`super::tls`]: the aws-lc-rs provider
-//!   and the platform's verifier, as reqwest 0.13 builds it); ALPN offers `http/1.1` only (the
-//!   API's gateway speaks it; reqwest would also offer `h2`);
+//!   and the platform's verifier, as reqwest 0.13 builds it); ALPN offers `http/1.1` only, as
+//!   for reqwest (the tool is built without HTTP/2: see [`super::Client::new`]);
 //! - connections are pooled per origin (at most `--concurrency` idle, each for at most
 //!   [`IDLE_FOR`], as reqwest's default), with `TCP_NODELAY`, reqwest's TCP keepalive (15 s, 3
 //!   probes) and `TCP_USER_TIMEOUT` (30 s, Linux); connecting (TCP and the TLS handshake, before
