@@ -264,7 +264,10 @@ impl Direct {
         loop {
             let (mut sender, pooled) = match self.pool.take(&to.origin) {
                 Some(s) => (s, true),
-                None => match self.connect(&to.uri).await {
+                // Boxed: a new connection is rare (a few per run), and its future (TCP, TLS,
+                // the HTTP handshake) would otherwise make every submission's state kilobytes
+                // larger, moved and allocated once per request.
+                None => match Box::pin(self.connect(&to.uri)).await {
                     Ok(s) => (s, false),
                     Err(why) => return Attempt::NotSent(why),
                 },
