@@ -153,7 +153,9 @@ pub(crate) fn validate(paths: &[PathBuf], options: &Options<'_>) -> (Vec<Manifes
     }
 
     let mut images = ImageChecker::default();
-    let mut ids: HashSet<u64> = HashSet::new();
+    // Sized ahead from the count (growing it rehashes), up to a million ids (8 MB): a larger
+    // expansion grows it as it goes.
+    let mut ids: HashSet<u64> = HashSet::with_capacity(total.min(1 << 20) as usize);
     let mut suspects: HashSet<u64> = HashSet::new();
     for m in &manifests {
         let mut counts = ManifestCounts {
