@@ -487,7 +487,7 @@ cat > "$work/header.md" <<EOF
   then resumed until nothing is \`failed\` ($resumes); then \`--retry-unknown\`
 - "open WAL entries after" an interruption: requests with a \`sent\` line and no \`done\` line.
   After a SIGKILL this includes requests whose row was already written but whose \`done\` line
-  waited for the results' next fsync (once a second): the next run finds their rows. So the union
+  waited for the results' next fsync (once a second, or at 4,096 waiting rows): the next run finds their rows. So the union
   is larger than what was really in flight; an \`unknown\` must be in it (or be a closed connection)
 - time: ${total} s in all (rounds and resumes: ${rounds_time} s), the build excluded
 EOF
