@@ -428,9 +428,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn sent_returns_once_the_line_is_written_and_finish_reports_what_is_open() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A new log and results file in `dir`: the log's path, the log opened for writing, the
+    /// results opened for appending.
+    fn files(dir: &tempfile::TempDir) -> (std::path::PathBuf, File, File) {
         let path = dir.path().join("r.wal");
         let wal = std::fs::OpenOptions::new()
             .create(true)
@@ -440,6 +440,13 @@ mod tests {
             .open(&path)
             .unwrap();
         let results = File::create(dir.path().join("r.csv")).unwrap();
+        (path, wal, results)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sent_returns_once_the_line_is_written_and_finish_reports_what_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, wal, results) = files(&dir);
         let writer = WalWriter::start(&path, wal, results).unwrap();
         let handle = writer.handle();
         // Fifty submissions starting together, as `buffer_unordered` starts them.
@@ -471,15 +478,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_long_log_is_rewritten_to_what_is_still_in_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.wal");
-        let results = File::create(dir.path().join("r.csv")).unwrap();
-        let wal = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .unwrap();
+        let (path, wal, results) = files(&dir);
         let writer =
             WalWriter::start_with(&path, wal, results, Duration::ZERO, SETTLE_AT, 4096).unwrap();
         let handle = writer.handle();
@@ -514,15 +513,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn rows_waiting_to_be_settled_are_bounded_in_number_not_in_time() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.wal");
-        let results = File::create(dir.path().join("r.csv")).unwrap();
-        let wal = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let (path, wal, results) = files(&dir);
         // A sync every hour: only the bound of 10 rows can settle anything before the end.
         let hour = Duration::from_secs(3600);
         let writer = WalWriter::start_with(&path, wal, results, hour, 10, COMPACT_OVER).unwrap();
