@@ -125,7 +125,7 @@ fn hash<T: Serialize>(material: &T) -> Uuid {
 /// bytes of SHA-1 over the namespace and the name, with the version and variant set), with
 /// AWS-LC's SHA-1, which uses the CPU's SHA instructions: an id is hashed on every pass over the
 /// manifests, and uuid's portable SHA-1 was a third of validation's time.
-pub(crate) fn v5(name: &[u8]) -> Uuid {
+fn v5(name: &[u8]) -> Uuid {
     use aws_lc_rs::digest;
     let mut sha1 = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
     sha1.update(NAMESPACE.as_bytes());
@@ -138,6 +138,8 @@ pub(crate) fn v5(name: &[u8]) -> Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::model::{ModelBody, ModelTemplate};
+    use std::path::Path;
 
     proptest::proptest! {
         /// The ids are uuid's UUIDv5, whatever computes the SHA-1: ids are kept in results files.
@@ -146,8 +148,6 @@ mod tests {
             proptest::prop_assert_eq!(v5(&name), Uuid::new_v5(&NAMESPACE, &name));
         }
     }
-    use crate::api::model::{ModelBody, ModelTemplate};
-    use std::path::Path;
 
     fn model(image: ImageRef) -> Body {
         Body::Model(ModelBody {

@@ -121,19 +121,12 @@ impl WalWriter {
     /// results file, opened for appending: this run's rows are appended to it, and it is synced
     /// before `done` lines).
     pub(super) fn start(path: &Path, wal: File, results: File) -> io::Result<WalWriter> {
-        Self::start_with(path, wal, results, SYNC_EVERY, SETTLE_AT, COMPACT_OVER)
+        Self::start_with(path, wal, results, Tuning::DEFAULT)
     }
 
-    fn start_with(
-        path: &Path,
-        wal: File,
-        results: File,
-        sync_every: Duration,
-        settle_at: usize,
-        compact_over: u64,
-    ) -> io::Result<WalWriter> {
+    fn start_with(path: &Path, wal: File, results: File, tuning: Tuning) -> io::Result<WalWriter> {
         let (tx, rx) = mpsc::channel();
-        let mut log = Log::open(path, wal, sync_every, settle_at, compact_over)?;
+        let mut log = Log::open(path, wal, tuning)?;
         log.extend(0)?;
         let failed = Arc::new(Mutex::new(None));
         let shared = failed.clone();
@@ -184,11 +177,26 @@ impl WalWriter {
     }
 }
 
-/// The log file, as the writer thread holds it: its text, then zeros up to `allocated`.
-struct Log {
+/// When the writer syncs the results, settles and compacts ([`SYNC_EVERY`], [`SETTLE_AT`],
+/// [`COMPACT_OVER`]; tests use other values).
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
     sync_every: Duration,
     settle_at: usize,
     compact_over: u64,
+}
+
+impl Tuning {
+    const DEFAULT: Tuning = Tuning {
+        sync_every: SYNC_EVERY,
+        settle_at: SETTLE_AT,
+        compact_over: COMPACT_OVER,
+    };
+}
+
+/// The log file, as the writer thread holds it: its text, then zeros up to `allocated`.
+struct Log {
+    tuning: Tuning,
     path: std::path::PathBuf,
     /// Opened for writing (not appending: the text is written over the zeros), positioned at
     /// the end of the text.
@@ -201,13 +209,7 @@ struct Log {
 
 impl Log {
     /// Take over the log at `path` (`file` opened for writing): its text ends at its first zero.
-    fn open(
-        path: &Path,
-        mut file: File,
-        sync_every: Duration,
-        settle_at: usize,
-        compact_over: u64,
-    ) -> io::Result<Log> {
+    fn open(path: &Path, mut file: File, tuning: Tuning) -> io::Result<Log> {
         use std::io::{Read, Seek, SeekFrom};
         let allocated = file.metadata()?.len();
         let mut bytes = Vec::new();
@@ -216,9 +218,7 @@ impl Log {
         let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()) as u64;
         file.seek(SeekFrom::Start(len))?;
         Ok(Log {
-            sync_every,
-            settle_at,
-            compact_over,
+            tuning,
             path: path.to_path_buf(),
             file,
             len,
@@ -270,13 +270,7 @@ impl Log {
             .read(true)
             .write(true)
             .open(&self.path)?;
-        *self = Log::open(
-            &self.path,
-            file,
-            self.sync_every,
-            self.settle_at,
-            self.compact_over,
-        )?;
+        *self = Log::open(&self.path, file, self.tuning)?;
         self.extend(0)
     }
 }
@@ -304,7 +298,7 @@ fn serve(
     // The rows could not be written: nothing more is (their entries stay open).
     let mut rows_broken = false;
     loop {
-        let first = match rx.recv_timeout(log.sync_every.max(Duration::from_millis(1))) {
+        let first = match rx.recv_timeout(log.tuning.sync_every.max(Duration::from_millis(1))) {
             Ok(m) => Some(m),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -362,8 +356,8 @@ fn serve(
             let mut step = || -> io::Result<()> {
                 if !settled.is_empty()
                     && (finish.is_some()
-                        || settled.len() >= log.settle_at
-                        || last_sync.elapsed() >= log.sync_every)
+                        || settled.len() >= log.tuning.settle_at
+                        || last_sync.elapsed() >= log.tuning.sync_every)
                 {
                     // The rows are on disk: only now may their entries be settled.
                     results.sync_data()?;
@@ -380,7 +374,7 @@ fn serve(
                     log.file.sync_data()?;
                 }
                 // Every entry the log settled has its row on disk: what is open is all it needs.
-                if settled.is_empty() && log.len > log.compact_over {
+                if settled.is_empty() && log.len > log.tuning.compact_over {
                     log.compact(&open)?;
                 }
                 Ok(())
@@ -479,8 +473,17 @@ mod tests {
     async fn a_long_log_is_rewritten_to_what_is_still_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let (path, wal, results) = files(&dir);
-        let writer =
-            WalWriter::start_with(&path, wal, results, Duration::ZERO, SETTLE_AT, 4096).unwrap();
+        let writer = WalWriter::start_with(
+            &path,
+            wal,
+            results,
+            Tuning {
+                sync_every: Duration::ZERO,
+                compact_over: 4096,
+                ..Tuning::DEFAULT
+            },
+        )
+        .unwrap();
         let handle = writer.handle();
         for i in 0..200u128 {
             handle.sent(line(&sent(i, 1))).await.unwrap();
@@ -516,7 +519,12 @@ mod tests {
         let (path, wal, results) = files(&dir);
         // A sync every hour: only the bound of 10 rows can settle anything before the end.
         let hour = Duration::from_secs(3600);
-        let writer = WalWriter::start_with(&path, wal, results, hour, 10, COMPACT_OVER).unwrap();
+        let tuning = Tuning {
+            sync_every: hour,
+            settle_at: 10,
+            ..Tuning::DEFAULT
+        };
+        let writer = WalWriter::start_with(&path, wal, results, tuning).unwrap();
         let handle = writer.handle();
         for i in 0..25u128 {
             handle.sent(line(&sent(i, 1))).await.unwrap();
